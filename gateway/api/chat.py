@@ -1,0 +1,72 @@
+"""POST /v1/chat/completions: validate, resolve the model, call its provider, price the usage."""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Any
+
+import orjson
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.accounting import settle
+from gateway.call import Call, read_body, request_id
+from gateway.chat_request import parse_chat_request
+from gateway.errors import GatewayError
+from gateway.providers.base import Provider
+from gateway.state import AppState
+from gateway.streaming import start_stream
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+def _completion_text(body: dict[str, Any]) -> str:
+    parts: list[str] = []
+    for choice in body.get("choices") or ():
+        message = choice.get("message") or {}
+        if isinstance(message.get("content"), str):
+            parts.append(message["content"])
+        for call in message.get("tool_calls") or ():
+            fn = call.get("function") or {}
+            parts.append(str(fn.get("name") or "") + str(fn.get("arguments") or ""))
+    return "".join(parts)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    state: AppState = request.app.state.gw
+    call = Call(state, request_id(request))
+    request.state.request_id = call.request_id
+    try:
+        body = parse_chat_request(await read_body(request, state.settings.max_body_bytes))
+        call.spec = spec = state.resolve_model(body["model"])
+        body["model"] = spec.upstream_model
+        call.body = body
+        provider = state.providers[spec.wire]
+        if body.get("stream"):
+            return await start_stream(call, provider)
+        return await _complete(call, provider)
+    except GatewayError as exc:
+        call.failed(exc)
+        raise
+
+
+async def _complete(call: Call, provider: Provider) -> Response:
+    spec, body = call.spec, call.body
+    assert spec is not None
+    call.upstream_started = perf_counter()
+    completion = await provider.complete(spec, body)
+    upstream_time = perf_counter() - call.upstream_started
+    settled = settle(
+        call.state, spec, body, completion.usage, completion.usage_dict,
+        lambda: _completion_text(completion.body), "missing", call.tier, call.team,
+    )
+    completion.body["usage"] = settled.client_usage()
+    headers = call.headers()
+    headers["x-gateway-cost-usd"] = settled.cost.header_value()
+    response = Response(orjson.dumps(completion.body), media_type="application/json", headers=headers)
+    call.record("200", upstream_time)
+    return response

@@ -1,0 +1,28 @@
+"""GET /healthz (the process is alive) and GET /readyz (it can serve traffic)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from gateway.state import AppState
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    state: AppState = request.app.state.gw
+    available = sum(1 for m in state.settings.models.values() if m.available)
+    problems = [] if available else ["no model is available: set a provider API key"]
+    if problems:
+        return JSONResponse({"status": "not_ready", "problems": problems}, status_code=503)
+    return JSONResponse({"status": "ready", "models_available": available})

@@ -1,0 +1,33 @@
+"""GET /v1/models: every configured model in OpenAI's list format, with its availability."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from gateway.state import AppState
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> JSONResponse:
+    state: AppState = request.app.state.gw
+    data: list[dict[str, Any]] = []
+    for spec in state.settings.models.values():
+        entry: dict[str, Any] = {
+            "id": spec.name,
+            "object": "model",
+            "created": 0,
+            "owned_by": spec.provider,
+            "available": spec.available,
+        }
+        if spec.unavailable_reason:
+            entry["unavailable_reason"] = spec.unavailable_reason
+        data.append(entry)
+    return JSONResponse({"object": "list", "data": data})

@@ -1,0 +1,77 @@
+"""Per-request bookkeeping shared by the non-streaming and streaming paths."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any
+
+from starlette.requests import Request
+
+from gateway.errors import GatewayError, RequestTooLarge
+from gateway.settings import ModelSpec
+from gateway.state import AppState
+
+__all__ = ["Call", "read_body", "request_id"]
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id")
+    return given if given and _SAFE_ID.match(given) else uuid.uuid4().hex
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing anything over `limit` bytes (413) without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge(f"request body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@dataclass(slots=True)
+class Call:
+    state: AppState
+    request_id: str
+    started: float = field(default_factory=perf_counter)
+    spec: ModelSpec | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+    tier: str = ""
+    team: str = ""
+    upstream_started: float = 0.0
+
+    @property
+    def model_label(self) -> str:
+        return self.spec.name if self.spec else "none"
+
+    def headers(self) -> dict[str, str]:
+        headers = {"x-request-id": self.request_id, "x-gateway-cache": "bypass"}
+        if self.spec is not None:
+            headers["x-gateway-model"] = self.spec.name
+        if self.tier:
+            headers["x-gateway-tier"] = self.tier
+        return headers
+
+    def record(self, status: str, upstream_time: float = 0.0) -> None:
+        """Request count, duration and the gateway's own overhead."""
+        metrics = self.state.metrics
+        now = perf_counter()
+        metrics.requests.labels(self.model_label, self.tier, status).inc()
+        if self.spec is not None:
+            metrics.duration.labels(self.spec.name).observe(now - self.started)
+            metrics.overhead.observe(max(now - self.started - upstream_time, 0.0))
+
+    def failed(self, exc: GatewayError) -> None:
+        if exc.kind is not None and self.spec is not None:
+            self.state.metrics.upstream_errors.labels(self.spec.name, exc.kind).inc()
+        self.record(str(exc.status_code))

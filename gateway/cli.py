@@ -1,0 +1,93 @@
+"""The `gateway` command: serve, demo, check-config."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from gateway.config import ConfigError
+
+__all__ = ["main"]
+
+
+def _multiprocess_dir() -> str:
+    """Prometheus multiprocess mode needs a directory, emptied at start, set before import."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="gateway-metrics-")
+    shutil.rmtree(path, ignore_errors=True)
+    Path(path).mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.workers > 1:
+        _multiprocess_dir()
+    from gateway.app import CONFIG_ENV, create_app, load_settings
+    from gateway.logs import configure_logging
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.secrets(), args.log_level)
+    common = {
+        "host": args.host, "port": args.port, "log_config": None, "access_log": False,
+        "log_level": args.log_level.lower(), "backlog": 2048,
+    }
+    if args.workers > 1:
+        if args.config:
+            os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
+        uvicorn.run("gateway.app:app_from_env", factory=True, workers=args.workers, **common)
+    else:
+        uvicorn.run(create_app(settings), **common)
+    return 0
+
+
+def check_config(args: argparse.Namespace) -> int:
+    from gateway.app import load_settings
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    for spec in settings.models.values():
+        state = "available" if spec.available else f"unavailable ({spec.unavailable_reason})"
+        print(f"{spec.name:32} {spec.provider:12} {state}")
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway", description="OpenAI-compatible LLM gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="run the gateway")
+    p.add_argument("--config", help="YAML config file (default: built-in catalog)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=4000)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=serve)
+    p = sub.add_parser("check-config", help="validate a config and list its models")
+    p.add_argument("config", nargs="?")
+    p.set_defaults(func=check_config)
+    p = sub.add_parser("demo", help="run a simulated workload and print what it cost")
+    p.set_defaults(func=demo)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

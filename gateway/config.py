@@ -1,0 +1,160 @@
+"""Configuration, phase one: the YAML shape (PRODUCT.md section 2), `${ENV}` substitution, and
+path-qualified error messages such as `models[2].pricing.input_per_mtok: must be >= 0`.
+
+Phase two (cross-references, prices, keys) lives in `gateway.settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = ["ConfigError", "GatewayConfig", "ModelConfig", "load_config", "parse_config"]
+
+Capability = Literal["tools", "vision", "json_schema"]
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """Every problem found in a config, each prefixed with its path."""
+
+    def __init__(self, problems: list[str], source: str = "config") -> None:
+        self.problems = problems
+        super().__init__(f"invalid {source}:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Money = Decimal
+
+
+class PriceFields(_Strict):
+    input_per_mtok: Money | None = Field(None, ge=0)
+    output_per_mtok: Money | None = Field(None, ge=0)
+    cached_input_per_mtok: Money | None = Field(None, ge=0)
+    cache_write_per_mtok: Money | None = Field(None, ge=0)
+    cache_write_1h_per_mtok: Money | None = Field(None, ge=0)
+    reasoning_per_mtok: Money | None = Field(None, ge=0)
+
+
+class PricingTier(PriceFields):
+    above_input_tokens: int = Field(ge=0)
+
+
+class PricingConfig(PriceFields):
+    tiers: list[PricingTier] = []
+
+
+class ModelConfig(_Strict):
+    name: str = Field(min_length=1)
+    provider: str = Field(min_length=1)
+    upstream_model: str | None = None
+    api_base: str | None = None
+    api_key: str | None = None
+    quality: float | None = Field(None, ge=0, le=100)
+    pricing: PricingConfig | None = None
+    max_input_tokens: int | None = Field(None, gt=0)
+    max_output_tokens: int | None = Field(None, gt=0)
+    timeout_s: float = Field(120.0, gt=0)
+    capabilities: list[Capability] | None = None
+
+
+class TierConfig(_Strict):
+    min_quality: float = Field(0, ge=0, le=100)
+
+
+class CacheLayer(_Strict):
+    enabled: bool = True
+    ttl_s: int = Field(3600, gt=0)
+
+
+class CacheConfig(_Strict):
+    response: CacheLayer = CacheLayer()
+    prefix: CacheLayer = CacheLayer(ttl_s=300)
+
+
+class GatewayConfig(_Strict):
+    redis_url: str | None = None
+    master_key: str | None = None
+    require_keys: bool = False
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    models: list[ModelConfig] = Field(min_length=1)
+    tiers: dict[str, TierConfig] = {}
+    cache: CacheConfig = CacheConfig()
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind, ctx = err["type"], err.get("ctx") or {}
+    simple = {
+        "missing": "is required",
+        "extra_forbidden": "unknown field",
+        "greater_than_equal": f"must be >= {ctx.get('ge')}",
+        "greater_than": f"must be > {ctx.get('gt')}",
+        "less_than_equal": f"must be <= {ctx.get('le')}",
+        "too_short": "must not be empty",
+        "string_too_short": "must not be empty",
+        "literal_error": f"must be one of {ctx.get('expected')}",
+    }
+    return simple.get(kind) or str(err["msg"][0].lower() + err["msg"][1:])
+
+
+def _substitute(value: Any, path: str, problems: list[str]) -> Any:
+    """Replace `${NAME}` / `${NAME:-default}`; a value that is only an unset reference is None."""
+    if isinstance(value, dict):
+        return {k: _substitute(v, f"{path}.{k}" if path else str(k), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    whole = _ENV_REF.fullmatch(value)
+    if whole and whole.group(1) not in os.environ and whole.group(2) is None:
+        return None
+
+    def repl(m: re.Match[str]) -> str:
+        if m.group(1) in os.environ:
+            return os.environ[m.group(1)]
+        if m.group(2) is not None:
+            return m.group(2)
+        problems.append(f"{path}: environment variable {m.group(1)} is not set")
+        return ""
+
+    return _ENV_REF.sub(repl, value)
+
+
+def parse_config(data: Any, source: str = "config") -> GatewayConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(["(top level): must be a mapping"], source)
+    problems: list[str] = []
+    data = _substitute(data, "", problems)
+    try:
+        config = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        problems += [f"{_path(e['loc'])}: {_message(dict(e))}" for e in exc.errors()]
+        raise ConfigError(problems, source) from None
+    if problems:
+        raise ConfigError(problems, source)
+    return config
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    text = Path(path).read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"(yaml): {exc}"], str(path)) from None
+    return parse_config(data, str(path))

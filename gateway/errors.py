@@ -1,0 +1,131 @@
+"""The gateway's one error hierarchy; every error renders an OpenAI-shaped body.
+
+    GatewayError                      (status, type, code)
+    ├── InvalidRequest                400 invalid_request_error
+    ├── AuthenticationFailed          401 authentication_error / invalid_api_key
+    ├── PermissionDenied              403 permission_error
+    ├── ModelNotFound                 404 invalid_request_error / model_not_found
+    ├── RequestTooLarge               413 invalid_request_error / request_too_large
+    ├── RateLimited                   429 rate_limit_exceeded  (retry-after)
+    ├── UpstreamError                 502 upstream_error
+    ├── ServiceUnavailable            503 service_unavailable
+    └── UpstreamTimeout               504 upstream_timeout
+
+Upstream and litellm exceptions become these in `gateway.providers.errors`, nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "AuthenticationFailed",
+    "GatewayError",
+    "InvalidRequest",
+    "ModelNotFound",
+    "PermissionDenied",
+    "RateLimited",
+    "RequestTooLarge",
+    "ServiceUnavailable",
+    "UpstreamError",
+    "UpstreamTimeout",
+]
+
+
+class GatewayError(Exception):
+    status_code = 500
+    error_type = "server_error"
+    code: str | None = None
+    # Metric label for upstream failures (bounded set); None for client-side errors.
+    kind: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        kind: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if kind is not None:
+            self.kind = kind
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def body_bytes(self) -> bytes:
+        return orjson.dumps(self.body())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status_code}, message={self.message!r})"
+
+
+class InvalidRequest(GatewayError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class AuthenticationFailed(GatewayError):
+    status_code = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    status_code = 403
+    error_type = "permission_error"
+
+
+class ModelNotFound(GatewayError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class RequestTooLarge(GatewayError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimited(GatewayError):
+    status_code = 429
+    error_type = "rate_limit_exceeded"
+    code = "rate_limit_exceeded"
+    kind = "rate_limit"
+
+
+class UpstreamError(GatewayError):
+    status_code = 502
+    error_type = "upstream_error"
+    code = "upstream_error"
+    kind = "server_error"
+
+
+class ServiceUnavailable(GatewayError):
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "service_unavailable"
+
+
+class UpstreamTimeout(GatewayError):
+    status_code = 504
+    error_type = "upstream_timeout"
+    code = "upstream_timeout"
+    kind = "timeout"

@@ -1,0 +1,85 @@
+"""Every Prometheus metric the gateway exports, declared once (names per PRODUCT.md section 6).
+
+Labels are bounded: model and tier are configured names (or "none"), status is an HTTP code,
+kind and type come from fixed sets. Never a key, a user or a request id.
+
+With several workers, `PROMETHEUS_MULTIPROC_DIR` is set by `gateway serve` before
+prometheus_client is imported; each worker writes its own files and a scrape on any worker
+aggregates all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+
+from gateway.pricing import Cost, Usage
+
+__all__ = ["Metrics"]
+
+_DURATION = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+_TTFT = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+_OVERHEAD = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+_COST = (1e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1, 5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        own = None if self.multiprocess else CollectorRegistry(auto_describe=True)
+        kw: dict[str, Any] = {"registry": own}
+        self.requests = Counter(
+            "gateway_requests_total", "Chat requests by outcome.", ["model", "tier", "status"], **kw
+        )
+        self.spend = Counter(
+            "gateway_spend_usd_total", "Spend in USD.", ["model", "provider", "tier", "team"], **kw
+        )
+        self.tokens = Counter(
+            "gateway_tokens_total", "Billed tokens by disjoint bucket.", ["model", "type"], **kw
+        )
+        self.request_cost = Histogram(
+            "gateway_request_cost_usd", "Cost per request in USD.", ["model", "tier"], buckets=_COST, **kw
+        )
+        self.duration = Histogram(
+            "gateway_request_duration_seconds", "Request duration.", ["model"], buckets=_DURATION, **kw
+        )
+        self.ttft = Histogram(
+            "gateway_upstream_ttft_seconds", "Upstream time to first token.", ["model"], buckets=_TTFT, **kw
+        )
+        self.overhead = Histogram(
+            "gateway_overhead_seconds", "Time spent in the gateway itself.", buckets=_OVERHEAD, **kw
+        )
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors_total", "Upstream failures by kind.", ["model", "kind"], **kw
+        )
+        self.usage_estimated = Counter(
+            "gateway_usage_estimated_total",
+            "Requests billed from the gateway's own token count (reason: missing | disconnect | error).",
+            ["model", "reason"],
+            **kw,
+        )
+        if self.multiprocess:
+            self._registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self._registry)
+        else:
+            assert own is not None
+            self._registry = own
+
+    def render(self) -> bytes:
+        return generate_latest(self._registry)
+
+    def record_usage(self, model: str, provider: str, tier: str, team: str, usage: Usage, cost: Cost) -> None:
+        usd = float(cost.usd)
+        self.spend.labels(model, provider, tier, team).inc(usd)
+        self.request_cost.labels(model, tier).observe(usd)
+        for bucket, n in (
+            ("input", usage.input),
+            ("cached_input", usage.cached_input),
+            ("cache_write", usage.cache_write_5m + usage.cache_write_1h),
+            ("output", usage.output),
+            ("reasoning", usage.reasoning),
+        ):
+            if n:
+                self.tokens.labels(model, bucket).inc(n)

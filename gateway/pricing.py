@@ -1,0 +1,185 @@
+"""The pricing core: the ONE place where money is computed.
+
+Every figure the gateway reports (response body, header, stream usage chunk, metrics, and later
+routing estimates, budgets and the ledger) comes from `price_usage`. Money is integer pico-USD
+(1e-12 USD): any per-million-token price with up to six decimals is exact, and sums never drift.
+
+Usage is normalised into disjoint billing buckets, so every token is billed exactly once:
+uncached input, cached input (read), 5-minute cache write, 1-hour cache write, output excluding
+reasoning, and reasoning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+__all__ = ["PICO_PER_USD", "Cost", "Price", "Rates", "Usage", "price_usage", "usd_to_pico"]
+
+PICO_PER_USD = 10**12
+_PICO_PER_USD_PER_MTOK = 10**6  # $1 per million tokens == 1e6 pico-USD per token
+
+
+def usd_to_pico(usd: Decimal) -> int:
+    """Round an exact Decimal USD amount to integer pico-USD."""
+    return int((usd * PICO_PER_USD).to_integral_value())
+
+
+def per_mtok_to_pico(per_mtok: Decimal) -> int:
+    """Price in USD per million tokens -> integer pico-USD per token."""
+    return int((per_mtok * _PICO_PER_USD_PER_MTOK).to_integral_value())
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input: int = 0  # uncached input tokens
+    cached_input: int = 0  # cache reads
+    cache_write_5m: int = 0
+    cache_write_1h: int = 0
+    output: int = 0  # completion tokens excluding reasoning
+    reasoning: int = 0
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.input + self.cached_input + self.cache_write_5m + self.cache_write_1h
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.output + self.reasoning
+
+    @classmethod
+    def from_openai(cls, usage: Mapping[str, Any]) -> Usage:
+        """OpenAI convention: cached (and any cache-write) tokens are INSIDE prompt_tokens,
+        reasoning tokens are INSIDE completion_tokens."""
+        prompt = _int(usage.get("prompt_tokens"))
+        completion = _int(usage.get("completion_tokens"))
+        details = usage.get("prompt_tokens_details") or {}
+        cached = _int(details.get("cached_tokens")) or _int(usage.get("prompt_cache_hit_tokens"))
+        write = _int(details.get("cache_write_tokens")) or _int(details.get("cache_creation_tokens"))
+        reasoning = _int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens"))
+        cached = min(cached, prompt)
+        write = min(write, prompt - cached)
+        reasoning = min(reasoning, completion)
+        return cls(
+            input=prompt - cached - write,
+            cached_input=cached,
+            cache_write_5m=write,
+            output=completion - reasoning,
+            reasoning=reasoning,
+        )
+
+    @classmethod
+    def from_anthropic(cls, usage: Mapping[str, Any]) -> Usage:
+        """Anthropic convention: cache reads and writes are OUTSIDE input_tokens; writes may be
+        split into 5-minute and 1-hour lifetimes in `cache_creation`."""
+        write_total = _int(usage.get("cache_creation_input_tokens"))
+        split = usage.get("cache_creation") or {}
+        write_1h = _int(split.get("ephemeral_1h_input_tokens"))
+        write_5m = _int(split.get("ephemeral_5m_input_tokens"))
+        write_5m += max(write_total - write_1h - write_5m, 0)  # unsplit writes are 5-minute
+        return cls(
+            input=_int(usage.get("input_tokens")),
+            cached_input=_int(usage.get("cache_read_input_tokens")),
+            cache_write_5m=write_5m,
+            cache_write_1h=write_1h,
+            output=_int(usage.get("output_tokens")),
+        )
+
+    def to_openai(self) -> dict[str, Any]:
+        """What clients always get: the OpenAI usage convention."""
+        prompt_details: dict[str, int] = {"cached_tokens": self.cached_input}
+        writes = self.cache_write_5m + self.cache_write_1h
+        if writes:
+            prompt_details["cache_write_tokens"] = writes
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": prompt_details,
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Integer pico-USD per token for each billing bucket."""
+
+    input: int
+    cached_input: int
+    cache_write_5m: int
+    cache_write_1h: int
+    output: int
+    reasoning: int
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    base: Rates
+    # Long-context tiers: (above_prompt_tokens, rates), ascending. A request whose prompt is
+    # longer than the threshold is billed entirely at that tier's rates.
+    tiers: tuple[tuple[int, Rates], ...] = field(default=())
+
+    def rates_for(self, prompt_tokens: int) -> Rates:
+        rates = self.base
+        for threshold, tier_rates in self.tiers:
+            if prompt_tokens > threshold:
+                rates = tier_rates
+        return rates
+
+
+def _usd(pico: int) -> float:
+    return float(Decimal(pico).scaleb(-12))
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """Integer pico-USD per bucket."""
+
+    input: int = 0
+    cached_input: int = 0
+    cache_write: int = 0
+    output: int = 0
+    reasoning: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input + self.cached_input + self.cache_write + self.output + self.reasoning
+
+    @property
+    def usd(self) -> Decimal:
+        return Decimal(self.total).scaleb(-12)
+
+    def header_value(self) -> str:
+        """Exact decimal USD string, e.g. '0.000123'."""
+        return f"{self.usd.normalize():f}" if self.total else "0"
+
+    def usage_fields(self) -> dict[str, Any]:
+        """`usage.cost` and `usage.cost_details`, in USD numbers."""
+        return {
+            "cost": _usd(self.total),
+            "cost_details": {
+                "input": _usd(self.input),
+                "cached_input": _usd(self.cached_input),
+                "cache_write": _usd(self.cache_write),
+                "output": _usd(self.output),
+                "reasoning": _usd(self.reasoning),
+            },
+        }
+
+
+def price_usage(usage: Usage, price: Price) -> Cost:
+    """Price one usage record for one model. The only function that computes money."""
+    r = price.rates_for(usage.prompt_tokens)
+    return Cost(
+        input=usage.input * r.input,
+        cached_input=usage.cached_input * r.cached_input,
+        cache_write=usage.cache_write_5m * r.cache_write_5m + usage.cache_write_1h * r.cache_write_1h,
+        output=usage.output * r.output,
+        reasoning=usage.reasoning * r.reasoning,
+    )

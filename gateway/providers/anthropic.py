@@ -1,0 +1,153 @@
+"""Anthropic Messages API upstreams, through our own adapter (no litellm import on this path)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway.pricing import Usage
+from gateway.providers.anthropic_translate import FINISH_REASONS, to_anthropic_request, to_openai_completion
+from gateway.providers.base import Completion
+from gateway.providers.errors import bad_response, error_from_event, status_error, upstream_errors
+from gateway.settings import ModelSpec
+
+__all__ = ["PROVIDER_TYPE", "AnthropicProvider", "AnthropicStream"]
+
+PROVIDER_TYPE = "anthropic"
+API_VERSION = "2023-06-01"
+
+
+def _headers(model: ModelSpec) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "anthropic-version": API_VERSION}
+    if model.api_key:
+        headers["x-api-key"] = model.api_key
+    return headers
+
+
+class AnthropicProvider:
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    async def complete(self, model: ModelSpec, body: dict[str, Any]) -> Completion:
+        request = to_anthropic_request(model, body)
+        timeout = aiohttp.ClientTimeout(total=model.timeout_s)
+        with upstream_errors(model):
+            async with self._session.post(
+                f"{model.api_base}/v1/messages", data=orjson.dumps(request), headers=_headers(model), timeout=timeout
+            ) as resp:
+                raw = await resp.read()
+                if resp.status != 200:
+                    raise status_error(model, resp.status, raw, resp.headers)
+            data = orjson.loads(raw)
+        if not isinstance(data, dict) or data.get("type") != "message":
+            raise bad_response(model, "not a message")
+        out, usage = to_openai_completion(data)
+        return Completion(out, usage, usage.to_openai() if usage else None)
+
+    async def stream(self, model: ModelSpec, body: dict[str, Any]) -> AnthropicStream:
+        request = to_anthropic_request(model, {**body, "stream": True})
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=model.timeout_s, sock_read=model.timeout_s)
+        with upstream_errors(model):
+            resp = await self._session.post(
+                f"{model.api_base}/v1/messages", data=orjson.dumps(request), headers=_headers(model), timeout=timeout
+            )
+            if resp.status != 200:
+                raw = await resp.read()
+                resp.release()
+                raise status_error(model, resp.status, raw, resp.headers)
+        return AnthropicStream(model, resp)
+
+
+class AnthropicStream:
+    """Translates Anthropic stream events into OpenAI chunks as they arrive."""
+
+    def __init__(self, model: ModelSpec, resp: aiohttp.ClientResponse) -> None:
+        self._model = model
+        self._resp = resp
+        self._raw_usage: dict[str, Any] = {}
+        self._text: list[str] = []
+        self._tool_index: dict[int, int] = {}  # anthropic block index -> openai tool call index
+        self._base: dict[str, Any] = {"object": "chat.completion.chunk", "created": int(time.time())}
+        self.usage: Usage | None = None
+        self.usage_dict: dict[str, Any] | None = None
+        self.usage_chunk: dict[str, Any] | None = None
+        self.first_chunk_at: float | None = None
+        self.finished = False
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        return orjson.dumps({**self._base, "choices": [choice]})
+
+    def _take_usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            self._raw_usage.update({k: v for k, v in usage.items() if v is not None})
+            self.usage = Usage.from_anthropic(self._raw_usage)
+            self.usage_dict = self.usage.to_openai()
+
+    async def __aiter__(self) -> Any:
+        model = self._model
+        with upstream_errors(model):
+            async for line in self._resp.content:
+                if not line.startswith(b"data:"):
+                    continue
+                event = orjson.loads(line[5:])
+                kind = event.get("type") if isinstance(event, dict) else None
+                if kind == "error":
+                    raise error_from_event(model, event)
+                out = self._translate(kind, event)
+                if out is not None:
+                    if self.first_chunk_at is None:
+                        self.first_chunk_at = time.perf_counter()
+                    yield out
+                if kind == "message_stop":
+                    self.finished = True
+                    self.usage_chunk = {**self._base, "choices": []}
+                    return
+
+    def _translate(self, kind: Any, event: dict[str, Any]) -> bytes | None:
+        if kind == "message_start":
+            message = event.get("message") or {}
+            self._base.update(id=message.get("id"), model=message.get("model"))
+            self._take_usage(message.get("usage"))
+            return self._chunk({"role": "assistant", "content": ""})
+        if kind == "content_block_start":
+            block = event.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                index = self._tool_index.setdefault(event.get("index", 0), len(self._tool_index))
+                self._text.append(str(block.get("name") or ""))
+                call = {"index": index, "id": block.get("id"), "type": "function",
+                        "function": {"name": block.get("name"), "arguments": ""}}
+                return self._chunk({"tool_calls": [call]})
+            return None
+        if kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                self._text.append(str(delta.get("text") or ""))
+                return self._chunk({"content": delta.get("text") or ""})
+            if delta.get("type") == "input_json_delta":
+                piece = str(delta.get("partial_json") or "")
+                self._text.append(piece)
+                index = self._tool_index.get(event.get("index", 0), 0)
+                return self._chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+            return None
+        if kind == "message_delta":
+            self._take_usage(event.get("usage"))
+            reason = (event.get("delta") or {}).get("stop_reason")
+            return self._chunk({}, FINISH_REASONS.get(str(reason), "stop"))
+        if kind not in ("ping", "content_block_stop", "message_stop", None):
+            return None
+        if kind is None:
+            raise bad_response(self._model, "event without a type")
+        return None
+
+    def close(self) -> None:
+        if self.finished:
+            self._resp.release()
+        else:
+            self._resp.close()
+
+    def produced_text(self) -> str:
+        return "".join(self._text)

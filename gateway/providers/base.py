@@ -1,0 +1,49 @@
+"""The one small interface every provider adapter implements."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.pricing import Usage
+from gateway.settings import ModelSpec
+
+__all__ = ["Completion", "Provider", "UpstreamStream"]
+
+
+@dataclass(slots=True)
+class Completion:
+    body: dict[str, Any]  # OpenAI `chat.completion` object
+    usage: Usage | None  # normalised billing buckets; None when the upstream omitted usage
+    usage_dict: dict[str, Any] | None  # OpenAI-convention usage to show the client
+
+
+class UpstreamStream(Protocol):
+    """An open upstream stream. Iterating yields OpenAI `chat.completion.chunk` JSON payloads
+    (bytes, without the `data: ` framing), excluding the usage-only chunk, which is kept in
+    `usage_chunk`/`usage`/`usage_dict` for the gateway to price and (if asked) forward."""
+
+    usage: Usage | None
+    usage_dict: dict[str, Any] | None
+    usage_chunk: dict[str, Any] | None
+    first_chunk_at: float | None
+    finished: bool  # the upstream ended the stream properly
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    def close(self) -> None:
+        """Release the connection; if the stream did not finish, abort it (cancels upstream)."""
+        ...
+
+    def produced_text(self) -> str:
+        """Everything generated so far (content and tool-call arguments), for counting."""
+        ...
+
+
+class Provider(Protocol):
+    async def complete(self, model: ModelSpec, body: dict[str, Any]) -> Completion: ...
+
+    async def stream(self, model: ModelSpec, body: dict[str, Any]) -> UpstreamStream:
+        """Raises a GatewayError before returning if the upstream refused the request."""
+        ...

@@ -1,0 +1,114 @@
+"""Any other provider litellm knows (Gemini, Bedrock, Vertex, Cohere, ...), through litellm's
+translation. litellm is imported lazily, on the first request for such a model, never at start-up
+and never for OpenAI-compatible or Anthropic traffic. Its exceptions are translated in
+`gateway.providers.errors.upstream_errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import orjson
+
+from gateway.pricing import Usage
+from gateway.providers.base import Completion
+from gateway.providers.errors import upstream_errors
+from gateway.settings import ModelSpec
+
+__all__ = ["PROVIDER_TYPE", "LitellmProvider", "LitellmStream"]
+
+PROVIDER_TYPE = "litellm"
+_PASSTHROUGH = (
+    "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "tools", "tool_choice",
+    "response_format", "seed", "n", "presence_penalty", "frequency_penalty", "user", "parallel_tool_calls",
+    "reasoning_effort", "logprobs", "top_logprobs",
+)
+
+
+def _litellm() -> Any:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
+    import litellm
+
+    return litellm
+
+
+def _kwargs(model: ModelSpec, body: dict[str, Any]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {k: body[k] for k in _PASSTHROUGH if body.get(k) is not None}
+    kwargs.update(
+        model=f"{model.provider}/{model.upstream_model}",
+        messages=body["messages"],
+        timeout=model.timeout_s,
+        num_retries=0,
+    )
+    if model.api_key:
+        kwargs["api_key"] = model.api_key
+    if model.api_base:
+        kwargs["api_base"] = model.api_base
+    return kwargs
+
+
+def _usage(raw: Any) -> tuple[Usage | None, dict[str, Any] | None]:
+    if not isinstance(raw, dict) or not raw.get("prompt_tokens") and not raw.get("completion_tokens"):
+        return None, None
+    return Usage.from_openai(raw), raw
+
+
+class LitellmProvider:
+    def __init__(self, session: Any = None) -> None:
+        del session  # litellm manages its own clients
+
+    async def complete(self, model: ModelSpec, body: dict[str, Any]) -> Completion:
+        with upstream_errors(model):
+            response = await _litellm().acompletion(**_kwargs(model, body))
+        data = response.model_dump(exclude_none=False)
+        usage, usage_dict = _usage(data.pop("usage", None))
+        return Completion(data, usage, usage_dict)
+
+    async def stream(self, model: ModelSpec, body: dict[str, Any]) -> LitellmStream:
+        kwargs = _kwargs(model, body)
+        kwargs.update(stream=True, stream_options={"include_usage": True})
+        with upstream_errors(model):
+            return LitellmStream(model, await _litellm().acompletion(**kwargs))
+
+
+class LitellmStream:
+    def __init__(self, model: ModelSpec, response: Any) -> None:
+        self._model = model
+        self._response = response
+        self._text: list[str] = []
+        self.usage: Usage | None = None
+        self.usage_dict: dict[str, Any] | None = None
+        self.usage_chunk: dict[str, Any] | None = None
+        self.first_chunk_at: float | None = None
+        self.finished = False
+        self._closing: asyncio.Future[Any] | None = None
+
+    async def __aiter__(self) -> Any:
+        with upstream_errors(self._model):
+            async for chunk in self._response:
+                data = chunk.model_dump(exclude_none=True)
+                usage, usage_dict = _usage(data.pop("usage", None))
+                if usage is not None:
+                    self.usage, self.usage_dict = usage, usage_dict
+                    self.usage_chunk = {**data, "choices": []}
+                if not data.get("choices"):
+                    continue
+                if self.first_chunk_at is None:
+                    self.first_chunk_at = time.perf_counter()
+                for choice in data["choices"]:
+                    delta = choice.get("delta") or {}
+                    self._text.append(str(delta.get("content") or ""))
+                yield orjson.dumps(data)
+        self.finished = True
+
+    def close(self) -> None:
+        close = getattr(self._response, "aclose", None)
+        if close is not None and not self.finished:
+            self._closing = asyncio.ensure_future(close())
+
+    def produced_text(self) -> str:
+        return "".join(self._text)

@@ -1,0 +1,32 @@
+"""The one application state: built at start-up, reached from handlers via `request.app.state.gw`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+
+from gateway.errors import ModelNotFound, ServiceUnavailable
+from gateway.metrics import Metrics
+from gateway.providers.base import Provider
+from gateway.settings import ModelSpec, Settings
+from gateway.tokens import TokenCounter
+
+__all__ = ["AppState"]
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    metrics: Metrics
+    tokens: TokenCounter
+    session: aiohttp.ClientSession
+    providers: dict[str, Provider]
+
+    def resolve_model(self, name: str) -> ModelSpec:
+        spec = self.settings.models.get(name)
+        if spec is None:
+            raise ModelNotFound(f"The model '{name}' does not exist", param="model")
+        if spec.unavailable_reason is not None:
+            raise ServiceUnavailable(f"model '{name}' is unavailable: {spec.unavailable_reason}", param="model")
+        return spec

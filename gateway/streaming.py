@@ -1,0 +1,86 @@
+"""Relay an upstream stream to the client as SSE, chunk by chunk, never buffered.
+
+The usage chunk is priced and forwarded only if the client asked for it. A failure after the
+first byte is sent as one `data: {"error": ...}` event, then the stream ends. If the client
+goes away, the upstream request is aborted and what was produced is still priced and counted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from time import perf_counter
+
+import orjson
+from starlette.responses import StreamingResponse
+
+from gateway.accounting import Settled, settle
+from gateway.call import Call
+from gateway.errors import GatewayError, UpstreamError
+from gateway.providers.base import Provider, UpstreamStream
+
+__all__ = ["start_stream"]
+
+_DONE = b"data: [DONE]\n\n"
+
+
+async def start_stream(call: Call, provider: Provider) -> StreamingResponse:
+    assert call.spec is not None
+    options = call.body.get("stream_options") or {}
+    include_usage = bool(options.get("include_usage"))
+    call.upstream_started = perf_counter()
+    stream = await provider.stream(call.spec, call.body)  # refusals here are plain JSON errors
+    return StreamingResponse(
+        _relay(call, stream, include_usage), media_type="text/event-stream", headers=call.headers()
+    )
+
+
+def _usage_chunk(call: Call, stream: UpstreamStream, settled: Settled) -> bytes:
+    chunk = dict(stream.usage_chunk or {})
+    chunk.setdefault("id", f"chatcmpl-{call.request_id}")
+    chunk.setdefault("object", "chat.completion.chunk")
+    chunk.setdefault("created", int(time.time()))
+    chunk.setdefault("model", call.body["model"])
+    chunk["choices"] = []
+    chunk["usage"] = settled.client_usage()
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+async def _relay(call: Call, stream: UpstreamStream, include_usage: bool) -> AsyncIterator[bytes]:
+    spec = call.spec
+    assert spec is not None
+    settled: Settled | None = None
+    status, reason = "499", "disconnect"  # until the stream ends one way or another
+    upstream_done = 0.0
+    try:
+        async for payload in stream:
+            yield b"data: " + payload + b"\n\n"
+        upstream_done = perf_counter()
+        if not stream.finished:
+            raise UpstreamError(
+                f"upstream {spec.provider} stream ended early for model '{spec.name}'", kind="connection"
+            )
+        settled = settle(
+            call.state, spec, call.body, stream.usage, stream.usage_dict,
+            stream.produced_text, "missing", call.tier, call.team,
+        )
+        if include_usage:
+            yield _usage_chunk(call, stream, settled)
+        yield _DONE
+        status = "200"
+    except GatewayError as exc:
+        status, reason = str(exc.status_code), "error"
+        if exc.kind is not None:
+            call.state.metrics.upstream_errors.labels(spec.name, exc.kind).inc()
+        yield b"data: " + exc.body_bytes() + b"\n\n"
+    finally:
+        stream.close()
+        if settled is None:  # failed or abandoned: price what was produced
+            settle(
+                call.state, spec, call.body, stream.usage, stream.usage_dict,
+                stream.produced_text, reason, call.tier, call.team, complete=False,
+            )
+        if stream.first_chunk_at is not None:
+            call.state.metrics.ttft.labels(spec.name).observe(stream.first_chunk_at - call.upstream_started)
+        waited = (upstream_done or perf_counter()) - call.upstream_started
+        call.record(status, waited)

@@ -1,0 +1,143 @@
+"""Token counting with tiktoken, fully offline.
+
+The BPE files ship inside the package (`gateway/encodings/`, named by tiktoken's own cache key),
+so no download is ever attempted. Counts follow how OpenAI bills chat requests: 3 tokens per
+message, 1 per `name`, 3 to prime the reply, and tool definitions rendered the way the
+model sees them. For non-OpenAI families the OpenAI encodings are an estimate, used for
+routing and budgets only; billing uses the upstream's reported usage whenever it has one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import tiktoken
+
+__all__ = ["TokenCounter", "encoding_name_for"]
+
+_ENCODINGS_DIR = Path(__file__).parent / "encodings"
+_O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "chatgpt-4o", "gpt-oss")
+
+_PER_MESSAGE = 3
+_PER_NAME = 1
+_REPLY_PRIMING = 3
+# Tool definitions: overheads measured against the API for o200k-era and cl100k-era models.
+_TOOLS = {"o200k_base": (7, 3, 3, -3, 3, 12), "cl100k_base": (10, 3, 3, -3, 3, 12)}
+_IMAGE_LOW, _IMAGE_HIGH = 85, 765  # low detail; high detail assumed 1024x1024 (4 tiles + base)
+
+
+def encoding_name_for(model: str) -> str:
+    """The tiktoken encoding for a model id (provider prefixes ignored)."""
+    base = model.rsplit("/", 1)[-1].lower()
+    return "o200k_base" if base.startswith(_O200K_PREFIXES) else "cl100k_base"
+
+
+class TokenCounter:
+    """Loads encodings lazily (about 0.3-0.5 s each) and caches them; thread-safe."""
+
+    def __init__(self) -> None:
+        self._encodings: dict[str, tiktoken.Encoding] = {}
+        self._lock = threading.Lock()
+
+    def encoding(self, name: str) -> tiktoken.Encoding:
+        enc = self._encodings.get(name)
+        if enc is None:
+            with self._lock:
+                enc = self._encodings.get(name)
+                if enc is None:
+                    # tiktoken's documented offline mechanism: a cache dir keyed by file hash.
+                    os.environ["TIKTOKEN_CACHE_DIR"] = str(_ENCODINGS_DIR)
+                    enc = tiktoken.get_encoding(name)
+                    self._encodings[name] = enc
+        return enc
+
+    def warm_up(self, names: Iterable[str] = ("o200k_base", "cl100k_base")) -> None:
+        for name in names:
+            self.encoding(name)
+
+    def count_text(self, text: str, model: str) -> int:
+        if not text:
+            return 0
+        enc = self.encoding(encoding_name_for(model))
+        return len(enc.encode(text, disallowed_special=()))
+
+    def count_messages(
+        self, messages: list[Any], model: str, tools: list[Any] | None = None
+    ) -> int:
+        enc_name = encoding_name_for(model)
+        enc = self.encoding(enc_name)
+
+        def n(text: str) -> int:
+            return len(enc.encode(text, disallowed_special=())) if text else 0
+
+        total = _REPLY_PRIMING
+        for message in messages:
+            if not isinstance(message, Mapping):
+                continue
+            total += _PER_MESSAGE
+            for key, value in message.items():
+                if key == "content":
+                    total += _content_tokens(value, n)
+                elif key == "tool_calls" and isinstance(value, list):
+                    total += _tool_call_tokens(value, n)
+                elif isinstance(value, str):
+                    total += n(value)
+                    if key == "name":
+                        total += _PER_NAME
+        if tools:
+            total += _tool_definition_tokens(tools, n, _TOOLS[enc_name])
+        return total
+
+
+def _content_tokens(content: Any, n: Any) -> int:
+    if isinstance(content, str):
+        return int(n(content))
+    total = 0
+    if isinstance(content, list):
+        for part in content:
+            if not isinstance(part, Mapping):
+                continue
+            if part.get("type") == "text":
+                total += n(str(part.get("text") or ""))
+            elif part.get("type") == "image_url":
+                detail = (part.get("image_url") or {}).get("detail")
+                total += _IMAGE_LOW if detail == "low" else _IMAGE_HIGH
+    return total
+
+
+def _tool_call_tokens(calls: list[Any], n: Any) -> int:
+    total = 0
+    for call in calls:
+        fn = call.get("function") if isinstance(call, Mapping) else None
+        if isinstance(fn, Mapping):
+            total += n(str(fn.get("name") or "")) + n(str(fn.get("arguments") or ""))
+    return total
+
+
+def _tool_definition_tokens(tools: list[Any], n: Any, k: tuple[int, ...]) -> int:
+    func_init, prop_init, prop_key, enum_init, enum_item, func_end = k
+    total = 0
+    for tool in tools:
+        fn = tool.get("function") if isinstance(tool, Mapping) else None
+        if not isinstance(fn, Mapping):
+            continue
+        total += func_init
+        desc = str(fn.get("description") or "").removesuffix(".")
+        total += n(f"{fn.get('name', '')}:{desc}")
+        props = (fn.get("parameters") or {}).get("properties") or {}
+        if props:
+            total += prop_init
+            for key, spec in props.items():
+                spec = spec if isinstance(spec, Mapping) else {}
+                total += prop_key
+                for item in spec.get("enum") or ():
+                    total += enum_item + n(str(item))
+                if spec.get("enum"):
+                    total += enum_init
+                pdesc = str(spec.get("description") or "").removesuffix(".")
+                total += n(f"{key}:{spec.get('type', '')}:{pdesc}")
+    return total + func_end if total else 0
