@@ -13,7 +13,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
 
 from gateway.pricing import Cost, Usage
 
@@ -27,6 +34,7 @@ _COST = (1e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1, 5)
 
 class Metrics:
     def __init__(self) -> None:
+        disable_created_metrics()  # `_created` series double the output and nobody graphs them
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         own = None if self.multiprocess else CollectorRegistry(auto_describe=True)
         kw: dict[str, Any] = {"registry": own}

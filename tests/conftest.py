@@ -1,0 +1,148 @@
+"""Real parts on loopback: the fake upstream as a real HTTP server, the gateway as a real
+`gateway serve` process under uvicorn, and the official openai client."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from gateway.fake_upstream import FakeUpstreamThread
+
+ROOT = Path(__file__).resolve().parent.parent
+UPSTREAM_KEY = "sk-upstream-secret-0123456789abcdef"
+ANTHROPIC_KEY = "sk-ant-upstream-secret-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Gateway:
+    """A `gateway serve` subprocess with its own config, port and log file."""
+
+    def __init__(self, config: dict[str, Any] | None, workers: int = 1, env: dict[str, str] | None = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="gw-test-"))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.dir / "gateway.log"
+        args = [sys.executable, "-m", "gateway", "serve", "--port", str(self.port), "--workers", str(workers)]
+        if config is not None:
+            (self.dir / "config.yaml").write_text(yaml.safe_dump(config))
+            args += ["--config", str(self.dir / "config.yaml")]
+        full_env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": "", **(env or {})}
+        full_env.pop("PROMETHEUS_MULTIPROC_DIR")
+        if workers > 1:
+            full_env["PROMETHEUS_MULTIPROC_DIR"] = str(self.dir / "metrics")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"gateway did not start:\n{self.logs()}")
+
+    def client(self, **kw: Any) -> openai.OpenAI:
+        kw.setdefault("max_retries", 0)
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key="client-key", **kw)
+
+    def logs(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics").text
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of `name` whose labels include `labels`."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if not line.startswith(name) or line.startswith("#"):
+                continue
+            sample, _, value = line.rpartition(" ")
+            metric_name, _, label_text = sample.partition("{")
+            if metric_name != name:
+                continue
+            found = dict(
+                part.split("=", 1) for part in label_text.rstrip("}").split(",") if "=" in part
+            )
+            if all(found.get(k) == f'"{v}"' for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
+
+
+def model(name: str, provider: str, upstream: FakeUpstreamThread, **extra: Any) -> dict[str, Any]:
+    base = upstream.url + ("/v1" if provider != "anthropic" else "")
+    key = ANTHROPIC_KEY if provider == "anthropic" else UPSTREAM_KEY
+    return {"name": name, "provider": provider, "api_base": base, "api_key": key, **extra}
+
+
+def standard_config(upstream: FakeUpstreamThread) -> dict[str, Any]:
+    """Prices set by override so every expected figure in the tests is known."""
+    return {
+        "max_body_bytes": 65536,
+        "models": [
+            model("gpt-test", "openai", upstream, upstream_model="gpt-4o-test",
+                  pricing={"input_per_mtok": 2.5, "output_per_mtok": 10, "cached_input_per_mtok": 1.25}),
+            model("reasoner-test", "openai", upstream, upstream_model="o3-test",
+                  pricing={"input_per_mtok": 1.1, "output_per_mtok": 4.4, "reasoning_per_mtok": 12}),
+            model("tiered-test", "openai", upstream, upstream_model="tiered-up",
+                  pricing={"input_per_mtok": 1, "output_per_mtok": 2,
+                           "tiers": [{"above_input_tokens": 1000, "input_per_mtok": 4, "output_per_mtok": 8}]}),
+            model("slow-test", "openai", upstream, upstream_model="slow-up", timeout_s=0.5,
+                  pricing={"input_per_mtok": 1, "output_per_mtok": 1}),
+            model("claude-test", "anthropic", upstream, upstream_model="claude-up",
+                  pricing={"input_per_mtok": 3, "output_per_mtok": 15, "cached_input_per_mtok": 0.3,
+                           "cache_write_per_mtok": 3.75, "cache_write_1h_per_mtok": 6}),
+            {"name": "nokey-test", "provider": "openai", "api_key": "${GATEWAY_TEST_UNSET_KEY}",
+             "pricing": {"input_per_mtok": 1, "output_per_mtok": 1}},
+        ],
+    }
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeUpstreamThread]:
+    with FakeUpstreamThread() as fake:
+        yield fake
+
+
+@pytest.fixture(autouse=True)
+def _clean_upstream(upstream: FakeUpstreamThread) -> None:
+    upstream.reset()
+
+
+@pytest.fixture(scope="session")
+def gateway(upstream: FakeUpstreamThread) -> Iterator[Gateway]:
+    gw = Gateway(standard_config(upstream))
+    yield gw
+    gw.stop()
