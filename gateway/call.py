@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from gateway.state import AppState
 
 __all__ = ["Call", "read_body", "request_id"]
 
+log = logging.getLogger("gateway.requests")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -71,7 +73,11 @@ class Call:
             metrics.duration.labels(self.spec.name).observe(now - self.started)
             metrics.overhead.observe(max(now - self.started - upstream_time, 0.0))
 
-    def failed(self, exc: GatewayError) -> None:
+    def upstream_failed(self, exc: GatewayError) -> None:
         if exc.kind is not None and self.spec is not None:
             self.state.metrics.upstream_errors.labels(self.spec.name, exc.kind).inc()
+            log.warning("request %s: %s (%s)", self.request_id, exc.message, exc.kind)
+
+    def failed(self, exc: GatewayError) -> None:
+        self.upstream_failed(exc)
         self.record(str(exc.status_code))

@@ -70,8 +70,7 @@ async def _relay(call: Call, stream: UpstreamStream, include_usage: bool) -> Asy
         status = "200"
     except GatewayError as exc:
         status, reason = str(exc.status_code), "error"
-        if exc.kind is not None:
-            call.state.metrics.upstream_errors.labels(spec.name, exc.kind).inc()
+        call.upstream_failed(exc)
         yield b"data: " + exc.body_bytes() + b"\n\n"
     finally:
         stream.close()

@@ -124,6 +124,8 @@ def standard_config(upstream: FakeUpstreamThread) -> dict[str, Any]:
             model("claude-test", "anthropic", upstream, upstream_model="claude-up",
                   pricing={"input_per_mtok": 3, "output_per_mtok": 15, "cached_input_per_mtok": 0.3,
                            "cache_write_per_mtok": 3.75, "cache_write_1h_per_mtok": 6}),
+            model("down-test", "openai", upstream, api_base="http://127.0.0.1:9/v1",
+                  pricing={"input_per_mtok": 1, "output_per_mtok": 1}),
             {"name": "nokey-test", "provider": "openai", "api_key": "${GATEWAY_TEST_UNSET_KEY}",
              "pricing": {"input_per_mtok": 1, "output_per_mtok": 1}},
         ],

@@ -158,5 +158,5 @@ def test_health_and_readiness(gateway: Gateway) -> None:
 
     assert httpx.get(f"{gateway.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{gateway.url}/readyz")
-    assert ready.status_code == 200 and ready.json()["models_available"] == 5
+    assert ready.status_code == 200 and ready.json()["models_available"] == 6
     assert "healthz" not in gateway.metrics()
