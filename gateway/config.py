@@ -98,8 +98,12 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+def _num(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float | Decimal) else str(value)
+
+
 def _message(err: dict[str, Any]) -> str:
-    kind, ctx = err["type"], err.get("ctx") or {}
+    kind, ctx = err["type"], {k: _num(v) for k, v in (err.get("ctx") or {}).items()}
     simple = {
         "missing": "is required",
         "extra_forbidden": "unknown field",

@@ -1,0 +1,133 @@
+"""Config validation: every problem reported with its path; the server refuses to start on one."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.app import load_settings
+from gateway.catalog import BUILTIN_MODELS
+from gateway.config import ConfigError, parse_config
+from gateway.price_table import load_price_table
+from gateway.settings import resolve_settings
+
+VALID: dict[str, Any] = {
+    "models": [
+        {"name": "a", "provider": "openai", "api_key": "sk-a", "pricing": {"input_per_mtok": 1, "output_per_mtok": 2}},
+        {"name": "gpt-4o-mini", "provider": "openai", "api_key": "sk-b"},
+    ],
+    "tiers": {"economy": {"min_quality": 60}},
+}
+
+
+def problems(data: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        resolve_settings(parse_config(data), load_price_table())
+    return info.value.problems
+
+
+def mutate(path: str, value: Any) -> dict[str, Any]:
+    data = copy.deepcopy(VALID)
+    target: Any = data
+    keys = [int(k) if k.isdigit() else k for k in path.split(".")]
+    for key in keys[:-1]:
+        target = target[key]
+    target[keys[-1]] = value
+    return data
+
+
+def test_valid_config_resolves_prices_from_table_and_overrides() -> None:
+    settings = resolve_settings(parse_config(VALID), load_price_table())
+    assert settings.models["a"].price.base.input == 1_000_000  # pico-USD per token = $1/M
+    assert settings.models["gpt-4o-mini"].price.base.input == 150_000  # litellm: $0.15/M
+    assert settings.models["gpt-4o-mini"].price.base.cached_input == 75_000
+    assert settings.models["gpt-4o-mini"].max_input_tokens == 128000
+    assert "tools" in settings.models["gpt-4o-mini"].capabilities
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("models.0.pricing.input_per_mtok", -1, "models[0].pricing.input_per_mtok: must be >= 0"),
+        ("models.1.timeout_s", 0, "models[1].timeout_s: must be > 0"),
+        ("models.0.quality", 101, "models[0].quality: must be <= 100"),
+        ("models.0.colour", "red", "models[0].colour: unknown field"),
+        ("models.0.capabilities", ["telepathy"], "models[0].capabilities[0]: must be one of 'tools', 'vision' or 'json_schema'"),
+        ("max_body_bytes", 0, "max_body_bytes: must be > 0"),
+        ("tiers.economy.min_quality", -5, "tiers.economy.min_quality: must be >= 0"),
+    ],
+)
+def test_shape_errors_name_their_path(path: str, value: Any, expected: str) -> None:
+    assert problems(mutate(path, value)) == [expected]
+
+
+def test_every_problem_is_listed_at_once() -> None:
+    data = mutate("models.0.pricing.input_per_mtok", -1)
+    data["models"][1]["timeout_s"] = -2
+    del data["models"][0]["provider"]
+    assert problems(data) == [
+        "models[0].provider: is required",
+        "models[0].pricing.input_per_mtok: must be >= 0",
+        "models[1].timeout_s: must be > 0",
+    ]
+
+
+def test_unpriced_model_is_a_config_error_never_zero() -> None:
+    data = mutate("models.1.name", "my-private-model")
+    assert problems(data) == [
+        "models[1].pricing: no price for 'my-private-model' (provider 'openai'): it is not in litellm's price "
+        "table; set pricing.input_per_mtok and pricing.output_per_mtok"
+    ]
+
+
+def test_cross_reference_errors() -> None:
+    data = copy.deepcopy(VALID)
+    data["models"].append(copy.deepcopy(data["models"][0]))
+    data["tiers"]["a"] = {"min_quality": 1}
+    assert problems(data) == [
+        "models[2].name: duplicate model name 'a' (first at models[0])",
+        "tiers.a: name clashes with model 'a'",
+    ]
+
+
+def test_env_substitution(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GW_TEST_KEY", "sk-from-env")
+    monkeypatch.delenv("GW_TEST_MISSING", raising=False)
+    data = mutate("models.0.api_key", "${GW_TEST_KEY}")
+    data["models"][1]["api_key"] = "${GW_TEST_MISSING}"
+    data["models"][1]["api_base"] = "http://${GW_TEST_HOST:-localhost}:8000/v1"
+    settings = resolve_settings(parse_config(data), load_price_table())
+    assert settings.models["a"].api_key == "sk-from-env"
+    assert settings.models["gpt-4o-mini"].api_key is None
+    assert settings.models["gpt-4o-mini"].api_base == "http://localhost:8000/v1"
+    data["models"][0]["api_base"] = "http://${GW_TEST_MISSING}/v1"
+    assert problems(data) == ["models[0].api_base: environment variable GW_TEST_MISSING is not set"]
+
+
+def test_missing_key_makes_a_model_unavailable_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-x")
+    settings = load_settings(None)
+    assert len(settings.models) == len(BUILTIN_MODELS)
+    assert settings.models["gpt-4o"].unavailable_reason == "no API key: set OPENAI_API_KEY or models[].api_key"
+    assert settings.models["claude-sonnet-4-5"].available
+    assert settings.models["claude-sonnet-4-5"].price.base.cache_write_1h == 6_000_000
+
+
+def test_server_refuses_to_start_on_a_bad_config(tmp_path: Path) -> None:
+    bad = mutate("models.0.pricing.input_per_mtok", -1)
+    bad["models"][1]["timeout_s"] = 0
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(tmp_path / "bad.yaml"), "--port", "1"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "models[0].pricing.input_per_mtok: must be >= 0" in result.stderr
+    assert "models[1].timeout_s: must be > 0" in result.stderr
