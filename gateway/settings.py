@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 from gateway.config import ConfigError, GatewayConfig, ModelConfig, PriceFields
@@ -19,11 +20,11 @@ from gateway.providers.defaults import defaults_for
 
 __all__ = ["ModelSpec", "Settings", "resolve_settings"]
 
-_CAPABILITY_KEYS = {
+_CAPABILITY_KEYS = MappingProxyType({
     "tools": "supports_function_calling",
     "vision": "supports_vision",
     "json_schema": "supports_response_schema",
-}
+})
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ import os
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import tiktoken
@@ -26,7 +27,7 @@ _PER_MESSAGE = 3
 _PER_NAME = 1
 _REPLY_PRIMING = 3
 # Tool definitions: overheads measured against the API for o200k-era and cl100k-era models.
-_TOOLS = {"o200k_base": (7, 3, 3, -3, 3, 12), "cl100k_base": (10, 3, 3, -3, 3, 12)}
+_TOOLS = MappingProxyType({"o200k_base": (7, 3, 3, -3, 3, 12), "cl100k_base": (10, 3, 3, -3, 3, 12)})
 _IMAGE_LOW, _IMAGE_HIGH = 85, 765  # low detail; high detail assumed 1024x1024 (4 tiles + base)
 
 

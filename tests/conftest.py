@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -99,6 +100,7 @@ class Gateway:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self._log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def model(name: str, provider: str, upstream: FakeUpstreamThread, **extra: Any) -> dict[str, Any]:

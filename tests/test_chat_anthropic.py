@@ -70,7 +70,8 @@ def test_stream_costs_the_same_and_splits_usage_across_events(
 def test_tools_are_translated_both_ways(gateway: Gateway, upstream: FakeUpstreamThread) -> None:
     upstream.script("claude-up", {"tool_calls": [{"name": "lookup", "arguments": '{"q": "llama"}'}]})
     tools: Any = [{"type": "function", "function": {
-        "name": "lookup", "description": "Search", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+        "name": "lookup", "description": "Search",
+        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
     }}]
     client = gateway.client()
     completion = client.chat.completions.create(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -11,16 +13,16 @@ from gateway.fake_upstream.behaviour import STATUS_FAULTS, ToolCall, Turn, count
 
 PATH = "/v1/messages"
 _JSON = "application/json"
-_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+_STOP_REASONS = MappingProxyType({"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"})
 
 # fault -> (status, error type, default message)
-_FAULT_ERRORS: dict[str, tuple[int, str, str]] = {
+_FAULT_ERRORS: Mapping[str, tuple[int, str, str]] = MappingProxyType({
     "400": (400, "invalid_request_error", "Invalid request (simulated upstream fault)."),
     "401": (401, "authentication_error", "Incorrect API key provided: "),
     "429": (429, "rate_limit_error", "Number of requests has exceeded your rate limit (simulated)."),
     "500": (500, "api_error", "Internal server error (simulated)."),
     "503": (503, "overloaded_error", "Overloaded"),
-}
+})
 
 
 def error_response(status: int, etype: str, message: str, headers: dict[str, str] | None = None) -> web.Response:

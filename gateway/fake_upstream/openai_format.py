@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -16,13 +18,13 @@ _DONE = b"data: [DONE]\n\n"
 _BROKEN = b"data: {broken\n\n"
 
 # fault -> (status, error type, error code, default message)
-_FAULT_ERRORS: dict[str, tuple[int, str, str | None, str]] = {
+_FAULT_ERRORS: Mapping[str, tuple[int, str, str | None, str]] = MappingProxyType({
     "400": (400, "invalid_request_error", None, "Invalid request (simulated upstream fault)."),
     "401": (401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided: "),
     "429": (429, "requests", "rate_limit_exceeded", "Rate limit reached for requests (simulated)."),
     "500": (500, "server_error", None, "The server had an error while processing your request."),
     "503": (503, "server_error", "overloaded", "The engine is currently overloaded, please try again later."),
-}
+})
 
 
 def error_response(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -13,14 +14,14 @@ from gateway.settings import ModelSpec
 
 __all__ = ["FINISH_REASONS", "to_anthropic_request", "to_openai_completion"]
 
-FINISH_REASONS = {
+FINISH_REASONS = MappingProxyType({
     "end_turn": "stop",
     "stop_sequence": "stop",
     "max_tokens": "length",
     "tool_use": "tool_calls",
     "refusal": "content_filter",
     "pause_turn": "stop",
-}
+})
 _DEFAULT_MAX_TOKENS = 4096
 
 

@@ -1,0 +1,105 @@
+"""Targets and the human-readable tables printed at the end of a run."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# (key, description, comparison, limit) — checked against the figures computed by run.py.
+TARGETS: list[tuple[str, str, str, float]] = [
+    ("rps_c64_gateway", ">= 1,500 req/s", ">=", 1500.0),
+    ("cpu_ms_per_req_gateway", "<= 0.7 ms", "<=", 0.7),
+    ("overhead_p50_ms_200", "<= 1 ms", "<=", 1.0),
+    ("overhead_p99_ms_200", "<= 3 ms", "<=", 3.0),
+    ("streams_per_s_gateway", ">= 500 /s", ">=", 500.0),
+    ("ttfb_overhead_p50_ms", "<= 1 ms", "<=", 1.0),
+    ("cold_start_s", "<= 1.5 s", "<=", 1.5),
+    ("rss_mb", "<= 120 MB", "<=", 120.0),
+]
+
+
+def check_targets(figures: dict[str, float]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for key, text, op, limit in TARGETS:
+        value = figures.get(key, math.nan)
+        ok = (value >= limit if op == ">=" else value <= limit) if not math.isnan(value) else False
+        out[key] = {"value": value, "target": text, "pass": ok}
+    return out
+
+
+def _f(value: Any, digits: int = 2, sign: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, str):
+        return value
+    if abs(value) >= 1000:
+        return f"{value:+,.0f}" if sign else f"{value:,.0f}"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join("-" * w for w in widths)
+    fmt = [("{:<" if i == 0 else "{:>") + str(w) + "}" for i, w in enumerate(widths)]
+    out = ["  ".join(f.format(c) for f, c in zip(fmt, header, strict=True)), line]
+    out += ["  ".join(f.format(c) for f, c in zip(fmt, r, strict=True)) for r in rows]
+    return "\n".join(out)
+
+
+def render(res: dict[str, Any]) -> str:
+    t = res["targets"]
+
+    def verdict(key: str) -> list[str]:
+        if key not in t:
+            return ["", ""]
+        return [t[key]["target"], "PASS" if t[key]["pass"] else "FAIL"]
+
+    rows: list[list[str]] = []
+    rps = res["rps"]
+    for conns in ("16", "64"):
+        r = rps[conns]
+        key = "rps_c64_gateway" if conns == "64" else ""
+        rows.append([f"Max RPS c={conns} (non-stream, 0 ms upstream)", _f(r["direct"]["rps"], 0),
+                     _f(r["gateway"]["rps"], 0), "", *verdict(key)])
+    cpu = res["cpu"]
+    rows.append(["CPU ms/request at c=64 (gateway process)", "", _f(cpu["gateway_ms_per_req"], 3), "",
+                 *verdict("cpu_ms_per_req_gateway")])
+    rows.append(["  fake upstream CPU ms/request (reference)", _f(cpu["upstream_ms_per_req_direct"], 3),
+                 _f(cpu["upstream_ms_per_req_via_gateway"], 3), "", "", ""])
+    for rate, lat in res["latency"].items():
+        d, g = lat["direct"]["latency_ms"], lat["gateway"]["latency_ms"]
+        for q in ("p50", "p99", "max"):
+            key = f"overhead_{q}_ms_{rate}"
+            rows.append([f"Latency {q} @ {rate} req/s, 50 ms upstream (ms)", _f(d[q]), _f(g[q]),
+                         _f(g[q] - d[q], sign=True), *verdict(key)])
+        dl, gl = lat["direct"]["send_lateness_ms"], lat["gateway"]["send_lateness_ms"]
+        rows.append([f"  generator send lateness p99 @ {rate} req/s (ms)", _f(dl["p99"]), _f(gl["p99"]), "", "", ""])
+    st = res["stream"]
+    rows.append([f"Streams/s, 50 tokens, closed loop c={st['closed']['direct']['concurrency']}",
+                 _f(st["closed"]["direct"]["streams_per_s"], 0), _f(st["closed"]["gateway"]["streams_per_s"], 0),
+                 "", *verdict("streams_per_s_gateway")])
+    d, g = st["ttfb"]["direct"]["ttfb_ms"], st["ttfb"]["gateway"]["ttfb_ms"]
+    rate = st["ttfb"]["direct"]["rate"]
+    for q, key in (("p50", "ttfb_overhead_p50_ms"), ("p99", "")):
+        rows.append([f"TTFB {q} @ {rate:g} streams/s (ms)", _f(d[q]), _f(g[q]), _f(g[q] - d[q], sign=True),
+                     *verdict(key)])
+    cs = res["cold_start"]
+    runs = ", ".join(f"{v:.2f}" for v in cs["runs_s"])
+    rows.append([f"Cold start to first 200, median of {len(cs['runs_s'])} (s) [{runs}]", "", _f(cs["median_s"]), "",
+                 *verdict("cold_start_s")])
+    mem = res["rss"]
+    rows.append(["Gateway RSS after load, VmRSS / VmHWM (MB)", "",
+                 f"{_f(mem['VmRSS'], 1)} / {_f(mem['VmHWM'], 1)}", "", *verdict("rss_mb")])
+    main = _table(["Figure", "Direct", "Gateway", "Overhead", "Target (gateway)", "Result"], rows)
+    return main + "\n\n" + render_cpu(res)
+
+
+def render_cpu(res: dict[str, Any]) -> str:
+    """Where the machine's CPU went in each phase (1.00 = one full core; the machine has N)."""
+    rows = []
+    for name, u in res["utilisation"].items():
+        rows.append([name, _f(u.get("machine_busy_cores")), _f(u.get("gateway")), _f(u.get("upstream")),
+                     _f(u.get("client"))])
+    header = ["Phase (CPU in cores)", f"machine (of {res['meta']['cpus']})", "gateway", "fake upstream",
+              "load generator"]
+    return _table(header, rows)

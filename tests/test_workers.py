@@ -1,0 +1,35 @@
+"""Metrics stay correct with several uvicorn workers (Prometheus multiprocess mode)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from conftest import Gateway, standard_config
+
+from gateway.fake_upstream import FakeUpstreamThread
+
+
+@pytest.fixture()
+def two_workers(upstream: FakeUpstreamThread) -> Iterator[Gateway]:
+    gw = Gateway(standard_config(upstream), workers=2)
+    yield gw
+    gw.stop()
+
+
+def test_metrics_aggregate_across_two_workers(two_workers: Gateway, upstream: FakeUpstreamThread) -> None:
+    upstream.script("gpt-4o-test", {"usage": {"prompt_tokens": 1000, "completion_tokens": 100}})
+    client = two_workers.client()
+    costs = []
+    for _ in range(40):  # new connections, so both workers take requests
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-test", messages=[{"role": "user", "content": "hi"}], extra_headers={"connection": "close"})
+        costs.append(raw.headers["x-gateway-cost-usd"])
+    assert set(costs) == {"0.0035"}  # 1000 x $2.50/M + 100 x $10/M
+    writers = {f.stem.rsplit("_", 1)[-1] for f in (two_workers.dir / "metrics").glob("counter_*.db")}
+    assert len(writers) == 2  # both worker processes served requests and wrote metrics
+    for _ in range(5):  # whichever worker answers the scrape, the totals are the same
+        assert two_workers.metric("gateway_requests_total", model="gpt-test", status="200") == 40
+        assert round(two_workers.metric("gateway_spend_usd_total", model="gpt-test"), 9) == 0.14
+        assert two_workers.metric("gateway_tokens_total", model="gpt-test", type="input") == 40_000
+        assert two_workers.metric("gateway_request_duration_seconds_count", model="gpt-test") == 40
