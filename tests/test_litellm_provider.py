@@ -1,0 +1,50 @@
+"""Providers outside the fast path go through litellm's translation (imported lazily)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import openai
+import pytest
+from conftest import UPSTREAM_KEY, Gateway
+
+from gateway.fake_upstream import FakeUpstreamThread
+
+
+@pytest.fixture(scope="module")
+def litellm_gateway(upstream: FakeUpstreamThread) -> Iterator[Gateway]:
+    gw = Gateway({"models": [{
+        "name": "via-litellm", "provider": "github", "upstream_model": "llama-sim",
+        "api_base": upstream.url + "/v1", "api_key": UPSTREAM_KEY,
+        "pricing": {"input_per_mtok": 0.6, "output_per_mtok": 1.2, "cached_input_per_mtok": 0.3},
+    }]})
+    yield gw
+    gw.stop()
+
+
+def test_completion_stream_and_errors_through_litellm(litellm_gateway: Gateway, upstream: FakeUpstreamThread) -> None:
+    usage = {"prompt_tokens": 1000, "completion_tokens": 50, "total_tokens": 1050,
+             "prompt_tokens_details": {"cached_tokens": 400}}
+    upstream.script("llama-sim", {"reply": "hello from litellm", "usage": usage})
+    client = litellm_gateway.client(timeout=60)
+    raw = client.chat.completions.with_raw_response.create(
+        model="via-litellm", messages=[{"role": "user", "content": "hi"}])
+    assert raw.parse().choices[0].message.content == "hello from litellm"
+    # 600 x $0.60/M + 400 x $0.30/M + 50 x $1.20/M
+    assert raw.headers["x-gateway-cost-usd"] == "0.00054"
+    assert upstream.calls("llama-sim")[-1]["headers"]["authorization"] == f"Bearer {UPSTREAM_KEY}"
+
+    chunks = list(client.chat.completions.create(
+        model="via-litellm", messages=[{"role": "user", "content": "hi"}], stream=True,
+        stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "hello from litellm"
+    assert chunks[-1].usage.model_dump()["cost"] == 0.00054
+
+    upstream.script("llama-sim", {"fault": "429", "retry_after": "3"})
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="via-litellm", messages=[{"role": "user", "content": "hi"}])
+    upstream.script("llama-sim", {"fault": "500"})
+    with pytest.raises(openai.InternalServerError) as info:
+        client.chat.completions.create(model="via-litellm", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.status_code == 502
+    assert UPSTREAM_KEY not in litellm_gateway.logs()

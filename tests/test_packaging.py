@@ -1,0 +1,43 @@
+"""The newcomer's path: the README's two commands, CI, the demo and the image definition."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"^```(?:bash|sh)\n(.+?)\n```", readme, flags=re.M | re.S)
+    test_command = next(c for c in commands if "pytest" in c)
+    assert test_command in (ROOT / ".ci" / "run").read_text()
+    assert any("gateway demo" in c for c in commands)
+
+
+def test_demo_runs_without_keys_or_redis() -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "gateway", "demo"], capture_output=True, text=True,
+                         cwd=ROOT, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("SIMULATED PROVIDERS") == 2
+    total = re.search(r"^\s+total\s+\$(\S+)", out.stdout, flags=re.M)
+    scraped = re.search(r"gateway_spend_usd_total on /metrics = \$(\S+)", out.stdout)
+    assert total and scraped and total.group(1) == "0.0746221" == scraped.group(1)
+    assert "0.02295" in out.stdout  # Sonnet: 300 in + 4,200 cache-write + 420 out at list price
+
+
+def test_dockerfile_is_slim_non_root_with_healthcheck() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim" in text
+    assert re.search(r"^USER (?!root)\w+", text, flags=re.M)
+    assert "HEALTHCHECK" in text and "/healthz" in text
+    assert 'ENTRYPOINT ["gateway", "serve"' in text
+
+
+def test_lint_is_clean() -> None:
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "."], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout
