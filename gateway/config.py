@@ -77,8 +77,8 @@ class CacheLayer(_Strict):
 
 
 class CacheConfig(_Strict):
-    response: CacheLayer = CacheLayer()
-    prefix: CacheLayer = CacheLayer(ttl_s=300)
+    response: CacheLayer = Field(default_factory=lambda: CacheLayer(ttl_s=3600))
+    prefix: CacheLayer = Field(default_factory=lambda: CacheLayer(ttl_s=300))
 
 
 class GatewayConfig(_Strict):
@@ -88,7 +88,7 @@ class GatewayConfig(_Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
     models: list[ModelConfig] = Field(min_length=1)
     tiers: dict[str, TierConfig] = {}
-    cache: CacheConfig = CacheConfig()
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
 
 def _path(loc: tuple[Any, ...]) -> str:

@@ -80,10 +80,14 @@ def _send(client: openai.OpenAI, step: Step) -> tuple[dict[str, Any], str]:
                      {"role": "user", "content": step.label}]
     if not step.stream:
         raw = client.chat.completions.with_raw_response.create(model=step.model, messages=messages)
-        return raw.parse().usage.model_dump(), raw.headers["x-gateway-cost-usd"]
+        completion = raw.parse()
+        assert completion.usage is not None
+        return completion.usage.model_dump(), raw.headers["x-gateway-cost-usd"]
     chunks = list(client.chat.completions.create(
         model=step.model, messages=messages, stream=True, stream_options={"include_usage": True}))
-    usage = chunks[-1].usage.model_dump()
+    final = chunks[-1].usage
+    assert final is not None
+    usage = final.model_dump()
     return usage, f"{Decimal(str(usage['cost'])).normalize():f}"
 
 

@@ -126,10 +126,9 @@ def _resolve_model(i: int, m: ModelConfig, table: PriceTable, problems: list[str
     reason = None
     if api_key is None and m.api_base is None and defaults.key_env:
         reason = f"no API key: set {defaults.key_env} or models[].api_key"
-    if m.capabilities is not None:
-        caps = frozenset(m.capabilities)
-    else:
-        caps = frozenset(c for c, key in _CAPABILITY_KEYS.items() if entry.get(key))
+    caps: frozenset[str] = frozenset(
+        m.capabilities if m.capabilities is not None else (c for c, key in _CAPABILITY_KEYS.items() if entry.get(key))
+    )
     return ModelSpec(
         name=m.name,
         provider=m.provider,
