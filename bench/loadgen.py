@@ -16,13 +16,14 @@ import os
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from time import perf_counter
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import aiohttp
 import orjson
 
 T = TypeVar("T")
-HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer x"}
+HEADERS = MappingProxyType({"Content-Type": "application/json", "Authorization": "Bearer x"})
 _DONE = b"data: [DONE]"
 
 

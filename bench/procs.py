@@ -17,11 +17,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CHAT_PATH = "/v1/chat/completions"
-HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer x"}
+HEADERS = MappingProxyType({"Content-Type": "application/json", "Authorization": "Bearer x"})
 
 
 class BenchError(RuntimeError):
@@ -125,7 +126,7 @@ def http_status(port: int, method: str, path: str, body: bytes | None = None, ti
     """Status of one request on a fresh connection, or None if it could not be made."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request(method, path, body=body, headers=HEADERS if body is not None else {})
+        conn.request(method, path, body=body, headers=dict(HEADERS) if body is not None else {})
         resp = conn.getresponse()
         resp.read()
         return resp.status
@@ -185,20 +186,6 @@ def cpu_seconds(pid: int, include_children: bool = False) -> float:
                 cf = _stat_fields(child)
                 ticks += int(cf[11]) + int(cf[12])
     return ticks / CLK_TCK
-
-
-def self_cpu_seconds() -> float:
-    """CPU time of this (load-generating) process."""
-    t = os.times()
-    return t.user + t.system
-
-
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies over all CPUs, from the first line of /proc/stat."""
-    vals = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
-    total = sum(vals[:8])
-    return total - idle, total
 
 
 def memory_mb(pid: int) -> dict[str, float]:

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 # (key, description, comparison, limit) — checked against the figures computed by run.py.
-TARGETS: list[tuple[str, str, str, float]] = [
+TARGETS: tuple[tuple[str, str, str, float], ...] = (
     ("rps_c64_gateway", ">= 1,500 req/s", ">=", 1500.0),
     ("cpu_ms_per_req_gateway", "<= 0.7 ms", "<=", 0.7),
     ("overhead_p50_ms_200", "<= 1 ms", "<=", 1.0),
@@ -15,7 +15,7 @@ TARGETS: list[tuple[str, str, str, float]] = [
     ("ttfb_overhead_p50_ms", "<= 1 ms", "<=", 1.0),
     ("cold_start_s", "<= 1.5 s", "<=", 1.5),
     ("rss_mb", "<= 120 MB", "<=", 120.0),
-]
+)
 
 
 def check_targets(figures: dict[str, float]) -> dict[str, dict[str, Any]]:
@@ -78,6 +78,8 @@ def render(res: dict[str, Any]) -> str:
     rows.append([f"Streams/s, 50 tokens, closed loop c={st['closed']['direct']['concurrency']}",
                  _f(st["closed"]["direct"]["streams_per_s"], 0), _f(st["closed"]["gateway"]["streams_per_s"], 0),
                  "", *verdict("streams_per_s_gateway")])
+    rows.append([f"  cross-check: wrk streams/s c={st['wrk']['direct']['connections']} (C client)",
+                 _f(st["wrk"]["direct"]["rps"], 0), _f(st["wrk"]["gateway"]["rps"], 0), "", "", ""])
     d, g = st["ttfb"]["direct"]["ttfb_ms"], st["ttfb"]["gateway"]["ttfb_ms"]
     rate = st["ttfb"]["direct"]["rate"]
     for q, key in (("p50", "ttfb_overhead_p50_ms"), ("p99", "")):
@@ -91,15 +93,37 @@ def render(res: dict[str, Any]) -> str:
     rows.append(["Gateway RSS after load, VmRSS / VmHWM (MB)", "",
                  f"{_f(mem['VmRSS'], 1)} / {_f(mem['VmHWM'], 1)}", "", *verdict("rss_mb")])
     main = _table(["Figure", "Direct", "Gateway", "Overhead", "Target (gateway)", "Result"], rows)
-    return main + "\n\n" + render_cpu(res)
+    text = main + "\n\n" + render_cpu(res)
+    if res.get("warnings"):
+        text += "\n\nWARNINGS (possible measurement artefacts):\n" + "\n".join(f"  - {w}" for w in res["warnings"])
+    return text
 
 
 def render_cpu(res: dict[str, Any]) -> str:
-    """Where the machine's CPU went in each phase (1.00 = one full core; the machine has N)."""
+    """Where the machine's CPU went in each phase, in cores (1.00 = one core fully busy)."""
     rows = []
     for name, u in res["utilisation"].items():
-        rows.append([name, _f(u.get("machine_busy_cores")), _f(u.get("gateway")), _f(u.get("upstream")),
-                     _f(u.get("client"))])
-    header = ["Phase (CPU in cores)", f"machine (of {res['meta']['cpus']})", "gateway", "fake upstream",
-              "load generator"]
+        rows.append([name, *(_f(u.get(k)) for k in ("gateway", "upstream", "client", "other", "machine"))])
+    header = ["Phase: CPU in cores", "gateway", "fake upstream", "load gen (+wrk)", "other procs",
+              f"machine (of {res['meta']['cpus']})"]
     return _table(header, rows)
+
+
+def warnings_for(res: dict[str, Any]) -> list[str]:
+    """Signs that a figure measures the machine or the load generator rather than the gateway."""
+    out: list[str] = []
+    cpus = res["meta"]["cpus"]
+    for name, u in res["utilisation"].items():
+        if u.get("other", 0.0) > 0.25:
+            out.append(f"{name}: processes outside the benchmark used {u['other']:.2f} cores")
+        if u.get("client", 0.0) > 0.85:
+            out.append(f"{name}: the load generator used {u['client']:.2f} cores (may be the bottleneck)")
+        if name.endswith("gateway") and u.get("machine", 0.0) > 0.95 * cpus and u.get("gateway", 0.0) < 0.9:
+            out.append(f"{name}: machine saturated while the gateway got only {u['gateway']:.2f} cores")
+    for rate, lat in [*res["latency"].items(), ("TTFB " + str(res["stream"]["ttfb"]["direct"]["rate"]),
+                                                 res["stream"]["ttfb"])]:
+        for target, r in lat.items():
+            late = r["send_lateness_ms"]["p99"]
+            if late > 2.0:
+                out.append(f"open loop {rate}/s {target}: generator sent late, p99 {late:.2f} ms after schedule")
+    return out

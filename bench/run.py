@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import signal
 import statistics
@@ -18,18 +17,22 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from types import MappingProxyType
+from typing import Any
 
 import loadgen
 import procs
+from meter import CPUS, Meter, idle_check, wait_idle
 from procs import CHAT_PATH, BenchError, Procs
-from report import check_targets, render
-from wrkrun import WrkResult, run_wrk
+from report import check_targets, render, warnings_for
+from wrkrun import run_wrk
 
-T = TypeVar("T")
 FAST, SLOW, STREAM = "bench-fast", "bench-slow", "bench-stream"
-SCRIPT = {FAST: {}, SLOW: {"latency_ms": 50}, STREAM: {"output_tokens": 50, "ttft_ms": 0, "itl_ms": 0}}
+SCRIPT = MappingProxyType(
+    {FAST: {}, SLOW: {"latency_ms": 50}, STREAM: {"output_tokens": 50, "ttft_ms": 0, "itl_ms": 0}}
+)
 CONFIG_TEMPLATE = """\
 # written by bench/run.py; the response cache is off so identical bench requests all reach upstream
 cache:
@@ -50,129 +53,109 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-class Meter:
-    """CPU of named pids, of this process (+ reaped children such as wrk) and of the whole machine."""
+class Runner:
+    """Runs each measurement against both targets (direct first, then gateway) under a CPU Meter."""
 
-    def __init__(self, pids: dict[str, tuple[int, bool]]) -> None:
+    def __init__(self, urls: dict[str, str], pids: dict[str, tuple[int, bool]], wait: float = 0.0) -> None:
+        self.urls = urls
+        self.wait = wait
         self.pids = pids
-        self.cpu: dict[str, float] = {}
-        self.util: dict[str, float] = {}
+        self.util: dict[str, dict[str, float]] = {}
+        self.cpu: dict[str, dict[str, float]] = {}
 
-    def _read(self) -> dict[str, float]:
-        t = os.times()
-        vals = {n: procs.cpu_seconds(pid, kids) for n, (pid, kids) in self.pids.items()}
-        vals["client"] = t.user + t.system + t.children_user + t.children_system
-        return vals
-
-    def __enter__(self) -> Meter:
-        self._t0, self._m0, self._c0 = time.perf_counter(), procs.machine_ticks(), self._read()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        wall = time.perf_counter() - self._t0
-        c1, (busy1, total1) = self._read(), procs.machine_ticks()
-        self.cpu = {n: c1[n] - self._c0[n] for n in c1}
-        self.util = {n: v / wall for n, v in self.cpu.items()}
-        busy0, total0 = self._m0
-        self.util["machine_busy_cores"] = (busy1 - busy0) / max(total1 - total0, 1) * (os.cpu_count() or 1)
-
-
-def both(label: str, urls: dict[str, str], fn: Callable[[str], T]) -> dict[str, T]:
-    out: dict[str, T] = {}
-    for target, url in urls.items():
-        log(f"{label}: {target}")
-        out[target] = fn(url)
-    return out
+    def both(self, label: str, fn: Callable[[str], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        if self.wait > 0:
+            busy = wait_idle(self.wait)
+            if busy > 0.25:
+                log(f"machine still busy ({busy:.2f} cores) after waiting {self.wait:g} s; measuring anyway")
+        for target, url in self.urls.items():
+            log(f"{label}: {target}")
+            with Meter(self.pids) as m:
+                out[target] = fn(url)
+            self.util[f"{label} {target}"] = m.util
+            self.cpu[f"{label} {target}"] = m.cpu
+            if out[target].get("errors"):
+                if target == "gateway":
+                    raise BenchError(f"{label}: {out[target]['errors']} errors through the gateway: {out[target]}")
+                log(f"WARNING: {label}: {out[target]['errors']} errors talking directly to the fake upstream")
+        return out
 
 
-def check_gateway(label: str, errors: int, detail: Any) -> None:
-    if errors:
-        raise BenchError(f"{label}: {errors} errors through the gateway: {detail}")
-
-
-def bench(args: argparse.Namespace, ps: Procs, tmp: Path) -> dict[str, Any]:
-    d, warm = args.duration, args.warmup
+def start(args: argparse.Namespace, ps: Procs, tmp: Path) -> tuple[Runner, procs.Proc, Path]:
+    """Start the fake upstream and the gateway, check each model answers, return a Runner for both."""
     script = tmp / "script.json"
-    script.write_text(json.dumps(SCRIPT))
+    script.write_text(json.dumps(dict(SCRIPT)))
     up = ps.start_upstream(script)
     config = tmp / "gateway.yaml"
     models = "".join(MODEL_TEMPLATE.format(name=m, base=up.url) for m in SCRIPT)
     config.write_text(CONFIG_TEMPLATE.format(models=models))
     gw = ps.start_gateway(config, workers=args.workers)
-    log(f"fake upstream pid {up.pid} on {up.url}; gateway pid {gw.pid} on {gw.url} ({args.workers} worker)")
-    urls = {"direct": up.url + CHAT_PATH, "gateway": gw.url + CHAT_PATH}
+    log(f"fake upstream pid {up.pid} on {up.url}; gateway pid {gw.pid} on {gw.url} ({args.workers} worker(s))")
     for model in SCRIPT:
         for target, port in (("direct", up.port), ("gateway", gw.port)):
-            status = procs.http_status(port, "POST", CHAT_PATH, loadgen.chat_body(model))
+            status = procs.http_status(port, "POST", CHAT_PATH, loadgen.chat_body(model, stream=model == STREAM))
             if status != 200:
-                raise BenchError(f"sanity request {model} -> {target} returned {status}:\n{gw.log_tail()}")
+                raise BenchError(f"sanity request {model} -> {target} returned {status}")
+    urls = {"direct": up.url + CHAT_PATH, "gateway": gw.url + CHAT_PATH}
     pids = {"gateway": (gw.pid, args.workers > 1), "upstream": (up.pid, False)}
-    util: dict[str, dict[str, float]] = {}
-    res: dict[str, Any] = {"utilisation": util}
+    return Runner(urls, pids, args.wait_idle), gw, config
 
-    # 1 + 2: max RPS with wrk, CPU per request at c=64
-    for url in urls.values():
+
+def wrk_dict(url: str, model: str, connections: int, duration: float, stream: bool = False) -> dict[str, Any]:
+    return run_wrk(url, model, connections, duration, stream=stream).as_dict()
+
+
+def rps_and_cpu(run: Runner, d: float, warm: float) -> dict[str, Any]:
+    """1 + 2: max RPS with wrk (non-streaming, 0 ms upstream); CPU per request from the c=64 runs."""
+    for url in run.urls.values():
         run_wrk(url, FAST, 16, max(1.0, warm))  # warm-up, discarded
-    rps: dict[str, dict[str, Any]] = {}
-    cpu_s: dict[str, dict[str, float]] = {}
-    for conns in (16, 64):
-        rps[str(conns)] = {}
-        for target, url in urls.items():
-            log(f"wrk -t2 -c{conns} -d{round(d)}s: {target}")
-            with Meter(pids) as m:
-                r: WrkResult = run_wrk(url, FAST, conns, d)
-            rps[str(conns)][target] = {**r.as_dict(), "errors": r.errors}
-            util[f"wrk c={conns} {target}"] = m.util
-            if conns == 64:
-                cpu_s[target] = {**m.cpu, "requests": r.requests}
-            if target == "gateway":
-                check_gateway(f"wrk c={conns}", r.errors, r.as_dict())
-            elif r.errors:
-                log(f"WARNING: {r.errors} errors talking directly to the fake upstream: {r.as_dict()}")
-    res["rps"] = rps
-    per_req = {t: 1000.0 * c.get("gateway", 0.0) / max(c["requests"], 1) for t, c in cpu_s.items()}
-    res["cpu"] = {
-        "gateway_ms_per_req": per_req["gateway"],
-        "upstream_ms_per_req_direct": 1000.0 * cpu_s["direct"]["upstream"] / max(cpu_s["direct"]["requests"], 1),
-        "upstream_ms_per_req_via_gateway": 1000.0 * cpu_s["gateway"]["upstream"]
-        / max(cpu_s["gateway"]["requests"], 1),
-        "raw": cpu_s,
+    rps = {str(c): run.both(f"wrk c={c}", partial(wrk_dict, model=FAST, connections=c, duration=d)) for c in (16, 64)}
+    cpu = {t: run.cpu[f"wrk c=64 {t}"] for t in run.urls}
+    reqs = {t: max(rps["64"][t]["requests"], 1) for t in run.urls}
+    return {
+        "rps": rps,
+        "cpu": {
+            "gateway_ms_per_req": 1000.0 * cpu["gateway"]["gateway"] / reqs["gateway"],
+            "upstream_ms_per_req_direct": 1000.0 * cpu["direct"]["upstream"] / reqs["direct"],
+            "upstream_ms_per_req_via_gateway": 1000.0 * cpu["gateway"]["upstream"] / reqs["gateway"],
+            "requests": reqs,
+        },
     }
 
-    # 3: open-loop latency with a 50 ms upstream
-    latency: dict[str, Any] = {}
-    for rate in args.rates:
-        body = loadgen.chat_body(SLOW)
 
-        def open_run(url: str, rate: float = rate, body: bytes = body, name: str = f"{rate:g}") -> dict[str, Any]:
-            with Meter(pids) as m:
-                out = loadgen.open_loop(url, body, rate, d, warm)
-            util[f"open loop {name}/s {'gateway' if url == urls['gateway'] else 'direct'}"] = m.util
-            return out
+def streaming(run: Runner, args: argparse.Namespace) -> dict[str, Any]:
+    """4: 50-token streams: (a) closed-loop streams/s (+ a wrk cross-check), (b) open-loop TTFB."""
+    d, warm = args.duration, args.warmup
+    body, conc = loadgen.chat_body(STREAM, stream=True), args.stream_concurrency
+    closed = run.both(f"streams c={conc}", lambda url: loadgen.closed_loop_streams(url, body, conc, d, warm))
+    wrk_d = max(2.0, d / 3)
+    wrk = run.both(
+        f"wrk streams c={conc}", partial(wrk_dict, model=STREAM, connections=conc, duration=wrk_d, stream=True)
+    )
+    ttfb = run.both(
+        f"TTFB {args.stream_rate:g}/s",
+        lambda url: loadgen.open_loop(url, body, args.stream_rate, d, warm, stream=True),
+    )
+    return {"closed": closed, "wrk": wrk, "ttfb": ttfb}
 
-        latency[f"{rate:g}"] = lat = both(f"open loop {rate:g} req/s, 50 ms upstream", urls, open_run)
-        check_gateway(f"open loop {rate:g}/s", lat["gateway"]["errors"], lat["gateway"]["error_examples"])
-    res["latency"] = latency
 
-    # 4: streaming, 50 tokens
-    sbody = loadgen.chat_body(STREAM, stream=True)
-
-    def closed_run(url: str) -> dict[str, Any]:
-        with Meter(pids) as m:
-            out = loadgen.closed_loop_streams(url, sbody, args.stream_concurrency, d, warm)
-        util[f"streams c={args.stream_concurrency} {'gateway' if url == urls['gateway'] else 'direct'}"] = m.util
-        return out
-
-    closed = both(f"closed-loop streams c={args.stream_concurrency}", urls, closed_run)
-    check_gateway("closed-loop streams", closed["gateway"]["errors"], closed["gateway"]["error_examples"])
-    ttfb = both(f"open-loop TTFB {args.stream_rate:g} streams/s", urls,
-                lambda url: loadgen.open_loop(url, sbody, args.stream_rate, d, warm, stream=True))
-    check_gateway("open-loop TTFB", ttfb["gateway"]["errors"], ttfb["gateway"]["error_examples"])
-    res["stream"] = {"closed": closed, "ttfb": ttfb}
-
+def bench(args: argparse.Namespace, ps: Procs, tmp: Path) -> dict[str, Any]:
+    d, warm = args.duration, args.warmup
+    run, gw, config = start(args, ps, tmp)
+    res: dict[str, Any] = {"utilisation": run.util, **rps_and_cpu(run, d, warm)}
+    # 3: open-loop latency at fixed offered rates, 50 ms upstream
+    slow = loadgen.chat_body(SLOW)
+    res["latency"] = {
+        f"{rate:g}": run.both(
+            f"open loop {rate:g}/s", partial(loadgen.open_loop, body=slow, rate=rate, duration=d, warmup=warm)
+        )
+        for rate in args.rates
+    }
+    res["stream"] = streaming(run, args)
     # 6 (before 5, so that cold-start processes cannot disturb it): memory after all load phases
     res["rss"] = procs.memory_mb(gw.pid)
-    # 5: cold start
+    # 5: cold start to first 200
     runs = []
     for i in range(args.cold_runs):
         runs.append(procs.cold_start(ps, config, loadgen.chat_body(FAST)))
@@ -182,8 +165,7 @@ def bench(args: argparse.Namespace, ps: Procs, tmp: Path) -> dict[str, Any]:
 
 
 def figures(res: dict[str, Any]) -> dict[str, float]:
-    lat = res["latency"].get("200")
-    ttfb = res["stream"]["ttfb"]
+    lat, ttfb = res["latency"].get("200"), res["stream"]["ttfb"]
     out = {
         "rps_c64_gateway": res["rps"]["64"]["gateway"]["rps"],
         "cpu_ms_per_req_gateway": res["cpu"]["gateway_ms_per_req"],
@@ -205,11 +187,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, help="seconds per measured phase (default 15; 2 with --quick)")
     p.add_argument("--warmup", type=float, help="warm-up seconds per phase, discarded (default 1; 0.5 quick)")
     p.add_argument("--out", default="bench/results/latest.json", help="JSON results path")
-    p.add_argument("--rates", default="200,50", help="open-loop rates in req/s (comma separated)")
+    p.add_argument("--rates", default="200,50", help="open-loop rates in req/s, comma separated")
     p.add_argument("--stream-rate", type=float, default=50.0, help="open-loop streams/s for TTFB")
     p.add_argument("--stream-concurrency", type=int, default=16)
     p.add_argument("--workers", type=int, default=1, help="gateway workers (CPU then includes children)")
     p.add_argument("--cold-runs", type=int, default=3)
+    p.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
+                   help="before each phase wait up to S s for other processes to use < 0.25 cores")
     args = p.parse_args(argv)
     args.duration = args.duration or (2.0 if args.quick else 15.0)
     args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
@@ -235,15 +219,18 @@ def _sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)
+    started = time.perf_counter()
+    idle = idle_check()
+    note = "  <-- NOT IDLE: other processes are running, expect noisy figures" if idle > 0.2 else ""
+    log(f"machine busy before start: {idle:.2f} of {CPUS} cores{note}")
     tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     ps = Procs(tmp)
-    started = time.perf_counter()
     try:
         res = bench(args, ps, tmp)
     except BenchError as exc:
         print(f"\n*** BENCHMARK FAILED ***\n{exc}", file=sys.stderr)
         for p in ps.started:
-            print(f"--- {p.name} log tail ---\n{p.log_tail()}", file=sys.stderr)
+            print(f"--- {p.name} (pid {p.pid}) log tail ---\n{p.log_tail()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted; stopping processes", file=sys.stderr)
@@ -253,10 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     res["targets"] = check_targets(figures(res))
     res["meta"] = {
-        "cpus": os.cpu_count(), "duration_s": args.duration, "warmup_s": args.warmup, "quick": args.quick,
-        "gateway_workers": args.workers, "python": sys.version.split()[0], "elapsed_s": time.perf_counter() - started,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cpus": CPUS, "duration_s": args.duration, "warmup_s": args.warmup, "quick": args.quick,
+        "gateway_workers": args.workers, "python": sys.version.split()[0], "busy_cores_before_start": idle,
+        "elapsed_s": time.perf_counter() - started, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    res["warnings"] = warnings_for(res)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(_clean(res), indent=2, allow_nan=False) + "\n")

@@ -20,6 +20,7 @@ _SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), ti
 
 @dataclass
 class WrkResult:
+    connections: int
     rps: float
     requests: int
     duration_s: float
@@ -35,7 +36,7 @@ class WrkResult:
         return self.non_2xx + self.socket_errors + self.incomplete
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "errors": self.errors}
 
 
 def wrk_binary() -> str:
@@ -62,10 +63,10 @@ def run_wrk(
     out = proc.stdout
     if proc.returncode != 0 or "WRKJSON" not in out:
         raise RuntimeError(f"wrk failed (rc={proc.returncode}):\n{out}\n{proc.stderr}")
-    return parse_wrk(out)
+    return parse_wrk(out, connections)
 
 
-def parse_wrk(out: str) -> WrkResult:
+def parse_wrk(out: str, connections: int) -> WrkResult:
     data = orjson.loads(out.split("WRKJSON", 1)[1].splitlines()[0])
     m = _RPS.search(out)
     duration = data["duration_us"] / 1e6
@@ -74,6 +75,7 @@ def parse_wrk(out: str) -> WrkResult:
     sock = _SOCKET.search(out)
     socket_errors = sum(int(g) for g in sock.groups()) if sock else 0
     return WrkResult(
+        connections=connections,
         rps=rps,
         requests=int(data["requests"]),
         duration_s=duration,
