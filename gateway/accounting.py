@@ -46,13 +46,13 @@ def settle(
         if counted > usage.completion_tokens:
             usage = replace(usage, output=counted - usage.reasoning)
             usage_dict = usage.to_openai()
-        state.metrics.usage_estimated.labels(spec.name, reason).inc()
+        state.metrics.child(state.metrics.usage_estimated, spec.name, reason).inc()
     elif usage is None or usage_dict is None:
         prompt = state.tokens.count_messages(body["messages"], spec.upstream_model, body.get("tools"))
         output = state.tokens.count_text(produced_text(), spec.upstream_model)
         usage = Usage(input=prompt, output=output)
         usage_dict = usage.to_openai()
-        state.metrics.usage_estimated.labels(spec.name, reason).inc()
+        state.metrics.child(state.metrics.usage_estimated, spec.name, reason).inc()
     cost = price_usage(usage, spec.price)
     state.metrics.record_usage(spec.name, spec.provider, tier, team, usage, cost)
     return Settled(usage, usage_dict, cost, estimated)

@@ -68,14 +68,15 @@ class Call:
         """Request count, duration and the gateway's own overhead."""
         metrics = self.state.metrics
         now = perf_counter()
-        metrics.requests.labels(self.model_label, self.tier, status).inc()
+        metrics.child(metrics.requests, self.model_label, self.tier, status).inc()
         if self.spec is not None:
-            metrics.duration.labels(self.spec.name).observe(now - self.started)
+            metrics.child(metrics.duration, self.spec.name).observe(now - self.started)
             metrics.overhead.observe(max(now - self.started - upstream_time, 0.0))
 
     def upstream_failed(self, exc: GatewayError) -> None:
         if exc.kind is not None and self.spec is not None:
-            self.state.metrics.upstream_errors.labels(self.spec.name, exc.kind).inc()
+            metrics = self.state.metrics
+            metrics.child(metrics.upstream_errors, self.spec.name, exc.kind).inc()
             log.warning("request %s: %s (%s)", self.request_id, exc.message, exc.kind)
 
     def failed(self, exc: GatewayError) -> None:

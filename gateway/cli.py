@@ -39,7 +39,7 @@ def serve(args: argparse.Namespace) -> int:
     configure_logging(settings.secrets(), args.log_level)
     common = {
         "host": args.host, "port": args.port, "log_config": None, "access_log": False,
-        "log_level": args.log_level.lower(), "backlog": 2048,
+        "log_level": args.log_level.lower(), "backlog": 2048, "proxy_headers": False,
     }
     if args.workers > 1:
         if args.config:

@@ -22,7 +22,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from gateway.pricing import Cost, Usage
+from gateway.pricing import PICO_PER_USD, Cost, Usage
 
 __all__ = ["Metrics"]
 
@@ -75,13 +75,23 @@ class Metrics:
             assert own is not None
             self._registry = own
 
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, memoised: label sets are bounded, lookups are hot."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
     def render(self) -> bytes:
         return generate_latest(self._registry)
 
     def record_usage(self, model: str, provider: str, tier: str, team: str, usage: Usage, cost: Cost) -> None:
-        usd = float(cost.usd)
-        self.spend.labels(model, provider, tier, team).inc(usd)
-        self.request_cost.labels(model, tier).observe(usd)
+        usd = cost.total / PICO_PER_USD  # correctly rounded, same as float(cost.usd)
+        self.child(self.spend, model, provider, tier, team).inc(usd)
+        self.child(self.request_cost, model, tier).observe(usd)
         for bucket, n in (
             ("input", usage.input),
             ("cached_input", usage.cached_input),
@@ -90,4 +100,4 @@ class Metrics:
             ("reasoning", usage.reasoning),
         ):
             if n:
-                self.tokens.labels(model, bucket).inc(n)
+                self.child(self.tokens, model, bucket).inc(n)

@@ -134,7 +134,8 @@ class Price:
 
 
 def _usd(pico: int) -> float:
-    return float(Decimal(pico).scaleb(-12))
+    # int / int is correctly rounded in Python: the same float as float(Decimal(pico) / 10**12).
+    return pico / PICO_PER_USD
 
 
 @dataclass(frozen=True, slots=True)

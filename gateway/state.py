@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -22,6 +22,7 @@ class AppState:
     tokens: TokenCounter
     session: aiohttp.ClientSession
     providers: dict[str, Provider]
+    secrets: list[str] = field(default_factory=list)  # every credential held, for redaction
 
     def resolve_model(self, name: str) -> ModelSpec:
         spec = self.settings.models.get(name)

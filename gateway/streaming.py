@@ -80,6 +80,7 @@ async def _relay(call: Call, stream: UpstreamStream, include_usage: bool) -> Asy
                 stream.produced_text, reason, call.tier, call.team, complete=False,
             )
         if stream.first_chunk_at is not None:
-            call.state.metrics.ttft.labels(spec.name).observe(stream.first_chunk_at - call.upstream_started)
+            metrics = call.state.metrics
+            metrics.child(metrics.ttft, spec.name).observe(stream.first_chunk_at - call.upstream_started)
         waited = (upstream_done or perf_counter()) - call.upstream_started
         call.record(status, waited)

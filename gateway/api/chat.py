@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.accounting import settle
+from gateway.api.errors import error_response, unexpected_error
 from gateway.call import Call, read_body, request_id
 from gateway.chat_request import parse_chat_request
 from gateway.errors import GatewayError
@@ -21,6 +22,7 @@ from gateway.streaming import start_stream
 __all__ = ["router"]
 
 router = APIRouter()
+PATH = "/v1/chat/completions"
 
 
 def _completion_text(body: dict[str, Any]) -> str:
@@ -35,8 +37,9 @@ def _completion_text(body: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-@router.post("/v1/chat/completions")
+@router.post(PATH)
 async def chat_completions(request: Request) -> Response:
+    """Never raises: failures become OpenAI-shaped error responses here."""
     state: AppState = request.app.state.gw
     call = Call(state, request_id(request))
     request.state.request_id = call.request_id
@@ -51,7 +54,11 @@ async def chat_completions(request: Request) -> Response:
         return await _complete(call, provider)
     except GatewayError as exc:
         call.failed(exc)
-        raise
+        return error_response(call.request_id, exc, state.secrets)
+    except Exception:
+        exc = unexpected_error(PATH)
+        call.failed(exc)
+        return error_response(call.request_id, exc, state.secrets)
 
 
 async def _complete(call: Call, provider: Provider) -> Response:
