@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
@@ -25,6 +24,7 @@ from gateway.providers.registry import build_providers
 from gateway.settings import Settings, resolve_settings
 from gateway.state import AppState
 from gateway.tokens import TokenCounter
+from gateway.upstream_http import UpstreamPool
 
 __all__ = ["app_from_env", "create_app", "load_settings"]
 
@@ -65,18 +65,15 @@ def create_app(settings: Settings) -> GatewayASGI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
-        session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
-        app.state.gw = AppState(
-            settings, app_metrics, tokens, session, build_providers(session), settings.secrets()
-        )
+        pool = UpstreamPool()
+        app.state.gw = AppState(settings, app_metrics, tokens, pool, build_providers(pool), settings.secrets())
         # Encodings take ~0.5 s to load: do it off the event loop after start-up, not before.
         warm = asyncio.get_running_loop().run_in_executor(None, tokens.warm_up)
         try:
             yield
         finally:
             warm.cancel()
-            await session.close()
+            pool.close()
 
     app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app, settings.secrets())

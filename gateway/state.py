@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import aiohttp
-
 from gateway.errors import ModelNotFound, ServiceUnavailable
 from gateway.metrics import Metrics
 from gateway.providers.base import Provider
 from gateway.settings import ModelSpec, Settings
 from gateway.tokens import TokenCounter
+from gateway.upstream_http import UpstreamPool
 
 __all__ = ["AppState"]
 
@@ -20,7 +19,7 @@ class AppState:
     settings: Settings
     metrics: Metrics
     tokens: TokenCounter
-    session: aiohttp.ClientSession
+    pool: UpstreamPool
     providers: dict[str, Provider]
     secrets: list[str] = field(default_factory=list)  # every credential held, for redaction
 

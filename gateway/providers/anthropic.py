@@ -5,14 +5,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import aiohttp
 import orjson
 
 from gateway.pricing import Usage
 from gateway.providers.anthropic_translate import FINISH_REASONS, to_anthropic_request, to_openai_completion
 from gateway.providers.base import Completion
-from gateway.providers.errors import bad_response, error_from_event, status_error, upstream_errors
+from gateway.providers.errors import bad_response, error_from_event, upstream_errors
+from gateway.providers.transport import HTTPTransport
 from gateway.settings import ModelSpec
+from gateway.upstream_http import UpstreamResponse
 
 __all__ = ["PROVIDER_TYPE", "AnthropicProvider", "AnthropicStream"]
 
@@ -21,27 +22,20 @@ API_VERSION = "2023-06-01"
 
 
 def _headers(model: ModelSpec) -> dict[str, str]:
-    headers = {"Content-Type": "application/json", "anthropic-version": API_VERSION}
+    headers = {"anthropic-version": API_VERSION}
     if model.api_key:
         headers["x-api-key"] = model.api_key
     return headers
 
 
 class AnthropicProvider:
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
+    def __init__(self, transport: HTTPTransport) -> None:
+        self._transport = transport
 
     async def complete(self, model: ModelSpec, body: dict[str, Any]) -> Completion:
         request = to_anthropic_request(model, body)
-        timeout = aiohttp.ClientTimeout(total=model.timeout_s)
-        with upstream_errors(model):
-            async with self._session.post(
-                f"{model.api_base}/v1/messages", data=orjson.dumps(request), headers=_headers(model), timeout=timeout
-            ) as resp:
-                raw = await resp.read()
-                if resp.status != 200:
-                    raise status_error(model, resp.status, raw, resp.headers)
-            data = orjson.loads(raw)
+        endpoint = self._transport.endpoint(model, "/v1/messages", _headers(model))
+        data = await self._transport.post_json(model, endpoint, request)
         if not isinstance(data, dict) or data.get("type") != "message":
             raise bad_response(model, "not a message")
         out, usage = to_openai_completion(data)
@@ -49,22 +43,14 @@ class AnthropicProvider:
 
     async def stream(self, model: ModelSpec, body: dict[str, Any]) -> AnthropicStream:
         request = to_anthropic_request(model, {**body, "stream": True})
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=model.timeout_s, sock_read=model.timeout_s)
-        with upstream_errors(model):
-            resp = await self._session.post(
-                f"{model.api_base}/v1/messages", data=orjson.dumps(request), headers=_headers(model), timeout=timeout
-            )
-            if resp.status != 200:
-                raw = await resp.read()
-                resp.release()
-                raise status_error(model, resp.status, raw, resp.headers)
-        return AnthropicStream(model, resp)
+        endpoint = self._transport.endpoint(model, "/v1/messages", _headers(model))
+        return AnthropicStream(model, await self._transport.open_stream(model, endpoint, request))
 
 
 class AnthropicStream:
     """Translates Anthropic stream events into OpenAI chunks as they arrive."""
 
-    def __init__(self, model: ModelSpec, resp: aiohttp.ClientResponse) -> None:
+    def __init__(self, model: ModelSpec, resp: UpstreamResponse) -> None:
         self._model = model
         self._resp = resp
         self._raw_usage: dict[str, Any] = {}
@@ -90,7 +76,7 @@ class AnthropicStream:
     async def __aiter__(self) -> Any:
         model = self._model
         with upstream_errors(model):
-            async for line in self._resp.content:
+            async for line in self._resp.lines():
                 if not line.startswith(b"data:"):
                     continue
                 event = orjson.loads(line[5:])

@@ -9,15 +9,16 @@ no upstream key ever reaches a client or a log line.
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-import aiohttp
 import orjson
 
 from gateway.errors import GatewayError, InvalidRequest, RateLimited, UpstreamError, UpstreamTimeout
 from gateway.settings import ModelSpec
+from gateway.upstream_http import UpstreamConnectError, UpstreamDisconnected, UpstreamProtocolError
 
 __all__ = ["bad_response", "error_from_event", "redact", "status_error", "upstream_errors"]
 
@@ -82,20 +83,18 @@ def upstream_errors(model: ModelSpec) -> Iterator[None]:
         yield
     except GatewayError:
         raise
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+    except TimeoutError as exc:
         raise UpstreamTimeout(
             f"upstream {model.provider} timed out after {model.timeout_s:g}s for model '{model.name}'"
         ) from exc
-    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+    except UpstreamConnectError as exc:
+        message = f"cannot reach upstream {model.provider} for model '{model.name}'"
+        raise UpstreamError(message, kind="connection") from exc
+    except UpstreamDisconnected as exc:
         raise UpstreamError(
             f"upstream {model.provider} connection broke for model '{model.name}'", kind="connection"
         ) from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamError(
-            f"cannot reach upstream {model.provider} for model '{model.name}': {type(exc).__name__}",
-            kind="connection",
-        ) from exc
-    except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (UpstreamProtocolError, orjson.JSONDecodeError, UnicodeDecodeError, zlib.error) as exc:
         raise UpstreamError(
             f"upstream {model.provider} sent a malformed response for model '{model.name}'", kind="bad_response"
         ) from exc

@@ -58,8 +58,8 @@ def _usage(raw: Any) -> tuple[Usage | None, dict[str, Any] | None]:
 
 
 class LitellmProvider:
-    def __init__(self, session: Any = None) -> None:
-        del session  # litellm manages its own clients
+    def __init__(self, transport: Any = None) -> None:
+        del transport  # litellm manages its own HTTP clients
 
     async def complete(self, model: ModelSpec, body: dict[str, Any]) -> Completion:
         with upstream_errors(model):

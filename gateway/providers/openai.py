@@ -1,7 +1,8 @@
 """OpenAI-compatible upstreams (OpenAI, vLLM, Ollama, Together, DeepSeek, Groq, ...): the fast path.
 
-No litellm on this path: one pooled aiohttp session, the request body forwarded as is (model id
-swapped, usage always requested), SSE chunks relayed one by one as they arrive.
+No litellm on this path: pooled keep-alive connections (`gateway.upstream_http`), the request
+body forwarded as is (model id swapped, usage always requested), SSE chunks relayed one by one
+as they arrive.
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import aiohttp
 import orjson
 
 from gateway.pricing import Usage
 from gateway.providers.base import Completion
-from gateway.providers.errors import bad_response, error_from_event, status_error, upstream_errors
+from gateway.providers.errors import bad_response, error_from_event, upstream_errors
+from gateway.providers.transport import HTTPTransport
 from gateway.settings import ModelSpec
+from gateway.upstream_http import UpstreamResponse
 
 __all__ = ["PROVIDER_TYPE", "OpenAIProvider", "OpenAIStream"]
 
@@ -23,27 +25,16 @@ PROVIDER_TYPE = "openai"
 
 
 def _headers(model: ModelSpec) -> dict[str, str]:
-    headers = {"Content-Type": "application/json"}
-    if model.api_key:
-        headers["Authorization"] = f"Bearer {model.api_key}"
-    return headers
+    return {"Authorization": f"Bearer {model.api_key}"} if model.api_key else {}
 
 
 class OpenAIProvider:
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
+    def __init__(self, transport: HTTPTransport) -> None:
+        self._transport = transport
 
     async def complete(self, model: ModelSpec, body: dict[str, Any]) -> Completion:
-        url = f"{model.api_base}/chat/completions"
-        timeout = aiohttp.ClientTimeout(total=model.timeout_s)
-        with upstream_errors(model):
-            async with self._session.post(
-                url, data=orjson.dumps(body), headers=_headers(model), timeout=timeout
-            ) as resp:
-                raw = await resp.read()
-                if resp.status != 200:
-                    raise status_error(model, resp.status, raw, resp.headers)
-            data = orjson.loads(raw)
+        endpoint = self._transport.endpoint(model, "/chat/completions", _headers(model))
+        data = await self._transport.post_json(model, endpoint, body)
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
             raise bad_response(model, "no choices")
         usage = data.get("usage")
@@ -54,19 +45,12 @@ class OpenAIProvider:
     async def stream(self, model: ModelSpec, body: dict[str, Any]) -> OpenAIStream:
         options = body.get("stream_options")
         body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-        url = f"{model.api_base}/chat/completions"
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=model.timeout_s, sock_read=model.timeout_s)
-        with upstream_errors(model):
-            resp = await self._session.post(url, data=orjson.dumps(body), headers=_headers(model), timeout=timeout)
-            if resp.status != 200:
-                raw = await resp.read()
-                resp.release()
-                raise status_error(model, resp.status, raw, resp.headers)
-        return OpenAIStream(model, resp)
+        endpoint = self._transport.endpoint(model, "/chat/completions", _headers(model))
+        return OpenAIStream(model, await self._transport.open_stream(model, endpoint, body))
 
 
 class OpenAIStream:
-    def __init__(self, model: ModelSpec, resp: aiohttp.ClientResponse) -> None:
+    def __init__(self, model: ModelSpec, resp: UpstreamResponse) -> None:
         self._model = model
         self._resp = resp
         self._chunks: list[dict[str, Any]] = []
@@ -79,7 +63,7 @@ class OpenAIStream:
     async def __aiter__(self) -> Any:
         model = self._model
         with upstream_errors(model):
-            async for line in self._resp.content:
+            async for line in self._resp.lines():
                 if not line.startswith(b"data:"):
                     continue
                 payload = line[5:].strip()

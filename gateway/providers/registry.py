@@ -5,12 +5,12 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any
 
-import aiohttp
-
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import Provider
 from gateway.providers.litellm_provider import LitellmProvider
 from gateway.providers.openai import OpenAIProvider
+from gateway.providers.transport import HTTPTransport
+from gateway.upstream_http import UpstreamPool
 
 __all__ = ["ADAPTERS", "build_providers"]
 
@@ -21,6 +21,7 @@ ADAPTERS: MappingProxyType[str, Any] = MappingProxyType({
 })
 
 
-def build_providers(session: aiohttp.ClientSession) -> dict[str, Provider]:
-    """One adapter instance per wire format, sharing the pooled HTTP session."""
-    return {wire: cls(session) for wire, cls in ADAPTERS.items()}
+def build_providers(pool: UpstreamPool) -> dict[str, Provider]:
+    """One adapter instance per wire format; the HTTP adapters share one connection pool."""
+    transport = HTTPTransport(pool)
+    return {wire: cls(transport) for wire, cls in ADAPTERS.items()}

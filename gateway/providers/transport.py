@@ -1,0 +1,58 @@
+"""What the HTTP adapters share: prepared endpoints per model, a POST that checks the status,
+and error translation around every await on the upstream."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from gateway.providers.errors import status_error, upstream_errors
+from gateway.settings import ModelSpec
+from gateway.upstream_http import Endpoint, UpstreamPool, UpstreamResponse
+
+__all__ = ["HTTPTransport"]
+
+USER_AGENT = "llm-gateway/0.1"
+
+
+class HTTPTransport:
+    def __init__(self, pool: UpstreamPool) -> None:
+        self._pool = pool
+        self._endpoints: dict[tuple[str, str], Endpoint] = {}
+
+    def endpoint(self, model: ModelSpec, path: str, headers: dict[str, str]) -> Endpoint:
+        key = (model.name, path)
+        found = self._endpoints.get(key)
+        if found is None:
+            headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json", **headers}
+            found = self._endpoints[key] = Endpoint(f"{model.api_base}{path}", headers)
+        return found
+
+    async def post_json(self, model: ModelSpec, endpoint: Endpoint, body: dict[str, Any]) -> Any:
+        """POST and return the parsed JSON answer; any failure becomes a GatewayError."""
+        with upstream_errors(model):
+            async with asyncio.timeout(model.timeout_s):
+                response = await self._pool.post(endpoint, orjson.dumps(body), model.timeout_s)
+                try:
+                    raw = await response.read()
+                finally:
+                    response.release()
+            if response.status != 200:
+                raise status_error(model, response.status, raw, response.headers)
+            return orjson.loads(raw)
+
+    async def open_stream(self, model: ModelSpec, endpoint: Endpoint, body: dict[str, Any]) -> UpstreamResponse:
+        """POST and return the open response once its headers say 200."""
+        with upstream_errors(model):
+            response = await self._pool.post(endpoint, orjson.dumps(body), model.timeout_s)
+            if response.status != 200:
+                try:
+                    async with asyncio.timeout(model.timeout_s):
+                        raw = await response.read()
+                finally:
+                    response.release()
+                raise status_error(model, response.status, raw, response.headers)
+        response.read_timeout = model.timeout_s
+        return response
