@@ -53,8 +53,8 @@ async def _relay(call: Call, stream: UpstreamStream, include_usage: bool) -> Asy
     status, reason = "499", "disconnect"  # until the stream ends one way or another
     upstream_done = 0.0
     try:
-        async for payload in stream:
-            yield b"data: " + payload + b"\n\n"
+        async for events in stream:
+            yield events
         upstream_done = perf_counter()
         if not stream.finished:
             raise UpstreamError(

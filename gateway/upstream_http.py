@@ -173,9 +173,10 @@ class UpstreamResponse:
             finally:
                 if timer is not None:
                     timer.cancel()
-        data = self._chunks.popleft()
-        self._buffered -= len(data)
-        if self._buffered < _HIGH_WATER // 4 and self._conn.transport is not None:
+        data = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        if self._conn.transport is not None:
             self._conn.transport.resume_reading()
         return self._decoder.decompress(data) if self._decoder is not None else data
 
@@ -185,18 +186,18 @@ class UpstreamResponse:
             parts.append(chunk)
         return b"".join(parts)
 
-    async def lines(self) -> AsyncIterator[bytes]:
-        """Lines of the body as they arrive, each ending with b"\\n" (the last one may not)."""
+    async def line_batches(self) -> AsyncIterator[list[bytes]]:
+        """Complete lines of the body, grouped as they arrived (one group per network read, so
+        nothing is ever held back waiting for more). Lines exclude their b"\n"."""
         pending = b""
         while (chunk := await self._next_chunk()) is not None:
-            pending += chunk
             if b"\n" not in chunk:
+                pending += chunk
                 continue
-            *complete, pending = pending.split(b"\n")
-            for line in complete:
-                yield line + b"\n"
+            *complete, pending = (pending + chunk).split(b"\n")
+            yield complete
         if pending:
-            yield pending
+            yield [pending]
 
     def release(self) -> None:
         conn = self._conn

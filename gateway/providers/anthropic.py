@@ -74,24 +74,37 @@ class AnthropicStream:
             self.usage_dict = self.usage.to_openai()
 
     async def __aiter__(self) -> Any:
-        model = self._model
-        with upstream_errors(model):
-            async for line in self._resp.lines():
-                if not line.startswith(b"data:"):
-                    continue
-                event = orjson.loads(line[5:])
-                kind = event.get("type") if isinstance(event, dict) else None
-                if kind == "error":
-                    raise error_from_event(model, event)
-                out = self._translate(kind, event)
-                if out is not None:
-                    if self.first_chunk_at is None:
-                        self.first_chunk_at = time.perf_counter()
-                    yield out
-                if kind == "message_stop":
-                    self.finished = True
-                    self.usage_chunk = {**self._base, "choices": []}
+        """Yields SSE-framed OpenAI chunks, all those from one network read together."""
+        with upstream_errors(self._model):
+            async for batch in self._resp.line_batches():
+                out: list[bytes] = []
+                try:
+                    for line in batch:
+                        if line.startswith(b"data:") and (chunk := self._event(line[5:])):
+                            out.append(b"data: " + chunk + b"\n\n")
+                        if self.finished:
+                            break
+                except Exception:
+                    if out:  # what arrived before the failure still reaches the client first
+                        yield b"".join(out)
+                    raise
+                if out:
+                    yield b"".join(out)
+                if self.finished:
                     return
+
+    def _event(self, data: bytes) -> bytes | None:
+        event = orjson.loads(data)
+        kind = event.get("type") if isinstance(event, dict) else None
+        if kind == "error":
+            raise error_from_event(self._model, event)
+        out = self._translate(kind, event)
+        if out is not None and self.first_chunk_at is None:
+            self.first_chunk_at = time.perf_counter()
+        if kind == "message_stop":
+            self.finished = True
+            self.usage_chunk = {**self._base, "choices": []}
+        return out
 
     def _translate(self, kind: Any, event: dict[str, Any]) -> bytes | None:
         if kind == "message_start":

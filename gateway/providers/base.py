@@ -20,9 +20,10 @@ class Completion:
 
 
 class UpstreamStream(Protocol):
-    """An open upstream stream. Iterating yields OpenAI `chat.completion.chunk` JSON payloads
-    (bytes, without the `data: ` framing), excluding the usage-only chunk, which is kept in
-    `usage_chunk`/`usage`/`usage_dict` for the gateway to price and (if asked) forward."""
+    """An open upstream stream. Iterating yields SSE-framed OpenAI `chat.completion.chunk`
+    events (`data: {...}\n\n`), those that arrived together in one piece, never waiting for
+    more. The usage-only chunk is not yielded: it is kept in `usage_chunk`/`usage`/`usage_dict`
+    for the gateway to price and (if asked) forward."""
 
     usage: Usage | None
     usage_dict: dict[str, Any] | None

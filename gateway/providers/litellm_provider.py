@@ -102,7 +102,7 @@ class LitellmStream:
                 for choice in data["choices"]:
                     delta = choice.get("delta") or {}
                     self._text.append(str(delta.get("content") or ""))
-                yield orjson.dumps(data)
+                yield b"data: " + orjson.dumps(data) + b"\n\n"
         self.finished = True
 
     def close(self) -> None:

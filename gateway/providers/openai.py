@@ -61,34 +61,48 @@ class OpenAIStream:
         self.finished = False
 
     async def __aiter__(self) -> Any:
-        model = self._model
-        with upstream_errors(model):
-            async for line in self._resp.lines():
-                if not line.startswith(b"data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    self.finished = True
+        """Yields SSE-framed events, all those that arrived in one network read together."""
+        with upstream_errors(self._model):
+            async for batch in self._resp.line_batches():
+                out: list[bytes] = []
+                try:
+                    for line in batch:
+                        if line.startswith(b"data:") and (event := self._event(line[5:].strip())):
+                            out.append(event)
+                        if self.finished:
+                            break
+                except Exception:
+                    if out:  # what arrived before the failure still reaches the client first
+                        yield b"".join(out)
+                    raise
+                if out:
+                    yield b"".join(out)
+                if self.finished:
                     return
-                chunk = orjson.loads(payload)
-                if not isinstance(chunk, dict):
-                    raise bad_response(model, "chunk is not an object")
-                if "error" in chunk:
-                    raise error_from_event(model, chunk)
-                if self.first_chunk_at is None:
-                    self.first_chunk_at = time.perf_counter()
-                usage = chunk.get("usage")
-                if isinstance(usage, dict):
-                    self.usage, self.usage_dict = Usage.from_openai(usage), usage
-                    del chunk["usage"]
-                    self.usage_chunk = {**chunk, "choices": []}
-                    if not chunk.get("choices"):
-                        continue
-                    payload = orjson.dumps(chunk)
-                self._chunks.append(chunk)
-                yield payload
         if any(c.get("finish_reason") for ch in self._chunks[-2:] for c in ch.get("choices") or ()):
             self.finished = True  # some servers end without [DONE] after the final chunk
+
+    def _event(self, payload: bytes) -> bytes | None:
+        if payload == b"[DONE]":
+            self.finished = True
+            return None
+        chunk = orjson.loads(payload)
+        if not isinstance(chunk, dict):
+            raise bad_response(self._model, "chunk is not an object")
+        if "error" in chunk:
+            raise error_from_event(self._model, chunk)
+        if self.first_chunk_at is None:
+            self.first_chunk_at = time.perf_counter()
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage, self.usage_dict = Usage.from_openai(usage), usage
+            del chunk["usage"]
+            self.usage_chunk = {**chunk, "choices": []}
+            if not chunk.get("choices"):
+                return None
+            payload = orjson.dumps(chunk)
+        self._chunks.append(chunk)
+        return b"data: " + payload + b"\n\n"
 
     def close(self) -> None:
         # A finished stream returns its connection to the pool; an abandoned one is torn down,
