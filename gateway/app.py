@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from gateway.api import chat, health, metrics, models
 from gateway.api.errors import install_error_handlers
 from gateway.catalog import builtin_config
 from gateway.config import load_config
+from gateway.memory import release_free_memory
 from gateway.metrics import Metrics
 from gateway.price_table import load_price_table
 from gateway.providers.registry import build_providers
@@ -59,6 +61,12 @@ class GatewayASGI:
         await self.api(scope, receive, send)
 
 
+def _warm_up(tokens: TokenCounter, upstream_ids: list[str]) -> None:
+    tokens.warm_up(upstream_ids)
+    gc.collect()
+    release_free_memory()  # start-up garbage (price table, rank dicts) back to the OS
+
+
 def create_app(settings: Settings) -> GatewayASGI:
     tokens = TokenCounter()
     app_metrics = Metrics()
@@ -68,7 +76,8 @@ def create_app(settings: Settings) -> GatewayASGI:
         pool = UpstreamPool()
         app.state.gw = AppState(settings, app_metrics, tokens, pool, build_providers(pool), settings.secrets())
         # Encodings take ~0.5 s to load: do it off the event loop after start-up, not before.
-        warm = asyncio.get_running_loop().run_in_executor(None, tokens.warm_up)
+        upstream_ids = [m.upstream_model for m in settings.models.values()]
+        warm = asyncio.get_running_loop().run_in_executor(None, _warm_up, tokens, upstream_ids)
         try:
             yield
         finally:

@@ -53,7 +53,7 @@ def test_encodings_load_without_network() -> None:
         "socket.socket.connect = refuse\n"
         "socket.create_connection = refuse\n"
         "from gateway.tokens import TokenCounter\n"
-        "c = TokenCounter(); c.warm_up()\n"
+        "c = TokenCounter(); c.warm_up(['gpt-4o', 'gpt-4'])\n"
         "print(c.count_text('hello world', 'gpt-4o'), c.count_text('hello world', 'gpt-4'))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "TIKTOKEN_CACHE_DIR"}
