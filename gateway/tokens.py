@@ -3,7 +3,7 @@
 The BPE files ship inside the package (`gateway/encodings/`, named by tiktoken's own cache key),
 so no download is ever attempted. Counts follow how OpenAI bills chat requests: 3 tokens per
 message, 1 per `name`, 3 to prime the reply, and tool definitions rendered the way the
-model sees them. For non-OpenAI families the OpenAI encodings are an estimate, used for
+model sees them. For non-OpenAI families o200k_base is an estimate, used for
 routing and budgets only; billing uses the upstream's reported usage whenever it has one.
 """
 
@@ -21,7 +21,8 @@ import tiktoken
 __all__ = ["TokenCounter", "encoding_name_for"]
 
 _ENCODINGS_DIR = Path(__file__).parent / "encodings"
-_O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "chatgpt-4o", "gpt-oss")
+_O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4.5", "chatgpt-4o")
+_CL100K_PREFIXES = ("gpt-4", "gpt-3.5", "gpt-35")
 
 _PER_MESSAGE = 3
 _PER_NAME = 1
@@ -32,9 +33,13 @@ _IMAGE_LOW, _IMAGE_HIGH = 85, 765  # low detail; high detail assumed 1024x1024 (
 
 
 def encoding_name_for(model: str) -> str:
-    """The tiktoken encoding for a model id (provider prefixes ignored)."""
+    """The tiktoken encoding for a model id (provider prefixes ignored): cl100k_base for the
+    GPT-4 and GPT-3.5 generations, o200k_base for everything newer and, as the estimate, for
+    other families (one encoding loaded instead of two saves ~30 MB)."""
     base = model.rsplit("/", 1)[-1].lower()
-    return "o200k_base" if base.startswith(_O200K_PREFIXES) else "cl100k_base"
+    if base.startswith(_CL100K_PREFIXES) and not base.startswith(_O200K_PREFIXES):
+        return "cl100k_base"
+    return "o200k_base"
 
 
 class TokenCounter:
