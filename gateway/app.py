@@ -86,7 +86,7 @@ def create_app(settings: Settings) -> GatewayASGI:
 
     app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app, settings.secrets())
-    for module in (chat, models, health, metrics):
+    for module in (models, health, metrics):
         app.include_router(module.router)
     return GatewayASGI(app)
 

@@ -7,12 +7,14 @@ goes away, the upstream request is aborted and what was produced is still priced
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from time import perf_counter
+from typing import Any
 
 import orjson
-from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from gateway.accounting import Settled, settle
 from gateway.call import Call
@@ -24,15 +26,49 @@ __all__ = ["start_stream"]
 _DONE = b"data: [DONE]\n\n"
 
 
-async def start_stream(call: Call, provider: Provider) -> StreamingResponse:
+class SSEResponse:
+    """Sends each piece as soon as it is produced. A watcher on `receive` cancels the sending
+    task when the client disconnects, so a relay blocked on a slow upstream stops at once (and
+    its `finally` aborts the upstream and prices what was produced). Lighter than Starlette's
+    StreamingResponse, whose per-response task group cost ~0.3 ms."""
+
+    def __init__(self, body: AsyncGenerator[bytes, None], headers: dict[str, str]) -> None:
+        self.body = body
+        self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+        self.raw_headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.disconnected = False
+
+    async def _watch(self, receive: Receive, task: asyncio.Task[Any]) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.disconnected = True
+        task.cancel()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.get_running_loop().create_task(self._watch(receive, task))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async for piece in self.body:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not self.disconnected:
+                raise
+            task.uncancel()  # the client left: a normal end for this request
+        finally:
+            watcher.cancel()
+            await self.body.aclose()
+
+
+async def start_stream(call: Call, provider: Provider) -> SSEResponse:
     assert call.spec is not None
     options = call.body.get("stream_options") or {}
     include_usage = bool(options.get("include_usage"))
     call.upstream_started = perf_counter()
     stream = await provider.stream(call.spec, call.body)  # refusals here are plain JSON errors
-    return StreamingResponse(
-        _relay(call, stream, include_usage), media_type="text/event-stream", headers=call.headers()
-    )
+    return SSEResponse(_relay(call, stream, include_usage), call.headers())
 
 
 def _usage_chunk(call: Call, stream: UpstreamStream, settled: Settled) -> bytes:
@@ -46,7 +82,7 @@ def _usage_chunk(call: Call, stream: UpstreamStream, settled: Settled) -> bytes:
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
-async def _relay(call: Call, stream: UpstreamStream, include_usage: bool) -> AsyncIterator[bytes]:
+async def _relay(call: Call, stream: UpstreamStream, include_usage: bool) -> AsyncGenerator[bytes, None]:
     spec = call.spec
     assert spec is not None
     settled: Settled | None = None

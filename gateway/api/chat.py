@@ -6,7 +6,6 @@ from time import perf_counter
 from typing import Any
 
 import orjson
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -17,11 +16,10 @@ from gateway.chat_request import parse_chat_request
 from gateway.errors import GatewayError
 from gateway.providers.base import Provider
 from gateway.state import AppState
-from gateway.streaming import start_stream
+from gateway.streaming import SSEResponse, start_stream
 
-__all__ = ["router"]
+__all__ = ["PATH", "chat_completions"]
 
-router = APIRouter()
 PATH = "/v1/chat/completions"
 
 
@@ -37,9 +35,10 @@ def _completion_text(body: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-@router.post(PATH)
-async def chat_completions(request: Request) -> Response:
-    """Never raises: failures become OpenAI-shaped error responses here."""
+async def chat_completions(request: Request) -> Response | SSEResponse:
+    """POST /v1/chat/completions, dispatched by `gateway.app.GatewayASGI` (not a FastAPI route,
+    to keep the framework's per-request cost off the hot path). Never raises: failures become
+    OpenAI-shaped error responses here."""
     state: AppState = request.app.state.gw
     call = Call(state, request_id(request))
     request.state.request_id = call.request_id
@@ -56,9 +55,9 @@ async def chat_completions(request: Request) -> Response:
         call.failed(exc)
         return error_response(call.request_id, exc, state.secrets)
     except Exception:
-        exc = unexpected_error(PATH)
-        call.failed(exc)
-        return error_response(call.request_id, exc, state.secrets)
+        internal = unexpected_error(PATH)
+        call.failed(internal)
+        return error_response(call.request_id, internal, state.secrets)
 
 
 async def _complete(call: Call, provider: Provider) -> Response:
