@@ -61,6 +61,8 @@ class _Connection(asyncio.Protocol):
         self.response: UpstreamResponse | None = None
         self.reusable = False
         self.lost = False
+        self.interim = False  # parsing a 1xx response, to be skipped
+        self.until_eof = False  # body delimited by the connection closing
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -75,6 +77,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if self.response is not None and self.until_eof and exc is None:
+            self.response._finish()  # a close-delimited body ends here, complete
         self._fail(UpstreamDisconnected("upstream closed the connection"))
 
     # httptools callbacks
@@ -83,14 +87,31 @@ class _Connection(asyncio.Protocol):
             self.response.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        if self.response is not None:
-            self.response._started(self.parser.get_status_code())
+        status = self.parser.get_status_code()
+        response = self.response
+        if response is None:
+            return
+        if 100 <= status < 200 and status != 101:  # interim (100 Continue, 103 Early Hints)
+            self.interim = True
+            response.headers.clear()
+            return
+        headers = response.headers
+        self.until_eof = (
+            status not in (204, 304)
+            and "content-length" not in headers
+            and "chunked" not in headers.get("transfer-encoding", "").lower()
+        )
+        response._started(status)
 
     def on_body(self, body: bytes) -> None:
         if self.response is not None:
             self.response._feed(body)
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        self.until_eof = False
         self.reusable = self.parser.should_keep_alive()
         if self.response is not None:
             self.response._finish()
@@ -116,6 +137,7 @@ class UpstreamResponse:
 
     def __init__(self, pool: UpstreamPool, endpoint: Endpoint, conn: _Connection) -> None:
         self._pool, self._endpoint, self._conn = pool, endpoint, conn
+        self._conn_ref: _Connection | None = conn  # None once released or closed
         self.status = 0
         self.headers: dict[str, str] = {}
         self._chunks: deque[bytes] = deque()
@@ -148,7 +170,7 @@ class UpstreamResponse:
         self._wake()
 
     def _error(self, exc: Exception) -> None:
-        if self._done:
+        if self._done or self._exc is not None:  # the first failure is the one to report
             return
         self._exc = exc
         if not self._head.done():
@@ -200,16 +222,21 @@ class UpstreamResponse:
             yield [pending]
 
     def release(self) -> None:
-        conn = self._conn
+        conn, self._conn_ref = self._conn_ref, None
+        if conn is None:  # already released or closed
+            return
         conn.response = None
-        if self._done and self._exc is None and conn.reusable and not conn.lost:
+        if self._done and self._exc is None and conn.reusable and not conn.lost and conn.transport is not None:
+            conn.transport.resume_reading()  # it may have been paused by a large unread body
             self._pool._put(self._endpoint.key, conn)
         else:
             conn.close()
 
     def close(self) -> None:
-        self._conn.response = None
-        self._conn.close()
+        conn, self._conn_ref = self._conn_ref, None
+        if conn is not None:
+            conn.response = None
+            conn.close()
 
 
 class UpstreamPool:
