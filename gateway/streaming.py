@@ -20,6 +20,7 @@ from gateway.accounting import Settled, settle
 from gateway.call import Call
 from gateway.errors import GatewayError, UpstreamError
 from gateway.providers.base import Provider, UpstreamStream
+from gateway.providers.errors import redact
 
 __all__ = ["start_stream"]
 
@@ -107,6 +108,7 @@ async def _relay(call: Call, stream: UpstreamStream, include_usage: bool) -> Asy
     except GatewayError as exc:
         status, reason = str(exc.status_code), "error"
         call.upstream_failed(exc)
+        exc.message = redact(exc.message, call.state.secrets)
         yield b"data: " + exc.body_bytes() + b"\n\n"
     finally:
         stream.close()
