@@ -10,7 +10,8 @@ import orjson
 from gateway.pricing import Usage
 from gateway.providers.anthropic_translate import FINISH_REASONS, to_anthropic_request, to_openai_completion
 from gateway.providers.base import Completion
-from gateway.providers.errors import bad_response, error_from_event, upstream_errors
+from gateway.providers.errors import bad_response, error_from_event
+from gateway.providers.sse import SSEStream
 from gateway.providers.transport import HTTPTransport
 from gateway.settings import ModelSpec
 from gateway.upstream_http import UpstreamResponse
@@ -47,21 +48,15 @@ class AnthropicProvider:
         return AnthropicStream(model, await self._transport.open_stream(model, endpoint, request))
 
 
-class AnthropicStream:
+class AnthropicStream(SSEStream):
     """Translates Anthropic stream events into OpenAI chunks as they arrive."""
 
     def __init__(self, model: ModelSpec, resp: UpstreamResponse) -> None:
-        self._model = model
-        self._resp = resp
+        super().__init__(model, resp)
         self._raw_usage: dict[str, Any] = {}
         self._text: list[str] = []
         self._tool_index: dict[int, int] = {}  # anthropic block index -> openai tool call index
         self._base: dict[str, Any] = {"object": "chat.completion.chunk", "created": int(time.time())}
-        self.usage: Usage | None = None
-        self.usage_dict: dict[str, Any] | None = None
-        self.usage_chunk: dict[str, Any] | None = None
-        self.first_chunk_at: float | None = None
-        self.finished = False
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
@@ -72,26 +67,6 @@ class AnthropicStream:
             self._raw_usage.update({k: v for k, v in usage.items() if v is not None})
             self.usage = Usage.from_anthropic(self._raw_usage)
             self.usage_dict = self.usage.to_openai()
-
-    async def __aiter__(self) -> Any:
-        """Yields SSE-framed OpenAI chunks, all those from one network read together."""
-        with upstream_errors(self._model):
-            async for batch in self._resp.line_batches():
-                out: list[bytes] = []
-                try:
-                    for line in batch:
-                        if line.startswith(b"data:") and (chunk := self._event(line[5:])):
-                            out.append(b"data: " + chunk + b"\n\n")
-                        if self.finished:
-                            break
-                except Exception:
-                    if out:  # what arrived before the failure still reaches the client first
-                        yield b"".join(out)
-                    raise
-                if out:
-                    yield b"".join(out)
-                if self.finished:
-                    return
 
     def _event(self, data: bytes) -> bytes | None:
         event = orjson.loads(data)
@@ -104,7 +79,7 @@ class AnthropicStream:
         if kind == "message_stop":
             self.finished = True
             self.usage_chunk = {**self._base, "choices": []}
-        return out
+        return b"data: " + out + b"\n\n" if out is not None else None
 
     def _translate(self, kind: Any, event: dict[str, Any]) -> bytes | None:
         if kind == "message_start":
@@ -141,12 +116,6 @@ class AnthropicStream:
         if kind is None:
             raise bad_response(self._model, "event without a type")
         return None
-
-    def close(self) -> None:
-        if self.finished:
-            self._resp.release()
-        else:
-            self._resp.close()
 
     def produced_text(self) -> str:
         return "".join(self._text)

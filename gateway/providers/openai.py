@@ -14,7 +14,8 @@ import orjson
 
 from gateway.pricing import Usage
 from gateway.providers.base import Completion
-from gateway.providers.errors import bad_response, error_from_event, upstream_errors
+from gateway.providers.errors import bad_response, error_from_event
+from gateway.providers.sse import SSEStream
 from gateway.providers.transport import HTTPTransport
 from gateway.settings import ModelSpec
 from gateway.upstream_http import UpstreamResponse
@@ -49,36 +50,12 @@ class OpenAIProvider:
         return OpenAIStream(model, await self._transport.open_stream(model, endpoint, body))
 
 
-class OpenAIStream:
+class OpenAIStream(SSEStream):
     def __init__(self, model: ModelSpec, resp: UpstreamResponse) -> None:
-        self._model = model
-        self._resp = resp
+        super().__init__(model, resp)
         self._chunks: list[dict[str, Any]] = []
-        self.usage: Usage | None = None
-        self.usage_dict: dict[str, Any] | None = None
-        self.usage_chunk: dict[str, Any] | None = None
-        self.first_chunk_at: float | None = None
-        self.finished = False
 
-    async def __aiter__(self) -> Any:
-        """Yields SSE-framed events, all those that arrived in one network read together."""
-        with upstream_errors(self._model):
-            async for batch in self._resp.line_batches():
-                out: list[bytes] = []
-                try:
-                    for line in batch:
-                        if line.startswith(b"data:") and (event := self._event(line[5:].strip())):
-                            out.append(event)
-                        if self.finished:
-                            break
-                except Exception:
-                    if out:  # what arrived before the failure still reaches the client first
-                        yield b"".join(out)
-                    raise
-                if out:
-                    yield b"".join(out)
-                if self.finished:
-                    return
+    def _ended(self) -> None:
         if any(c.get("finish_reason") for ch in self._chunks[-2:] for c in ch.get("choices") or ()):
             self.finished = True  # some servers end without [DONE] after the final chunk
 
@@ -103,14 +80,6 @@ class OpenAIStream:
             payload = orjson.dumps(chunk)
         self._chunks.append(chunk)
         return b"data: " + payload + b"\n\n"
-
-    def close(self) -> None:
-        # A finished stream returns its connection to the pool; an abandoned one is torn down,
-        # which is how the upstream learns the request was cancelled.
-        if self.finished:
-            self._resp.release()
-        else:
-            self._resp.close()
 
     def produced_text(self) -> str:
         parts: list[str] = []
