@@ -148,22 +148,23 @@ def test_upstream_key_never_leaks(
 
 
 @pytest.mark.parametrize("fault", ["drop", "error_event", "malformed"])
+@pytest.mark.parametrize(("model", "upstream_model"), [("gpt-test", "gpt-4o-test"), ("claude-test", "claude-up")])
 def test_failure_mid_stream_is_one_error_event_then_end(
-    gateway: Gateway, upstream: FakeUpstreamThread, fault: str
+    gateway: Gateway, upstream: FakeUpstreamThread, fault: str, model: str, upstream_model: str
 ) -> None:
-    upstream.script("gpt-4o-test", {"output_tokens": 20, "fault": fault, "drop_after": 3})
-    before = gateway.metric("gateway_usage_estimated_total", model="gpt-test", reason="error")
+    upstream.script(upstream_model, {"output_tokens": 20, "fault": fault, "drop_after": 3})
+    before = gateway.metric("gateway_usage_estimated_total", model=model, reason="error")
     received: list[str] = []
     with pytest.raises(openai.APIError) as info:
-        for chunk in gateway.client().chat.completions.create(model="gpt-test", messages=HI, stream=True):
+        for chunk in gateway.client().chat.completions.create(model=model, messages=HI, stream=True):
             if chunk.choices and chunk.choices[0].delta.content:
                 received.append(chunk.choices[0].delta.content)
     assert "upstream" in info.value.message
     assert received  # the stream had started
-    assert gateway.metric("gateway_usage_estimated_total", model="gpt-test", reason="error") - before == 1
+    assert gateway.metric("gateway_usage_estimated_total", model=model, reason="error") - before == 1
 
     with httpx.stream("POST", f"{gateway.url}/v1/chat/completions",
-                      json={"model": "gpt-test", "messages": HI, "stream": True}) as r:
+                      json={"model": model, "messages": HI, "stream": True}) as r:
         events = [line for line in r.iter_lines() if line.startswith("data:")]
     assert r.status_code == 200
     assert events[-1].startswith('data: {"error":') and "[DONE]" not in "".join(events)
