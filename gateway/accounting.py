@@ -8,9 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gateway.pricing import Cost, Usage, price_usage
-from gateway.settings import ModelSpec
-from gateway.state import AppState
+from gateway.call import Call
+from gateway.pricing import PICO_PER_USD, Cost, Usage, price_usage
 
 __all__ = ["Settled", "settle"]
 
@@ -27,32 +26,37 @@ class Settled:
 
 
 def settle(
-    state: AppState,
-    spec: ModelSpec,
-    body: dict[str, Any],
+    call: Call,
     usage: Usage | None,
     usage_dict: dict[str, Any] | None,
     produced_text: Callable[[], str],
     reason: str,
-    tier: str = "",
-    team: str = "",
     complete: bool = True,
 ) -> Settled:
     """Price and record one call. `complete=False` (a stream that broke or was abandoned): keep
     the upstream's input figures but count the output ourselves if that is larger."""
+    state, spec = call.state, call.spec
+    assert spec is not None
+    metrics = state.metrics
     estimated = usage is None or usage_dict is None or not complete
     if usage is not None and usage_dict is not None and not complete:
         counted = state.tokens.count_text(produced_text(), spec.upstream_model)
         if counted > usage.completion_tokens:
             usage = replace(usage, output=counted - usage.reasoning)
             usage_dict = usage.to_openai()
-        state.metrics.child(state.metrics.usage_estimated, spec.name, reason).inc()
+        metrics.child(metrics.usage_estimated, spec.name, reason).inc()
     elif usage is None or usage_dict is None:
-        prompt = state.tokens.count_messages(body["messages"], spec.upstream_model, body.get("tools"))
+        prompt = state.tokens.count_messages(call.body["messages"], spec.upstream_model, call.body.get("tools"))
         output = state.tokens.count_text(produced_text(), spec.upstream_model)
         usage = Usage(input=prompt, output=output)
         usage_dict = usage.to_openai()
-        state.metrics.child(state.metrics.usage_estimated, spec.name, reason).inc()
+        metrics.child(metrics.usage_estimated, spec.name, reason).inc()
     cost = price_usage(usage, spec.price)
-    state.metrics.record_usage(spec.name, spec.provider, tier, team, usage, cost)
+    metrics.record_usage(spec.name, spec.provider, call.tier, call.team, usage, cost)
+    if call.baseline is not None:  # what the tier's baseline would have cost for the same usage
+        saved = price_usage(usage, call.baseline.price).total - cost.total
+        if saved > 0:
+            metrics.child(metrics.routing_saved, call.tier).inc(saved / PICO_PER_USD)
+    if complete:
+        state.router.observe_output(spec.name, usage.completion_tokens)
     return Settled(usage, usage_dict, cost, estimated)

@@ -23,6 +23,8 @@ from gateway.memory import release_free_memory
 from gateway.metrics import Metrics
 from gateway.price_table import load_price_table
 from gateway.providers.registry import build_providers
+from gateway.routing import Router
+from gateway.routing_state import MemoryRoutingState
 from gateway.settings import Settings, resolve_settings
 from gateway.state import AppState
 from gateway.tokens import TokenCounter
@@ -74,7 +76,10 @@ def create_app(settings: Settings) -> GatewayASGI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = UpstreamPool()
-        app.state.gw = AppState(settings, app_metrics, tokens, pool, build_providers(pool), settings.secrets())
+        router = Router(settings, tokens, MemoryRoutingState(settings.routing))
+        app.state.gw = AppState(
+            settings, app_metrics, tokens, pool, build_providers(pool), router, settings.secrets()
+        )
         # Encodings take ~0.5 s to load: do it off the event loop after start-up, not before.
         upstream_ids = [m.upstream_model for m in settings.models.values()]
         warm = asyncio.get_running_loop().run_in_executor(None, _warm_up, tokens, upstream_ids)

@@ -50,6 +50,8 @@ class Call:
     body: dict[str, Any] = field(default_factory=dict)
     tier: str = ""
     team: str = ""
+    route: str = ""  # x-gateway-route: policy and short reason
+    baseline: ModelSpec | None = None  # the tier's baseline, for routing savings
     upstream_started: float = 0.0
 
     @property
@@ -62,6 +64,7 @@ class Call:
             headers["x-gateway-model"] = self.spec.name
         if self.tier:
             headers["x-gateway-tier"] = self.tier
+            headers["x-gateway-route"] = self.route
         return headers
 
     def record(self, status: str, upstream_time: float = 0.0) -> None:
@@ -71,6 +74,8 @@ class Call:
         metrics.child(metrics.requests, self.model_label, self.tier, status).inc()
         if self.spec is not None:
             metrics.child(metrics.duration, self.spec.name).observe(now - self.started)
+            if status == "200":
+                self.state.router.observe_latency(self.spec.name, now - self.started)
             metrics.overhead.observe(max(now - self.started - upstream_time, 0.0))
 
     def upstream_failed(self, exc: GatewayError) -> None:

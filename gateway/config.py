@@ -69,6 +69,17 @@ class ModelConfig(_Strict):
 
 class TierConfig(_Strict):
     min_quality: float = Field(0, ge=0, le=100)
+    policy: str = "cheapest"  # a built-in name or an importable module defining POLICY
+    baseline_model: str | None = None  # savings are measured against it (default: best quality)
+    order: list[str] = []  # preference list for the `ordered` policy
+
+
+class RoutingConfig(_Strict):
+    default_output_tokens: int = Field(256, gt=0)  # expected output before any is observed
+    max_attempts: int = Field(3, ge=1)  # candidates tried per request (failover)
+    deadline_s: float = Field(120, gt=0)  # overall budget for all attempts
+    failure_threshold: int = Field(3, ge=1)  # consecutive failures before a cooldown
+    cooldown_s: float = Field(30, gt=0)
 
 
 class CacheLayer(_Strict):
@@ -88,6 +99,7 @@ class GatewayConfig(_Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
     models: list[ModelConfig] = Field(min_length=1)
     tiers: dict[str, TierConfig] = {}
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
 
 

@@ -62,6 +62,15 @@ class Metrics:
         self.upstream_errors = Counter(
             "gateway_upstream_errors_total", "Upstream failures by kind.", ["model", "kind"], **kw
         )
+        self.failovers = Counter(
+            "gateway_failovers_total", "Attempts moved on to the next candidate of a tier.", ["tier"], **kw
+        )
+        self.routing_saved = Counter(
+            "gateway_routing_saved_usd_total",
+            "What the tier's baseline model would have cost for the same usage, minus the actual cost.",
+            ["tier"],
+            **kw,
+        )
         self.usage_estimated = Counter(
             "gateway_usage_estimated_total",
             "Requests billed from the gateway's own token count (reason: missing | disconnect | error).",

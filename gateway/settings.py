@@ -13,12 +13,13 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
-from gateway.config import ConfigError, GatewayConfig, ModelConfig, PriceFields
+from gateway.config import ConfigError, GatewayConfig, ModelConfig, PriceFields, RoutingConfig
 from gateway.price_table import PriceTable
 from gateway.pricing import Price, Rates, per_mtok_to_pico
 from gateway.providers.defaults import defaults_for
+from routing_policies import RoutingPolicy, TierRoute, load_policy
 
-__all__ = ["ModelSpec", "Settings", "resolve_settings"]
+__all__ = ["ModelSpec", "Settings", "TierSpec", "resolve_settings"]
 
 _CAPABILITY_KEYS = MappingProxyType({
     "tools": "supports_function_calling",
@@ -48,10 +49,24 @@ class ModelSpec:
         return self.unavailable_reason is None
 
 
+@dataclass(frozen=True, slots=True)
+class TierSpec:
+    name: str
+    min_quality: float
+    policy: RoutingPolicy
+    baseline_model: str | None  # None: the best-quality qualifying model of the moment
+    order: tuple[str, ...] = ()
+
+    @property
+    def route(self) -> TierRoute:
+        return TierRoute(self.name, self.min_quality, self.order)
+
+
 @dataclass(frozen=True)
 class Settings:
     models: dict[str, ModelSpec]
-    tiers: dict[str, float] = field(default_factory=dict)  # tier -> min_quality
+    tiers: dict[str, TierSpec] = field(default_factory=dict)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
     max_body_bytes: int = 4 * 1024 * 1024
     redis_url: str | None = None
     master_key: str | None = None
@@ -146,6 +161,26 @@ def _resolve_model(i: int, m: ModelConfig, table: PriceTable, problems: list[str
     )
 
 
+def _resolve_tiers(config: GatewayConfig, models: dict[str, int], problems: list[str]) -> dict[str, TierSpec]:
+    tiers: dict[str, TierSpec] = {}
+    for name, tier in config.tiers.items():
+        path = f"tiers.{name}"
+        if name in models:
+            problems.append(f"{path}: name clashes with model '{name}'")
+            continue
+        refs = [(tier.baseline_model, "baseline_model"), *((m, f"order[{i}]") for i, m in enumerate(tier.order))]
+        for ref, where in refs:
+            if ref is not None and ref not in models:
+                problems.append(f"{path}.{where}: model '{ref}' is not defined")
+        try:
+            policy = load_policy(tier.policy)
+        except ValueError as exc:
+            problems.append(f"{path}.policy: {exc}")
+            continue
+        tiers[name] = TierSpec(name, tier.min_quality, policy, tier.baseline_model, tuple(tier.order))
+    return tiers
+
+
 def resolve_settings(config: GatewayConfig, table: PriceTable, source: str = "config") -> Settings:
     problems: list[str] = []
     models: dict[str, ModelSpec] = {}
@@ -159,14 +194,13 @@ def resolve_settings(config: GatewayConfig, table: PriceTable, source: str = "co
         spec = _resolve_model(i, m, table, problems)
         if spec is not None:
             models[m.name] = spec
-    for tier in config.tiers:
-        if tier in first_seen:
-            problems.append(f"tiers.{tier}: name clashes with model '{tier}'")
+    tiers = _resolve_tiers(config, first_seen, problems)
     if problems:
         raise ConfigError(problems, source)
     return Settings(
         models=models,
-        tiers={name: t.min_quality for name, t in config.tiers.items()},
+        tiers=tiers,
+        routing=config.routing,
         max_body_bytes=config.max_body_bytes,
         redis_url=config.redis_url or os.environ.get("REDIS_URL") or None,
         master_key=config.master_key,

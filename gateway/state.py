@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from gateway.errors import ModelNotFound, ServiceUnavailable
 from gateway.metrics import Metrics
 from gateway.providers.base import Provider
+from gateway.routing import Router
 from gateway.settings import ModelSpec, Settings
 from gateway.tokens import TokenCounter
 from gateway.upstream_http import UpstreamPool
@@ -21,12 +22,13 @@ class AppState:
     tokens: TokenCounter
     pool: UpstreamPool
     providers: dict[str, Provider]
+    router: Router
     secrets: list[str] = field(default_factory=list)  # every credential held, for redaction
 
     def resolve_model(self, name: str) -> ModelSpec:
         spec = self.settings.models.get(name)
         if spec is None:
-            raise ModelNotFound(f"The model '{name}' does not exist", param="model")
+            raise ModelNotFound(f"The model or tier '{name}' does not exist", param="model")
         if spec.unavailable_reason is not None:
             raise ServiceUnavailable(f"model '{name}' is unavailable: {spec.unavailable_reason}", param="model")
         return spec

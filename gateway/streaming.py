@@ -97,10 +97,7 @@ async def _relay(call: Call, stream: UpstreamStream, include_usage: bool) -> Asy
             raise UpstreamError(
                 f"upstream {spec.provider} stream ended early for model '{spec.name}'", kind="connection"
             )
-        settled = settle(
-            call.state, spec, call.body, stream.usage, stream.usage_dict,
-            stream.produced_text, "missing", call.tier, call.team,
-        )
+        settled = settle(call, stream.usage, stream.usage_dict, stream.produced_text, "missing")
         if include_usage:
             yield _usage_chunk(call, stream, settled)
         yield _DONE
@@ -113,10 +110,7 @@ async def _relay(call: Call, stream: UpstreamStream, include_usage: bool) -> Asy
     finally:
         stream.close()
         if settled is None:  # failed or abandoned: price what was produced
-            settle(
-                call.state, spec, call.body, stream.usage, stream.usage_dict,
-                stream.produced_text, reason, call.tier, call.team, complete=False,
-            )
+            settle(call, stream.usage, stream.usage_dict, stream.produced_text, reason, complete=False)
         if stream.first_chunk_at is not None:
             metrics = call.state.metrics
             metrics.child(metrics.ttft, spec.name).observe(stream.first_chunk_at - call.upstream_started)

@@ -14,7 +14,9 @@ from gateway.api.errors import error_response, unexpected_error
 from gateway.call import Call, read_body, request_id
 from gateway.chat_request import parse_chat_request
 from gateway.errors import GatewayError
+from gateway.failover import run_with_failover
 from gateway.providers.base import Provider
+from gateway.settings import ModelSpec
 from gateway.state import AppState
 from gateway.streaming import SSEResponse, start_stream
 
@@ -44,13 +46,20 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
     request.state.request_id = call.request_id
     try:
         body = parse_chat_request(await read_body(request, state.settings.max_body_bytes))
-        call.spec = spec = state.resolve_model(body["model"])
-        body["model"] = spec.upstream_model
-        call.body = body
-        provider = state.providers[spec.wire]
-        if body.get("stream"):
-            return await start_stream(call, provider)
-        return await _complete(call, provider)
+        stream = bool(body.get("stream"))
+
+        async def attempt(spec: ModelSpec) -> Response | SSEResponse:
+            call.spec, call.body = spec, {**body, "model": spec.upstream_model}
+            provider = state.providers[spec.wire]
+            return await (start_stream(call, provider) if stream else _complete(call, provider))
+
+        tier = state.router.tier(body["model"])
+        if tier is None:
+            return await attempt(state.resolve_model(body["model"]))
+        call.tier = tier.name
+        plan = await state.router.plan(tier, body)
+        call.baseline = plan.baseline
+        return await run_with_failover(call, plan, attempt)
     except GatewayError as exc:
         call.failed(exc)
         return error_response(call.request_id, exc, state.secrets)
@@ -67,8 +76,7 @@ async def _complete(call: Call, provider: Provider) -> Response:
     completion = await provider.complete(spec, body)
     upstream_time = perf_counter() - call.upstream_started
     settled = settle(
-        call.state, spec, body, completion.usage, completion.usage_dict,
-        lambda: _completion_text(completion.body), "missing", call.tier, call.team,
+        call, completion.usage, completion.usage_dict, lambda: _completion_text(completion.body), "missing"
     )
     completion.body["usage"] = settled.client_usage()
     headers = call.headers()

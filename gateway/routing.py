@@ -1,0 +1,180 @@
+"""Where routing decides: which models qualify for a tier, what each would cost for this request
+(priced by the pricing core), and in which order the tier's policy wants them tried.
+
+Filtering comes before any policy, and every exclusion keeps its reason: quality below the tier,
+unavailable (no key), cooling down, a capability the request needs, or a context window the
+request does not fit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from gateway.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
+from gateway.pricing import Usage, price_usage
+from gateway.routing_state import RoutingState, Snapshot
+from gateway.settings import ModelSpec, Settings, TierSpec
+from gateway.tokens import TokenCounter, encoding_name_for
+from routing_policies import Candidate
+
+__all__ = ["Excluded", "RoutePlan", "Router", "needed_capabilities"]
+
+log = logging.getLogger("gateway.routing")
+
+
+@dataclass(frozen=True, slots=True)
+class Excluded:
+    model: str
+    reason: str
+    kind: str  # quality | unavailable | cooling | capability | context
+
+
+@dataclass
+class RoutePlan:
+    tier: TierSpec
+    ranked: list[Candidate]
+    excluded: list[Excluded]
+    baseline: ModelSpec | None  # what savings are measured against
+    failovers: list[str] = field(default_factory=list)  # "model (reason)" for each failed attempt
+
+    def reason(self, chosen: str) -> str:
+        cost = next(c.estimated_cost_pico for c in self.ranked if c.model == chosen)
+        text = (f"{self.tier.policy.name}; {len(self.ranked)} candidates, {len(self.excluded)} excluded; "
+                f"est ${Decimal(cost).scaleb(-12).normalize():f}")
+        if self.failovers:
+            text += "; failover from " + ", ".join(self.failovers)
+        return text
+
+    def describe(self) -> dict[str, Any]:
+        """The body of POST /v1/estimate."""
+        def usd(pico: int) -> float:
+            return pico / 10**12
+
+        best = self.ranked[0]
+        return {
+            "model": best.model,
+            "tier": self.tier.name,
+            "policy": self.tier.policy.name,
+            "estimated_cost_usd": usd(best.estimated_cost_pico),
+            "candidates": [
+                {"model": c.model, "estimated_cost_usd": usd(c.estimated_cost_pico), "input_tokens": c.input_tokens,
+                 "expected_output_tokens": c.expected_output_tokens, "quality": c.quality}
+                for c in self.ranked
+            ],
+            "excluded": [{"model": e.model, "reason": e.reason} for e in self.excluded],
+            "baseline_model": self.baseline.name if self.baseline else None,
+        }
+
+
+def needed_capabilities(body: dict[str, Any]) -> set[str]:
+    needs = set()
+    if body.get("tools") or body.get("functions"):
+        needs.add("tools")
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        needs.add("json_schema")
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "image_url" for p in content):
+            needs.add("vision")
+    return needs
+
+
+def _max_tokens(body: dict[str, Any]) -> int | None:
+    value = body.get("max_completion_tokens") or body.get("max_tokens")
+    return value if isinstance(value, int) else None
+
+
+class Router:
+    def __init__(self, settings: Settings, tokens: TokenCounter, state: RoutingState) -> None:
+        self._settings = settings
+        self._tokens = tokens
+        self.state = state
+        self._latency: dict[str, float] = {}  # model -> running mean duration, this process
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def observe_output(self, model: str, output_tokens: int) -> None:
+        """A completed call: reset the model's failure streak, learn its output length."""
+        task = asyncio.get_running_loop().create_task(self.state.succeeded(model, output_tokens))
+        self._pending.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("routing state update failed: %r", task.exception())
+
+    def observe_latency(self, model: str, seconds: float) -> None:
+        old = self._latency.get(model)
+        self._latency[model] = seconds if old is None else old + 0.2 * (seconds - old)
+
+    def tier(self, name: str) -> TierSpec | None:
+        return self._settings.tiers.get(name)
+
+    async def plan(self, tier: TierSpec, body: dict[str, Any]) -> RoutePlan:
+        """Rank the tier's candidates for this request; raises if none qualifies."""
+        models = sorted(self._settings.models.values(), key=lambda m: m.name)
+        in_tier = [m for m in models if m.quality is not None and m.quality >= tier.min_quality]
+        excluded = [Excluded(m.name, f"quality {m.quality if m.quality is not None else 'unset'} < "
+                                     f"{tier.min_quality:g}", "quality") for m in models if m not in in_tier]
+        snapshot = await self.state.snapshot([m.name for m in in_tier])
+        needs = needed_capabilities(body)
+        max_tokens = _max_tokens(body)
+        counts: dict[str, int] = {}
+        candidates = []
+        for spec in in_tier:
+            enc = encoding_name_for(spec.upstream_model)
+            if enc not in counts:
+                counts[enc] = self._tokens.count_messages(body["messages"], spec.upstream_model, body.get("tools"))
+            reason = self._exclusion(spec, snapshot, needs, counts[enc], max_tokens)
+            if reason is not None:
+                excluded.append(Excluded(spec.name, *reason))
+                continue
+            output = max_tokens or round(snapshot.outputs.get(spec.name, self._settings.routing.default_output_tokens))
+            cost = price_usage(Usage(input=counts[enc], output=output), spec.price).total
+            candidates.append(Candidate(spec.name, spec.quality or 0.0, cost, counts[enc], output,
+                                        self._latency.get(spec.name)))
+        if not candidates:
+            raise _no_candidate(tier, excluded)
+        ranked = tier.policy.rank(candidates, tier.route)
+        return RoutePlan(tier, ranked, excluded, self._baseline(tier, in_tier))
+
+    def _exclusion(
+        self, spec: ModelSpec, snapshot: Snapshot, needs: set[str], input_tokens: int, max_tokens: int | None
+    ) -> tuple[str, str] | None:
+        if spec.unavailable_reason:
+            return spec.unavailable_reason, "unavailable"
+        if spec.name in snapshot.cooling:
+            return f"cooling down ({snapshot.cooling[spec.name]:.0f}s left)", "cooling"
+        missing = sorted(needs - spec.capabilities)
+        if missing:
+            return f"lacks capability {', '.join(missing)}", "capability"
+        if spec.max_input_tokens and input_tokens + (max_tokens or 0) > spec.max_input_tokens:
+            return (f"context window: {input_tokens} input + {max_tokens or 0} max output tokens > "
+                    f"{spec.max_input_tokens}"), "context"
+        if max_tokens and spec.max_output_tokens and max_tokens > spec.max_output_tokens:
+            return f"max_tokens {max_tokens} > model's maximum output {spec.max_output_tokens}", "context"
+        return None
+
+    def _baseline(self, tier: TierSpec, in_tier: list[ModelSpec]) -> ModelSpec | None:
+        if tier.baseline_model:
+            return self._settings.models[tier.baseline_model]
+        return max(in_tier, key=lambda m: (m.quality or 0.0, m.price.base.output), default=None)
+
+
+def _no_candidate(tier: TierSpec, excluded: list[Excluded]) -> Exception:
+    kinds = {e.kind for e in excluded if e.kind != "quality"}
+    why = "; ".join(f"{e.model}: {e.reason}" for e in excluded if e.kind != "quality") or "no model has the quality"
+    if not kinds:
+        return ServiceUnavailable(f"no model in tier '{tier.name}' (min_quality {tier.min_quality:g})", param="model")
+    if kinds <= {"cooling", "unavailable"}:
+        return ServiceUnavailable(f"no healthy model in tier '{tier.name}': {why}", param="model")
+    return InvalidRequest(f"no model in tier '{tier.name}' can serve this request: {why}", param="model")
+
+
+def unknown(name: str) -> ModelNotFound:
+    return ModelNotFound(f"The model or tier '{name}' does not exist", param="model")

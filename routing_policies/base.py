@@ -1,0 +1,38 @@
+"""The policy interface: one method, `rank`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = ["Candidate", "RoutingPolicy", "TierRoute"]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A model that qualifies for the request, with what the gateway expects it to cost."""
+
+    model: str
+    quality: float
+    estimated_cost_pico: int  # from the pricing core: input tokens and expected output tokens
+    input_tokens: int
+    expected_output_tokens: int
+    latency_s: float | None = None  # recent average duration in this process; None if unseen
+
+
+@dataclass(frozen=True, slots=True)
+class TierRoute:
+    """What a policy may read about the tier it ranks for."""
+
+    name: str
+    min_quality: float
+    order: tuple[str, ...] = field(default=())  # preference list, for `ordered`
+
+
+class RoutingPolicy(Protocol):
+    name: str
+
+    def rank(self, candidates: Sequence[Candidate], tier: TierRoute) -> list[Candidate]:
+        """All candidates, best first. Must not drop or invent any."""
+        ...
