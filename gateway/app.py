@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from gateway.api import chat, health, metrics, models
+from gateway.api import chat, estimate, health, metrics, models
 from gateway.api.errors import install_error_handlers
 from gateway.catalog import builtin_config
 from gateway.config import load_config
@@ -91,7 +91,7 @@ def create_app(settings: Settings) -> GatewayASGI:
 
     app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app, settings.secrets())
-    for module in (models, health, metrics):
+    for module in (models, estimate, health, metrics):
         app.include_router(module.router)
     return GatewayASGI(app)
 

@@ -64,6 +64,38 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def route(args: argparse.Namespace) -> int:
+    """The routing decision for a request file, without calling any provider."""
+    import asyncio
+    import json
+
+    from gateway.app import load_settings
+    from gateway.chat_request import parse_chat_request
+    from gateway.errors import GatewayError
+    from gateway.routing import Router
+    from gateway.routing_state import MemoryRoutingState
+    from gateway.tokens import TokenCounter
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    tier = settings.tiers.get(args.tier)
+    if tier is None:
+        print(f"gateway: unknown tier '{args.tier}' (tiers: {', '.join(settings.tiers)})", file=sys.stderr)
+        return 2
+    router = Router(settings, TokenCounter(), MemoryRoutingState(settings.routing))
+    try:
+        body = parse_chat_request(Path(args.file).read_bytes())
+        plan = asyncio.run(router.plan(tier, body))
+    except GatewayError as exc:
+        print(json.dumps(exc.body(), indent=2))
+        return 1
+    print(json.dumps(plan.describe(), indent=2))
+    return 0
+
+
 def demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
@@ -83,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check-config", help="validate a config and list its models")
     p.add_argument("config", nargs="?")
     p.set_defaults(func=check_config)
+    p = sub.add_parser("route", help="show the routing decision for a request, without calling a provider")
+    p.add_argument("--tier", required=True)
+    p.add_argument("--file", required=True, help="a chat completion request body (JSON)")
+    p.add_argument("--config", help="YAML config file (default: built-in catalog)")
+    p.set_defaults(func=route)
     p = sub.add_parser("demo", help="run a simulated workload and print what it cost")
     p.set_defaults(func=demo)
     args = parser.parse_args(argv)

@@ -51,13 +51,15 @@ async def run_with_failover(call: Call, plan: RoutePlan, attempt: Attempt[T]) ->
                                                 f"'{plan.tier.name}' (last tried '{spec.name}')")
         except GatewayError as err:
             exc = err
-        if not _retryable(exc) or i == len(tries) - 1 or time.monotonic() >= deadline:
+        if not _retryable(exc):
             raise exc
-        call.upstream_failed(exc)
         wait = _retry_after(exc)
         if wait is not None:
             await router.state.cool(spec.name, wait)
         await router.state.failed(spec.name)
+        if i == len(tries) - 1 or time.monotonic() >= deadline:
+            raise exc
+        call.upstream_failed(exc)
         metrics.child(metrics.failovers, plan.tier.name).inc()
         plan.failovers.append(f"{spec.name} ({exc.kind or exc.code})")
     raise AssertionError("unreachable: the last attempt returns or raises")

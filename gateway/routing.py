@@ -134,7 +134,7 @@ class Router:
             if reason is not None:
                 excluded.append(Excluded(spec.name, *reason))
                 continue
-            output = max_tokens or round(snapshot.outputs.get(spec.name, self._settings.routing.default_output_tokens))
+            output = max_tokens or self._expected_output(spec.name, snapshot)
             cost = price_usage(Usage(input=counts[enc], output=output), spec.price).total
             candidates.append(Candidate(spec.name, spec.quality or 0.0, cost, counts[enc], output,
                                         self._latency.get(spec.name)))
@@ -142,6 +142,21 @@ class Router:
             raise _no_candidate(tier, excluded)
         ranked = tier.policy.rank(candidates, tier.route)
         return RoutePlan(tier, ranked, excluded, self._baseline(tier, in_tier))
+
+    async def estimate(self, spec: ModelSpec, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /v1/estimate for a model asked for by name: its cost, no routing."""
+        snapshot = await self.state.snapshot([spec.name])
+        tokens = self._tokens.count_messages(body["messages"], spec.upstream_model, body.get("tools"))
+        output = _max_tokens(body) or self._expected_output(spec.name, snapshot)
+        cost = price_usage(Usage(input=tokens, output=output), spec.price).total / 10**12
+        candidate = {"model": spec.name, "estimated_cost_usd": cost, "input_tokens": tokens,
+                     "expected_output_tokens": output, "quality": spec.quality}
+        return {"model": spec.name, "tier": None, "policy": None, "estimated_cost_usd": cost,
+                "candidates": [candidate], "excluded": [], "baseline_model": None}
+
+    def _expected_output(self, model: str, snapshot: Snapshot) -> int:
+        """Learned from recent completions of the model; the configured default until then."""
+        return round(snapshot.outputs.get(model, self._settings.routing.default_output_tokens))
 
     def _exclusion(
         self, spec: ModelSpec, snapshot: Snapshot, needs: set[str], input_tokens: int, max_tokens: int | None
