@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
@@ -24,7 +25,7 @@ from gateway.metrics import Metrics
 from gateway.price_table import load_price_table
 from gateway.providers.registry import build_providers
 from gateway.routing import Router
-from gateway.routing_state import MemoryRoutingState
+from gateway.routing_state import MemoryRoutingState, RedisRoutingState, RoutingState
 from gateway.settings import Settings, resolve_settings
 from gateway.state import AppState
 from gateway.tokens import TokenCounter
@@ -63,6 +64,18 @@ class GatewayASGI:
         await self.api(scope, receive, send)
 
 
+def _redis(settings: Settings) -> Redis | None:
+    if not settings.redis_url:
+        return None
+    return Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def _routing_state(settings: Settings, redis: Redis | None) -> RoutingState:
+    if redis is None:
+        return MemoryRoutingState(settings.routing)
+    return RedisRoutingState(redis, settings.routing, settings.redis_prefix)
+
+
 def _warm_up(tokens: TokenCounter, upstream_ids: list[str]) -> None:
     tokens.warm_up(upstream_ids)
     gc.collect()
@@ -76,9 +89,10 @@ def create_app(settings: Settings) -> GatewayASGI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = UpstreamPool()
-        router = Router(settings, tokens, MemoryRoutingState(settings.routing))
+        redis = _redis(settings)
+        router = Router(settings, tokens, _routing_state(settings, redis))
         app.state.gw = AppState(
-            settings, app_metrics, tokens, pool, build_providers(pool), router, settings.secrets()
+            settings, app_metrics, tokens, pool, build_providers(pool), router, settings.secrets(), redis
         )
         # Encodings take ~0.5 s to load: do it off the event loop after start-up, not before.
         upstream_ids = [m.upstream_model for m in settings.models.values()]
@@ -88,6 +102,8 @@ def create_app(settings: Settings) -> GatewayASGI:
         finally:
             warm.cancel()
             pool.close()
+            if redis is not None:
+                await redis.aclose()
 
     app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app, settings.secrets())

@@ -94,6 +94,7 @@ class CacheConfig(_Strict):
 
 class GatewayConfig(_Strict):
     redis_url: str | None = None
+    redis_prefix: str = Field("gw", min_length=1)  # every key the gateway writes starts with it
     master_key: str | None = None
     require_keys: bool = False
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)

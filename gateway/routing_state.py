@@ -5,14 +5,18 @@ both across processes and replicas.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from redis.exceptions import RedisError
 
 from gateway.config import RoutingConfig
 
 __all__ = ["MemoryRoutingState", "RedisRoutingState", "RoutingState", "Snapshot"]
 
+log = logging.getLogger("gateway.routing")
 _ALPHA = 0.2  # weight of the newest observation in the running output estimate
 
 
@@ -87,11 +91,13 @@ return tostring(new)
 
 class RedisRoutingState:
     """Shared state in Redis. Keys carry a `{gw-routing}` hash tag so one Lua script's keys stay
-    on one Cluster slot, and every key expires."""
+    on one Cluster slot, and every key expires. If Redis fails, this process carries on with
+    its own memory state (logged) until Redis answers again."""
 
     def __init__(self, redis: Any, config: RoutingConfig, prefix: str = "gw") -> None:
         self._redis = redis
         self._config = config
+        self._local = MemoryRoutingState(config)
         self._prefix = f"{prefix}:{{gw-routing}}"
         self._fail = redis.register_script(_FAIL_LUA)
         self._output = redis.register_script(_OUTPUT_LUA)
@@ -100,6 +106,31 @@ class RedisRoutingState:
         return f"{self._prefix}:{kind}:{model}"
 
     async def snapshot(self, models: list[str]) -> Snapshot:
+        try:
+            return await self._snapshot(models)
+        except (RedisError, OSError) as exc:
+            log.warning("routing state: Redis unavailable, using this process's memory: %r", exc)
+            return await self._local.snapshot(models)
+
+    async def failed(self, model: str) -> bool:
+        try:
+            return await self._failed(model)
+        except (RedisError, OSError):
+            return await self._local.failed(model)
+
+    async def cool(self, model: str, seconds: float) -> None:
+        try:
+            await self._cool(model, seconds)
+        except (RedisError, OSError):
+            await self._local.cool(model, seconds)
+
+    async def succeeded(self, model: str, output_tokens: int) -> None:
+        try:
+            await self._succeeded(model, output_tokens)
+        except (RedisError, OSError):
+            await self._local.succeeded(model, output_tokens)
+
+    async def _snapshot(self, models: list[str]) -> Snapshot:
         pipe = self._redis.pipeline(transaction=False)
         for m in models:
             pipe.pttl(self._key("cool", m))
@@ -111,16 +142,14 @@ class RedisRoutingState:
         outputs = {m: float(v) for m, v in zip(models, outs, strict=True) if v is not None}
         return Snapshot(cooling, outputs)
 
-    async def failed(self, model: str) -> bool:
+    async def _failed(self, model: str) -> bool:
         cool_ms = int(self._config.cooldown_s * 1000)
         keys = [self._key("fails", model), self._key("cool", model)]
         return bool(await self._fail(keys=keys, args=[self._config.failure_threshold, cool_ms, cool_ms * 10]))
 
-    async def cool(self, model: str, seconds: float) -> None:
+    async def _cool(self, model: str, seconds: float) -> None:
         await self._redis.set(self._key("cool", model), "1", px=max(int(seconds * 1000), 1))
 
-    async def succeeded(self, model: str, output_tokens: int) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.delete(self._key("fails", model))
-        await pipe.execute()
+    async def _succeeded(self, model: str, output_tokens: int) -> None:
+        await self._redis.delete(self._key("fails", model))
         await self._output(keys=[self._key("out", model)], args=[output_tokens, _ALPHA, 7 * 24 * 3600 * 1000])

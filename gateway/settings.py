@@ -69,6 +69,7 @@ class Settings:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     max_body_bytes: int = 4 * 1024 * 1024
     redis_url: str | None = None
+    redis_prefix: str = "gw"
     master_key: str | None = None
     require_keys: bool = False
 
@@ -203,6 +204,7 @@ def resolve_settings(config: GatewayConfig, table: PriceTable, source: str = "co
         routing=config.routing,
         max_body_bytes=config.max_body_bytes,
         redis_url=config.redis_url or os.environ.get("REDIS_URL") or None,
+        redis_prefix=config.redis_prefix,
         master_key=config.master_key,
         require_keys=config.require_keys,
     )

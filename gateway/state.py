@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.errors import ModelNotFound, ServiceUnavailable
 from gateway.metrics import Metrics
@@ -24,6 +25,7 @@ class AppState:
     providers: dict[str, Provider]
     router: Router
     secrets: list[str] = field(default_factory=list)  # every credential held, for redaction
+    redis: Any = None  # redis.asyncio.Redis when configured
 
     def resolve_model(self, name: str) -> ModelSpec:
         spec = self.settings.models.get(name)

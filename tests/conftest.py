@@ -44,8 +44,8 @@ class Gateway:
         if config is not None:
             (self.dir / "config.yaml").write_text(yaml.safe_dump(config))
             args += ["--config", str(self.dir / "config.yaml")]
-        full_env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": "", **(env or {})}
-        full_env.pop("PROMETHEUS_MULTIPROC_DIR")
+        full_env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "REDIS_URL")}
+        full_env.update(env or {})  # Redis only where a test's config asks for it
         if workers > 1:
             full_env["PROMETHEUS_MULTIPROC_DIR"] = str(self.dir / "metrics")
         self._log = open(self.log_path, "wb")  # noqa: SIM115
@@ -132,6 +132,42 @@ def standard_config(upstream: FakeUpstreamThread) -> dict[str, Any]:
              "pricing": {"input_per_mtok": 1, "output_per_mtok": 1}},
         ],
     }
+
+
+def _redis_answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """REDIS_URL if set, else 127.0.0.1:6379 if it answers, else a private redis-server."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    if _redis_answers("127.0.0.1", 6379):
+        yield "redis://127.0.0.1:6379/0"
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("these tests need Redis: set REDIS_URL, start redis-server on 127.0.0.1:6379, "
+                    "or install redis-server (apt-get install redis-server)")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not _redis_answers("127.0.0.1", port):
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the private redis-server did not start")
+        time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
 
 
 @pytest.fixture(scope="session")

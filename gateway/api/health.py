@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -23,6 +24,11 @@ async def readyz(request: Request) -> JSONResponse:
     state: AppState = request.app.state.gw
     available = sum(1 for m in state.settings.models.values() if m.available)
     problems = [] if available else ["no model is available: set a provider API key"]
+    if state.redis is not None:
+        try:
+            await state.redis.ping()
+        except (RedisError, OSError) as exc:
+            problems.append(f"redis: {type(exc).__name__}")
     if problems:
         return JSONResponse({"status": "not_ready", "problems": problems}, status_code=503)
     return JSONResponse({"status": "ready", "models_available": available})

@@ -1,0 +1,82 @@
+"""Routing state in Redis is shared by gateway processes: cooldowns and learned output lengths."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from conftest import Gateway
+from test_routing import SHORT, routing_config
+
+from gateway.fake_upstream import FakeUpstreamThread
+
+
+@pytest.fixture()
+def two_gateways(upstream: FakeUpstreamThread, redis_url: str) -> Iterator[tuple[Gateway, Gateway]]:
+    config: dict[str, Any] = {**routing_config(upstream), "redis_url": redis_url,
+                              "redis_prefix": f"test-{uuid.uuid4().hex[:8]}"}
+    config["tiers"] = {k: v for k, v in config["tiers"].items() if k != "custom"}
+    a, b = Gateway(config), Gateway(config)
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+def test_cooldown_and_learned_output_are_shared_across_processes(
+    two_gateways: tuple[Gateway, Gateway], upstream: FakeUpstreamThread
+) -> None:
+    a, b = two_gateways
+    upstream.script("r-smart", {"fault": "500"})
+    for _ in range(2):  # two failures on process A: smart cools down for every process
+        with pytest.raises(openai.InternalServerError):
+            a.client().chat.completions.create(model="premium", messages=SHORT)
+    with pytest.raises(openai.InternalServerError) as info:
+        b.client().chat.completions.create(model="premium", messages=SHORT)
+    assert info.value.status_code == 503 and "cooling down" in str(info.value)
+    assert len(upstream.calls("r-smart")) == 2
+
+    upstream.script("r-cheap", {"output_tokens": 33})
+    a.client().chat.completions.create(model="standard", messages=[{"role": "user", "content": "word " * 2000}],
+                                       max_tokens=10)
+    plan = httpx.post(f"{b.url}/v1/estimate", json={"model": "standard", "messages": SHORT}).json()
+    learned = {c["model"]: c["expected_output_tokens"] for c in plan["candidates"]}
+    assert learned["cheap"] == 33  # learned on A, used by B
+    assert httpx.get(f"{b.url}/readyz").status_code == 200
+
+
+def test_routing_survives_redis_going_away(upstream: FakeUpstreamThread, tmp_path: Any) -> None:
+    import shutil
+    import subprocess
+    import time
+
+    from conftest import _redis_answers, free_port
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("this test stops Redis, so it needs its own redis-server binary (apt-get install redis-server)")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not _redis_answers("127.0.0.1", port):
+            time.sleep(0.05)
+        config: dict[str, Any] = {**routing_config(upstream), "redis_url": f"redis://127.0.0.1:{port}/0"}
+        config["tiers"] = {"premium": {"min_quality": 88}}
+        gw = Gateway(config)
+        try:
+            assert gw.client().chat.completions.create(model="premium", messages=SHORT).choices
+            proc.kill()
+            proc.wait(5)
+            raw = gw.client().chat.completions.with_raw_response.create(model="premium", messages=SHORT)
+            assert raw.headers["x-gateway-model"] == "smart"  # routed on this process's memory
+            ready = httpx.get(f"{gw.url}/readyz")
+            assert ready.status_code == 503 and "redis" in ready.text
+            assert "Redis unavailable" in gw.logs()
+        finally:
+            gw.stop()
+    finally:
+        proc.kill()
