@@ -60,6 +60,7 @@ class ModelConfig(_Strict):
     api_base: str | None = None
     api_key: str | None = None
     quality: float | None = Field(None, ge=0, le=100)
+    quality_source: str | None = None  # where the score comes from (shown by /v1/models)
     pricing: PricingConfig | None = None
     max_input_tokens: int | None = Field(None, gt=0)
     max_output_tokens: int | None = Field(None, gt=0)

@@ -41,6 +41,7 @@ class ModelSpec:
     max_input_tokens: int | None = None
     max_output_tokens: int | None = None
     quality: float | None = None
+    quality_source: str | None = None
     capabilities: frozenset[str] = frozenset()
     unavailable_reason: str | None = None
 
@@ -157,6 +158,7 @@ def _resolve_model(i: int, m: ModelConfig, table: PriceTable, problems: list[str
         max_input_tokens=m.max_input_tokens or entry.get("max_input_tokens"),
         max_output_tokens=m.max_output_tokens or entry.get("max_output_tokens"),
         quality=m.quality,
+        quality_source=m.quality_source,
         capabilities=caps,
         unavailable_reason=reason,
     )

@@ -132,3 +132,28 @@ def test_server_refuses_to_start_on_a_bad_config(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "models[0].pricing.input_per_mtok: must be >= 0" in result.stderr
     assert "models[1].timeout_s: must be > 0" in result.stderr
+
+
+def test_builtin_catalog_has_sourced_quality_and_default_tiers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from gateway.config import RoutingConfig
+    from gateway.routing import Router
+    from gateway.routing_state import MemoryRoutingState
+    from gateway.tokens import TokenCounter
+
+    for var in ("OPENAI_API_KEY", "DEEPSEEK_API_KEY", "GEMINI_API_KEY"):
+        monkeypatch.setenv(var, "sk-test")
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("MISTRAL_API_KEY", raising=False)
+    settings = load_settings(None)
+    assert {t: s.min_quality for t, s in settings.tiers.items()} == {"economy": 55, "standard": 70, "premium": 85}
+    assert all(m.quality_source for m in settings.models.values())
+    assert settings.models["o3"].quality == 85.6
+    assert "'o3-2025-04-16' 1428" in (settings.models["o3"].quality_source or "")
+    assert settings.models["claude-sonnet-4-5"].quality is None  # newer than the snapshot: no score
+    router = Router(settings, TokenCounter(), MemoryRoutingState(RoutingConfig()))
+    plan = asyncio.run(router.plan(settings.tiers["premium"], {"messages": [{"role": "user", "content": "hi"}]}))
+    assert {c.model for c in plan.ranked} == {"o3", "deepseek-reasoner", "gemini-2.5-pro"}
+    assert plan.ranked[0].model == "deepseek-reasoner"  # $0.28/M in, $0.42/M out: the cheapest of the three
+    assert plan.baseline is not None and plan.baseline.name == "gemini-2.5-pro"  # highest quality

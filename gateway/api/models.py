@@ -1,4 +1,5 @@
-"""GET /v1/models: every configured model in OpenAI's list format, with its availability."""
+"""GET /v1/models: every configured model (with availability and quality) and every tier, in
+OpenAI's list format."""
 
 from __future__ import annotations
 
@@ -29,5 +30,11 @@ async def list_models(request: Request) -> JSONResponse:
         }
         if spec.unavailable_reason:
             entry["unavailable_reason"] = spec.unavailable_reason
+        entry["quality"] = spec.quality
+        if spec.quality_source:
+            entry["quality_source"] = spec.quality_source
         data.append(entry)
+    for tier in state.settings.tiers.values():  # clients ask for a tier by using its name as `model`
+        data.append({"id": tier.name, "object": "model", "created": 0, "owned_by": "gateway-tier",
+                     "min_quality": tier.min_quality, "policy": tier.policy.name})
     return JSONResponse({"object": "list", "data": data})
