@@ -13,7 +13,9 @@ import openai
 import uvicorn
 
 from gateway.app import create_app
+from gateway.catalog import BUILTIN_MODELS, DEFAULT_TIERS
 from gateway.config import parse_config
+from gateway.demo_routing import ROUTED_MODELS, run_routed
 from gateway.fake_upstream import FakeUpstreamThread
 from gateway.price_table import load_price_table
 from gateway.settings import Settings, resolve_settings
@@ -91,14 +93,6 @@ def _send(client: openai.OpenAI, step: Step) -> tuple[dict[str, Any], str]:
     return usage, f"{Decimal(str(usage['cost'])).normalize():f}"
 
 
-def _scraped_spend(port: int) -> float:
-    import httpx
-
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("gateway_spend_usd_total{"))
-
-
 def _run_workload(client: openai.OpenAI, fake: FakeUpstreamThread) -> dict[str, Decimal]:
     totals: dict[str, Decimal] = {}
     header = ("#", "request", "model", "mode", "in", "cached", "out", "cost USD")
@@ -121,20 +115,37 @@ def _print_totals(settings: Settings, totals: dict[str, Decimal], port: int) -> 
         per_m = [f"{Decimal(p).scaleb(-6).normalize():f}" for p in (price.input, price.output)]
         print(f"  {name:18} ${total:<12} (input ${per_m[0]}/M, output ${per_m[1]}/M)")
     print(f"  {'total':18} ${sum(totals.values(), Decimal(0))}")
-    print(f"\nPrometheus agrees: sum of gateway_spend_usd_total on /metrics = ${_scraped_spend(port):.7f}")
+    spent = _scraped(port, "gateway_spend_usd_total")
+    print(f"\nPrometheus agrees: sum of gateway_spend_usd_total on /metrics = ${spent:.7f}")
+
+
+def _settings(fake: FakeUpstreamThread) -> Settings:
+    """Real list prices, catalog quality scores and default tiers; upstreams are the local fake."""
+    quality = {name: q for _, name, (q, _) in BUILTIN_MODELS}
+    models = [{"name": name, "provider": provider, "api_key": "simulated-key", "quality": quality.get(name),
+               "api_base": fake.url + ("" if provider == "anthropic" else "/v1")}
+              for name, provider in MODELS + ROUTED_MODELS]
+    tiers = {t: {"min_quality": q} for t, q in DEFAULT_TIERS.items()}
+    return resolve_settings(parse_config({"models": models, "tiers": tiers}, "demo"), load_price_table(), "demo")
+
+
+def _scraped(port: int, name: str) -> float:
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
 def run_demo() -> int:
     print(f"\n*** {BANNER} ***\n")
     with FakeUpstreamThread() as fake:
-        models = [{"name": name, "provider": provider, "api_key": "simulated-key",
-                   "api_base": fake.url + ("/v1" if provider == "openai" else "")} for name, provider in MODELS]
-        settings = resolve_settings(parse_config({"models": models}, "demo"), load_price_table(), "demo")
+        settings = _settings(fake)
         port = _free_port()
         server, thread = _start(create_app(settings), port)
         try:
             client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="demo", max_retries=0)
             _print_totals(settings, _run_workload(client, fake), port)
+            run_routed(client, fake, settings, lambda: f"{_scraped(port, 'gateway_routing_saved_usd_total'):.7f}")
         finally:
             server.should_exit = True
             thread.join(5)

@@ -43,7 +43,8 @@ class RoutePlan:
 
     def reason(self, chosen: str) -> str:
         cost = next(c.estimated_cost_pico for c in self.ranked if c.model == chosen)
-        text = (f"{self.tier.policy.name}; {len(self.ranked)} candidates, {len(self.excluded)} excluded; "
+        n = len(self.ranked)
+        text = (f"{self.tier.policy.name}; {n} candidate{'s' if n != 1 else ''}, {len(self.excluded)} excluded; "
                 f"est ${Decimal(cost).scaleb(-12).normalize():f}")
         if self.failovers:
             text += "; failover from " + ", ".join(self.failovers)

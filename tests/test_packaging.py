@@ -28,6 +28,10 @@ def test_demo_runs_without_keys_or_redis() -> None:
     scraped = re.search(r"gateway_spend_usd_total on /metrics = \$(\S+)", out.stdout)
     assert total and scraped and total.group(1) == "0.0746221" == scraped.group(1)
     assert "0.02295" in out.stdout  # Sonnet: 300 in + 4,200 cache-write + 420 out at list price
+    # routed half: deepseek-chat (the cheapest standard model) summarises 9,008 in / 300 out tokens
+    assert re.search(r"Summarise a long report\s+standard\s+deepseek-chat\s+0.00264824", out.stdout)
+    assert "saved $0.04051132." in out.stdout
+    assert "gateway_routing_saved_usd_total = $0.0405113" in out.stdout
 
 
 def test_dockerfile_is_slim_non_root_with_healthcheck() -> None:
