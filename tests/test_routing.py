@@ -192,3 +192,15 @@ def test_route_cli_agrees_with_the_endpoint(router_gw: Gateway, tmp_path: Path) 
     assert out.returncode == 0, out.stderr
     cli = json.loads(out.stdout)
     assert cli == estimate(router_gw, model="standard", messages=LONG, max_tokens=10)
+
+
+def test_streamed_request_fails_over_before_the_first_byte(router_gw: Gateway, upstream: FakeUpstreamThread) -> None:
+    upstream.script("r-balanced", {"fault": "503", "fault_times": 1})
+    upstream.script("r-cheap", {"reply": "from cheap"})
+    with router_gw.client().chat.completions.with_streaming_response.create(
+        model="standard", messages=SHORT, max_tokens=1000, stream=True
+    ) as response:
+        assert response.headers["x-gateway-model"] == "cheap"
+        assert "failover from balanced" in response.headers["x-gateway-route"]
+        text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
+    assert text == "from cheap"
