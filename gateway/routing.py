@@ -97,6 +97,17 @@ class Router:
         self.state = state
         self._latency: dict[str, float] = {}  # model -> running mean duration, this process
         self._pending: set[asyncio.Task[None]] = set()
+        # Quality never changes at run time: split each tier's models once.
+        models = sorted(settings.models.values(), key=lambda m: m.name)
+        self._by_quality: dict[str, tuple[list[ModelSpec], tuple[Excluded, ...]]] = {}
+        for tier in settings.tiers.values():
+            in_tier = [m for m in models if m.quality is not None and m.quality >= tier.min_quality]
+            below = tuple(
+                Excluded(m.name, f"quality {m.quality if m.quality is not None else 'unset'} < {tier.min_quality:g}",
+                         "quality")
+                for m in models if m not in in_tier
+            )
+            self._by_quality[tier.name] = (in_tier, below)
 
     def observe_output(self, model: str, output_tokens: int) -> None:
         """A completed call: reset the model's failure streak, learn its output length."""
@@ -118,10 +129,8 @@ class Router:
 
     async def plan(self, tier: TierSpec, body: dict[str, Any]) -> RoutePlan:
         """Rank the tier's candidates for this request; raises if none qualifies."""
-        models = sorted(self._settings.models.values(), key=lambda m: m.name)
-        in_tier = [m for m in models if m.quality is not None and m.quality >= tier.min_quality]
-        excluded = [Excluded(m.name, f"quality {m.quality if m.quality is not None else 'unset'} < "
-                                     f"{tier.min_quality:g}", "quality") for m in models if m not in in_tier]
+        in_tier, below = self._by_quality[tier.name]
+        excluded = list(below)
         snapshot = await self.state.snapshot([m.name for m in in_tier])
         needs = needed_capabilities(body)
         max_tokens = _max_tokens(body)
