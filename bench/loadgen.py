@@ -119,7 +119,9 @@ async def _fire(session: aiohttp.ClientSession, url: str, body: bytes, sched: fl
     return sample
 
 
-async def _open_loop(url: str, body: bytes, rate: float, duration: float, warmup: float, stream: bool) -> dict:
+async def _open_loop(
+    url: str, body: bytes, rate: float, duration: float, warmup: float, stream: bool, keep: bool = False
+) -> dict:
     n_warm = int(round(warmup * rate))
     n_total = n_warm + int(round(duration * rate))
     async with _session(limit=0) as session:
@@ -150,12 +152,18 @@ async def _open_loop(url: str, body: bytes, rate: float, duration: float, warmup
     }
     if stream:
         out["ttfb_ms"] = summary_ms([s.ttfb for s in ok if s.ttfb is not None])
+    if keep:  # raw samples, for pooling several runs (the caller drops them before writing JSON)
+        out["latencies_s"] = [s.latency for s in ok if s.latency is not None]
     return out
 
 
-def open_loop(url: str, body: bytes, rate: float, duration: float, warmup: float = 1.0, stream: bool = False) -> dict:
-    """Open-loop run at ``rate`` req/s for ``duration`` s after ``warmup`` s (discarded)."""
-    return run(_open_loop(url, body, rate, duration, warmup, stream))
+def open_loop(
+    url: str, body: bytes, rate: float, duration: float, warmup: float = 1.0, stream: bool = False,
+    keep: bool = False,
+) -> dict:
+    """Open-loop run at ``rate`` req/s for ``duration`` s after ``warmup`` s (discarded);
+    ``keep=True`` adds the raw latencies (seconds) as ``latencies_s``."""
+    return run(_open_loop(url, body, rate, duration, warmup, stream, keep))
 
 
 async def _stream_once(session: aiohttp.ClientSession, url: str, body: bytes) -> bool:

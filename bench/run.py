@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import signal
 import statistics
@@ -24,9 +23,11 @@ from typing import Any
 
 import loadgen
 import procs
+import routecat
 from meter import CPUS, Meter, idle_check, wait_idle
 from procs import CHAT_PATH, BenchError, Procs
-from report import check_targets, render, warnings_for
+from report import check_targets, figures, json_safe, render, warnings_for
+from routephase import routing
 from wrkrun import run_wrk
 
 FAST, SLOW, STREAM = "bench-fast", "bench-slow", "bench-stream"
@@ -38,7 +39,7 @@ CONFIG_TEMPLATE = """\
 cache:
   response: {{enabled: false}}
 models:
-{models}"""
+{models}{tiers}"""
 MODEL_TEMPLATE = """\
   - name: {name}
     provider: openai
@@ -63,33 +64,39 @@ class Runner:
         self.util: dict[str, dict[str, float]] = {}
         self.cpu: dict[str, dict[str, float]] = {}
 
-    def both(self, label: str, fn: Callable[[str], dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
+    def idle(self) -> None:
+        """With --wait-idle: wait for other processes on the machine to quieten down."""
         if self.wait > 0:
             busy = wait_idle(self.wait)
             if busy > 0.25:
                 log(f"machine still busy ({busy:.2f} cores) after waiting {self.wait:g} s; measuring anyway")
-        for target, url in self.urls.items():
-            log(f"{label}: {target}")
-            with Meter(self.pids) as m:
-                out[target] = fn(url)
-            self.util[f"{label} {target}"] = m.util
-            self.cpu[f"{label} {target}"] = m.cpu
-            if out[target].get("errors"):
-                if target == "gateway":
-                    raise BenchError(f"{label}: {out[target]['errors']} errors through the gateway: {out[target]}")
-                log(f"WARNING: {label}: {out[target]['errors']} errors talking directly to the fake upstream")
+
+    def measure(self, label: str, target: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """One run under a Meter, recorded as ``label``; errors through the gateway abort the benchmark."""
+        log(label)
+        with Meter(self.pids) as m:
+            out = fn()
+        self.util[label] = m.util
+        self.cpu[label] = m.cpu
+        if out.get("errors"):
+            if target == "gateway":
+                raise BenchError(f"{label}: {out['errors']} errors through the gateway: {out}")
+            log(f"WARNING: {label}: {out['errors']} errors talking directly to the fake upstream")
         return out
 
+    def both(self, label: str, fn: Callable[[str], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        self.idle()
+        return {t: self.measure(f"{label} {t}", t, partial(fn, url)) for t, url in self.urls.items()}
 
-def start(args: argparse.Namespace, ps: Procs, tmp: Path) -> tuple[Runner, procs.Proc, Path]:
+
+def start(args: argparse.Namespace, ps: Procs, tmp: Path) -> tuple[Runner, procs.Proc, procs.Proc, Path]:
     """Start the fake upstream and the gateway, check each model answers, return a Runner for both."""
     script = tmp / "script.json"
-    script.write_text(json.dumps(dict(SCRIPT)))
+    script.write_text(json.dumps({**SCRIPT, **{m[0]: {} for m in routecat.CATALOG}}))
     up = ps.start_upstream(script)
     config = tmp / "gateway.yaml"
-    models = "".join(MODEL_TEMPLATE.format(name=m, base=up.url) for m in SCRIPT)
-    config.write_text(CONFIG_TEMPLATE.format(models=models))
+    models = "".join(MODEL_TEMPLATE.format(name=m, base=up.url) for m in SCRIPT) + routecat.models_yaml(up.url)
+    config.write_text(CONFIG_TEMPLATE.format(models=models, tiers=routecat.TIERS_YAML))
     gw = ps.start_gateway(config, workers=args.workers)
     log(f"fake upstream pid {up.pid} on {up.url}; gateway pid {gw.pid} on {gw.url} ({args.workers} worker(s))")
     for model in SCRIPT:
@@ -99,7 +106,7 @@ def start(args: argparse.Namespace, ps: Procs, tmp: Path) -> tuple[Runner, procs
                 raise BenchError(f"sanity request {model} -> {target} returned {status}")
     urls = {"direct": up.url + CHAT_PATH, "gateway": gw.url + CHAT_PATH}
     pids = {"gateway": (gw.pid, args.workers > 1), "upstream": (up.pid, False)}
-    return Runner(urls, pids, args.wait_idle), gw, config
+    return Runner(urls, pids, args.wait_idle), gw, up, config
 
 
 def wrk_dict(url: str, model: str, connections: int, duration: float, stream: bool = False) -> dict[str, Any]:
@@ -142,7 +149,7 @@ def streaming(run: Runner, args: argparse.Namespace) -> dict[str, Any]:
 
 def bench(args: argparse.Namespace, ps: Procs, tmp: Path) -> dict[str, Any]:
     d, warm = args.duration, args.warmup
-    run, gw, config = start(args, ps, tmp)
+    run, gw, up, config = start(args, ps, tmp)
     res: dict[str, Any] = {"utilisation": run.util, **rps_and_cpu(run, d, warm)}
     # 3: open-loop latency at fixed offered rates, 50 ms upstream
     slow = loadgen.chat_body(SLOW)
@@ -153,6 +160,8 @@ def bench(args: argparse.Namespace, ps: Procs, tmp: Path) -> dict[str, Any]:
         for rate in args.rates
     }
     res["stream"] = streaming(run, args)
+    # 7: routing, by name vs by tier on the gateway
+    res["routing"] = routing(run, gw, up, args, log)
     # 6 (before 5, so that cold-start processes cannot disturb it): memory after all load phases
     res["rss"] = procs.memory_mb(gw.pid)
     # 5: cold start to first 200
@@ -162,23 +171,6 @@ def bench(args: argparse.Namespace, ps: Procs, tmp: Path) -> dict[str, Any]:
         log(f"cold start {i + 1}/{args.cold_runs}: {runs[-1]:.3f} s")
     res["cold_start"] = {"runs_s": runs, "median_s": statistics.median(runs)}
     return res
-
-
-def figures(res: dict[str, Any]) -> dict[str, float]:
-    lat, ttfb = res["latency"].get("200"), res["stream"]["ttfb"]
-    out = {
-        "rps_c64_gateway": res["rps"]["64"]["gateway"]["rps"],
-        "cpu_ms_per_req_gateway": res["cpu"]["gateway_ms_per_req"],
-        "streams_per_s_gateway": res["stream"]["closed"]["gateway"]["streams_per_s"],
-        "ttfb_overhead_p50_ms": ttfb["gateway"]["ttfb_ms"]["p50"] - ttfb["direct"]["ttfb_ms"]["p50"],
-        "cold_start_s": res["cold_start"]["median_s"],
-        "rss_mb": res["rss"]["VmRSS"],
-    }
-    for q in ("p50", "p99"):
-        out[f"overhead_{q}_ms_200"] = (
-            lat["gateway"]["latency_ms"][q] - lat["direct"]["latency_ms"][q] if lat else math.nan
-        )
-    return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -192,24 +184,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--stream-concurrency", type=int, default=16)
     p.add_argument("--workers", type=int, default=1, help="gateway workers (CPU then includes children)")
     p.add_argument("--cold-runs", type=int, default=3)
+    p.add_argument("--route-rounds", type=int, help="routing phase: wrk runs per mode (default 5; 2 quick)")
+    p.add_argument("--route-rate", type=float, default=200.0, help="routing phase: open-loop req/s")
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
                    help="before each phase wait up to S s for other processes to use < 0.25 cores")
     args = p.parse_args(argv)
     args.duration = args.duration or (2.0 if args.quick else 15.0)
     args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
     args.rates = [float(r) for r in str(args.rates).split(",") if r.strip()]
+    args.route_rounds = args.route_rounds or (2 if args.quick else 5)
     return args
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe copy: NaN/inf become null."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _sigterm(signum: int, frame: object) -> None:
@@ -247,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     res["warnings"] = warnings_for(res)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(_clean(res), indent=2, allow_nan=False) + "\n")
+    out.write_text(json.dumps(json_safe(res), indent=2, allow_nan=False) + "\n")
     print("\n" + render(res))
     print(f"\nJSON written to {out}; total {res['meta']['elapsed_s']:.0f} s")
     return 0

@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.api import chat, estimate, health, metrics, models
 from gateway.api.errors import install_error_handlers
+from gateway.cache_store import CacheStore, MemoryCacheStore, RedisCacheStore
 from gateway.catalog import builtin_config
 from gateway.config import load_config
 from gateway.memory import release_free_memory
@@ -76,6 +77,14 @@ def _routing_state(settings: Settings, redis: Redis | None) -> RoutingState:
     return RedisRoutingState(redis, settings.routing, settings.redis_prefix)
 
 
+def _response_cache(settings: Settings, redis: Redis | None) -> CacheStore | None:
+    if not settings.cache.enabled:
+        return None
+    if redis is None:
+        return MemoryCacheStore(settings.cache.max_memory_bytes)
+    return RedisCacheStore(redis, settings.redis_prefix)
+
+
 def _warm_up(tokens: TokenCounter, upstream_ids: list[str]) -> None:
     tokens.warm_up(upstream_ids)
     gc.collect()
@@ -92,7 +101,8 @@ def create_app(settings: Settings) -> GatewayASGI:
         redis = _redis(settings)
         router = Router(settings, tokens, _routing_state(settings, redis))
         app.state.gw = AppState(
-            settings, app_metrics, tokens, pool, build_providers(pool), router, settings.secrets(), redis
+            settings, app_metrics, tokens, pool, build_providers(pool), router, settings.secrets(), redis,
+            _response_cache(settings, redis),
         )
         # Encodings take ~0.5 s to load: do it off the event loop after start-up, not before.
         upstream_ids = [m.upstream_model for m in settings.models.values()]

@@ -52,6 +52,9 @@ class Call:
     team: str = ""
     route: str = ""  # x-gateway-route: policy and short reason
     baseline: ModelSpec | None = None  # the tier's baseline, for routing savings
+    cache_key: str | None = None  # response-cache key of the current attempt
+    cache_write: bool = False  # may the answer be stored
+    cache_result: str = "bypass"  # x-gateway-cache: hit | miss | bypass
     upstream_started: float = 0.0
 
     @property
@@ -59,7 +62,7 @@ class Call:
         return self.spec.name if self.spec else "none"
 
     def headers(self) -> dict[str, str]:
-        headers = {"x-request-id": self.request_id, "x-gateway-cache": "bypass"}
+        headers = {"x-request-id": self.request_id, "x-gateway-cache": self.cache_result}
         if self.spec is not None:
             headers["x-gateway-model"] = self.spec.name
         if self.tier:

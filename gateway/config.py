@@ -86,6 +86,8 @@ class RoutingConfig(_Strict):
 class CacheLayer(_Strict):
     enabled: bool = True
     ttl_s: int = Field(3600, gt=0)
+    max_entry_bytes: int = Field(1 << 20, gt=0)  # larger answers are not stored
+    max_memory_bytes: int = Field(64 << 20, gt=0)  # bound of the in-process store (no Redis)
 
 
 class CacheConfig(_Strict):

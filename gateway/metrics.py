@@ -37,45 +37,33 @@ class Metrics:
         disable_created_metrics()  # `_created` series double the output and nobody graphs them
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         own = None if self.multiprocess else CollectorRegistry(auto_describe=True)
-        kw: dict[str, Any] = {"registry": own}
-        self.requests = Counter(
-            "gateway_requests_total", "Chat requests by outcome.", ["model", "tier", "status"], **kw
-        )
-        self.spend = Counter(
-            "gateway_spend_usd_total", "Spend in USD.", ["model", "provider", "tier", "team"], **kw
-        )
-        self.tokens = Counter(
-            "gateway_tokens_total", "Billed tokens by disjoint bucket.", ["model", "type"], **kw
-        )
-        self.request_cost = Histogram(
-            "gateway_request_cost_usd", "Cost per request in USD.", ["model", "tier"], buckets=_COST, **kw
-        )
-        self.duration = Histogram(
-            "gateway_request_duration_seconds", "Request duration.", ["model"], buckets=_DURATION, **kw
-        )
-        self.ttft = Histogram(
-            "gateway_upstream_ttft_seconds", "Upstream time to first token.", ["model"], buckets=_TTFT, **kw
-        )
-        self.overhead = Histogram(
-            "gateway_overhead_seconds", "Time spent in the gateway itself.", buckets=_OVERHEAD, **kw
-        )
-        self.upstream_errors = Counter(
-            "gateway_upstream_errors_total", "Upstream failures by kind.", ["model", "kind"], **kw
-        )
-        self.failovers = Counter(
-            "gateway_failovers_total", "Attempts moved on to the next candidate of a tier.", ["tier"], **kw
-        )
-        self.routing_saved = Counter(
+
+        def counter(name: str, doc: str, labels: list[str]) -> Counter:
+            return Counter(name, doc, labels, registry=own)
+
+        def histogram(name: str, doc: str, labels: list[str], buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, labels, buckets=buckets, registry=own)
+
+        self.requests = counter("gateway_requests_total", "Chat requests by outcome.", ["model", "tier", "status"])
+        self.spend = counter("gateway_spend_usd_total", "Spend in USD.", ["model", "provider", "tier", "team"])
+        self.tokens = counter("gateway_tokens_total", "Billed tokens by disjoint bucket.", ["model", "type"])
+        self.request_cost = histogram("gateway_request_cost_usd", "Cost per request in USD.", ["model", "tier"], _COST)
+        self.duration = histogram("gateway_request_duration_seconds", "Request duration.", ["model"], _DURATION)
+        self.ttft = histogram("gateway_upstream_ttft_seconds", "Upstream time to first token.", ["model"], _TTFT)
+        self.overhead = histogram("gateway_overhead_seconds", "Time spent in the gateway itself.", [], _OVERHEAD)
+        self.upstream_errors = counter("gateway_upstream_errors_total", "Upstream failures by kind.", ["model", "kind"])
+        self.failovers = counter("gateway_failovers_total", "Attempts moved on to a tier's next candidate.", ["tier"])
+        self.routing_saved = counter(
             "gateway_routing_saved_usd_total",
-            "What the tier's baseline model would have cost for the same usage, minus the actual cost.",
-            ["tier"],
-            **kw,
+            "What the tier's baseline model would have cost for the same usage, minus the actual cost.", ["tier"],
         )
-        self.usage_estimated = Counter(
+        self.cache_requests = counter("gateway_cache_requests_total", "Cache lookups by result.", ["cache", "result"])
+        self.cache_saved = counter("gateway_cache_saved_usd_total", "What cache hits would have cost.", ["cache"])
+        self.cache_errors = counter("gateway_cache_errors_total", "Cache operations that failed (bypassed).", ["cache"])
+        self.usage_estimated = counter(
             "gateway_usage_estimated_total",
             "Requests billed from the gateway's own token count (reason: missing | disconnect | error).",
             ["model", "reason"],
-            **kw,
         )
         if self.multiprocess:
             self._registry = CollectorRegistry()
@@ -83,7 +71,6 @@ class Metrics:
         else:
             assert own is not None
             self._registry = own
-
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:

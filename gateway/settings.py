@@ -13,7 +13,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
-from gateway.config import ConfigError, GatewayConfig, ModelConfig, PriceFields, RoutingConfig
+from gateway.config import CacheLayer, ConfigError, GatewayConfig, ModelConfig, PriceFields, RoutingConfig
 from gateway.price_table import PriceTable
 from gateway.pricing import Price, Rates, per_mtok_to_pico
 from gateway.providers.defaults import defaults_for
@@ -68,6 +68,7 @@ class Settings:
     models: dict[str, ModelSpec]
     tiers: dict[str, TierSpec] = field(default_factory=dict)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    cache: CacheLayer = field(default_factory=lambda: CacheLayer(ttl_s=3600))  # the response cache
     max_body_bytes: int = 4 * 1024 * 1024
     redis_url: str | None = None
     redis_prefix: str = "gw"
@@ -204,6 +205,7 @@ def resolve_settings(config: GatewayConfig, table: PriceTable, source: str = "co
         models=models,
         tiers=tiers,
         routing=config.routing,
+        cache=config.cache.response,
         max_body_bytes=config.max_body_bytes,
         redis_url=config.redis_url or os.environ.get("REDIS_URL") or None,
         redis_prefix=config.redis_prefix,

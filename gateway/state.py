@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.cache_store import CacheStore
 from gateway.errors import ModelNotFound, ServiceUnavailable
 from gateway.metrics import Metrics
 from gateway.providers.base import Provider
@@ -26,6 +27,7 @@ class AppState:
     router: Router
     secrets: list[str] = field(default_factory=list)  # every credential held, for redaction
     redis: Any = None  # redis.asyncio.Redis when configured
+    response_cache: CacheStore | None = None  # None when the response cache is disabled
 
     def resolve_model(self, name: str) -> ModelSpec:
         spec = self.settings.models.get(name)

@@ -11,14 +11,17 @@ from starlette.responses import Response
 
 from gateway.accounting import settle
 from gateway.api.errors import error_response, unexpected_error
+from gateway.cache_hits import lookup, serve_hit, store
 from gateway.call import Call, read_body, request_id
 from gateway.chat_request import parse_chat_request
 from gateway.errors import GatewayError
 from gateway.failover import run_with_failover
 from gateway.providers.base import Provider
+from gateway.response_cache import cache_key, cache_policy
 from gateway.settings import ModelSpec
+from gateway.sse_response import SSEResponse
 from gateway.state import AppState
-from gateway.streaming import SSEResponse, start_stream
+from gateway.streaming import start_stream
 
 __all__ = ["PATH", "chat_completions"]
 
@@ -47,9 +50,16 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
     try:
         body = parse_chat_request(await read_body(request, state.settings.max_body_bytes))
         stream = bool(body.get("stream"))
+        policy = cache_policy(body, request.headers.get("x-gateway-cache"))
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         async def attempt(spec: ModelSpec) -> Response | SSEResponse:
             call.spec, call.body = spec, {**body, "model": spec.upstream_model}
+            if state.response_cache is not None and (policy.read or policy.write):
+                call.cache_key, call.cache_write = cache_key(call.team, spec.name, body), policy.write
+                entry = await lookup(call) if policy.read else None
+                if entry is not None:
+                    return serve_hit(call, entry, stream, include_usage)
             provider = state.providers[spec.wire]
             return await (start_stream(call, provider) if stream else _complete(call, provider))
 
@@ -79,6 +89,7 @@ async def _complete(call: Call, provider: Provider) -> Response:
         call, completion.usage, completion.usage_dict, lambda: _completion_text(completion.body), "missing"
     )
     completion.body["usage"] = settled.client_usage()
+    await store(call, completion.body, settled.cost)
     headers = call.headers()
     headers["x-gateway-cost-usd"] = settled.cost.header_value()
     response = Response(orjson.dumps(completion.body), media_type="application/json", headers=headers)
