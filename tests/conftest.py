@@ -67,7 +67,8 @@ class Gateway:
 
     def client(self, **kw: Any) -> openai.OpenAI:
         kw.setdefault("max_retries", 0)
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key="client-key", **kw)
+        kw.setdefault("api_key", "client-key")
+        return openai.OpenAI(base_url=f"{self.url}/v1", **kw)
 
     def logs(self) -> str:
         self._log.flush()

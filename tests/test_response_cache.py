@@ -66,6 +66,9 @@ def test_identical_deterministic_request_is_a_free_hit(cache_gw: Gateway, upstre
     assert round(cache_gw.metric("gateway_cache_saved_usd_total", cache="response") - saved_before, 12) == COST
     assert ask(cache_gw, content, max_tokens=5).headers["x-gateway-cache"] == "miss"  # another parameter
     assert ask(cache_gw, content, user="someone-else").headers["x-gateway-cache"] == "hit"  # ignored field
+    other_tenant = cache_gw.client(api_key="another-callers-key").chat.completions.with_raw_response.create(
+        model="cached", messages=[{"role": "user", "content": content}], temperature=0)
+    assert other_tenant.headers["x-gateway-cache"] == "miss"  # tenants never see each other's entries
 
 
 def test_only_deterministic_requests_unless_forced(cache_gw: Gateway, upstream: FakeUpstreamThread) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from time import perf_counter
 from typing import Any
 
@@ -40,6 +41,15 @@ def _completion_text(body: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _tenant(call: Call, request: Request) -> str:
+    """Whose cache entries these are: the team when virtual keys exist, else the caller's own
+    bearer token (hashed), so two callers never see each other's answers."""
+    if call.team:
+        return f"team:{call.team}"
+    credential = request.headers.get("authorization", "")
+    return "bearer:" + hashlib.sha256(credential.encode()).hexdigest()
+
+
 async def chat_completions(request: Request) -> Response | SSEResponse:
     """POST /v1/chat/completions, dispatched by `gateway.app.GatewayASGI` (not a FastAPI route,
     to keep the framework's per-request cost off the hot path). Never raises: failures become
@@ -56,7 +66,7 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
         async def attempt(spec: ModelSpec) -> Response | SSEResponse:
             call.spec, call.body = spec, {**body, "model": spec.upstream_model}
             if state.response_cache is not None and (policy.read or policy.write):
-                call.cache_key, call.cache_write = cache_key(call.team, spec.name, body), policy.write
+                call.cache_key, call.cache_write = cache_key(_tenant(call, request), spec.name, body), policy.write
                 entry = await lookup(call) if policy.read else None
                 if entry is not None:
                     return serve_hit(call, entry, stream, include_usage)
