@@ -166,6 +166,10 @@ def routing_rows(r: dict[str, Any], verdict: Any) -> list[list[str]]:
                  _f(lt["cpu_ms_per_req"], 3), _f(lat["cpu_diff_ms"], 3, sign=True), "", ""])
     rows.append([f"  generator send lateness p99 @ {rate} req/s (ms)", _f(ln["send_lateness_p99_ms"]),
                  _f(lt["send_lateness_p99_ms"]), "", "", ""])
+    if "rss_after" in r:
+        mem = r["rss_after"]
+        rows.append(["  Gateway RSS after this phase too, VmRSS / VmHWM (MB)", "",
+                     f"{_f(mem['VmRSS'], 1)} / {_f(mem['VmHWM'], 1)}", "", "", ""])
     return rows
 
 

@@ -126,6 +126,8 @@ class Price:
     tiers: tuple[tuple[int, Rates], ...] = field(default=())
 
     def rates_for(self, prompt_tokens: int) -> Rates:
+        if not self.tiers:
+            return self.base
         rates = self.base
         for threshold, tier_rates in self.tiers:
             if prompt_tokens > threshold:

@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from gateway.pricing import Usage, price_usage
-from gateway.routing_state import RoutingState, Snapshot
+from gateway.routing_state import MemoryRoutingState, RoutingState, Snapshot
 from gateway.settings import ModelSpec, Settings, TierSpec
 from gateway.tokens import TokenCounter, encoding_name_for
 from routing_policies import Candidate
@@ -100,6 +100,7 @@ class Router:
         # Quality never changes at run time: split each tier's models once.
         models = sorted(settings.models.values(), key=lambda m: m.name)
         self._by_quality: dict[str, tuple[list[ModelSpec], tuple[Excluded, ...]]] = {}
+        self._baselines: dict[str, ModelSpec | None] = {}
         for tier in settings.tiers.values():
             in_tier = [m for m in models if m.quality is not None and m.quality >= tier.min_quality]
             below = tuple(
@@ -108,9 +109,14 @@ class Router:
                 for m in models if m not in in_tier
             )
             self._by_quality[tier.name] = (in_tier, below)
+            self._baselines[tier.name] = self._baseline(tier, in_tier)
+        self._encoding = {m.name: encoding_name_for(m.upstream_model) for m in models}
 
     def observe_output(self, model: str, output_tokens: int) -> None:
         """A completed call: reset the model's failure streak, learn its output length."""
+        if isinstance(self.state, MemoryRoutingState):
+            self.state.record_success(model, output_tokens)  # no I/O: no task needed
+            return
         task = asyncio.get_running_loop().create_task(self.state.succeeded(model, output_tokens))
         self._pending.add(task)
         task.add_done_callback(self._done)
@@ -137,7 +143,7 @@ class Router:
         counts: dict[str, int] = {}
         candidates = []
         for spec in in_tier:
-            enc = encoding_name_for(spec.upstream_model)
+            enc = self._encoding[spec.name]
             if enc not in counts:
                 counts[enc] = self._tokens.count_messages(body["messages"], spec.upstream_model, body.get("tools"))
             reason = self._exclusion(spec, snapshot, needs, counts[enc], max_tokens)
@@ -151,7 +157,7 @@ class Router:
         if not candidates:
             raise _no_candidate(tier, excluded)
         ranked = tier.policy.rank(candidates, tier.route)
-        return RoutePlan(tier, ranked, excluded, self._baseline(tier, in_tier))
+        return RoutePlan(tier, ranked, excluded, self._baselines[tier.name])
 
     async def estimate(self, spec: ModelSpec, body: dict[str, Any]) -> dict[str, Any]:
         """POST /v1/estimate for a model asked for by name: its cost, no routing."""
@@ -175,9 +181,9 @@ class Router:
             return spec.unavailable_reason, "unavailable"
         if spec.name in snapshot.cooling:
             return f"cooling down ({snapshot.cooling[spec.name]:.0f}s left)", "cooling"
-        missing = sorted(needs - spec.capabilities)
+        missing = needs - spec.capabilities if needs else None
         if missing:
-            return f"lacks capability {', '.join(missing)}", "capability"
+            return f"lacks capability {', '.join(sorted(missing))}", "capability"
         if spec.max_input_tokens and input_tokens + (max_tokens or 0) > spec.max_input_tokens:
             return (f"context window: {input_tokens} input + {max_tokens or 0} max output tokens > "
                     f"{spec.max_input_tokens}"), "context"

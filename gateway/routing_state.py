@@ -63,6 +63,9 @@ class MemoryRoutingState:
         self._cool_until[model] = max(self._cool_until.get(model, 0.0), time.monotonic() + seconds)
 
     async def succeeded(self, model: str, output_tokens: int) -> None:
+        self.record_success(model, output_tokens)
+
+    def record_success(self, model: str, output_tokens: int) -> None:
         self._failures.pop(model, None)
         old = self._outputs.get(model)
         self._outputs[model] = output_tokens if old is None else old + _ALPHA * (output_tokens - old)
