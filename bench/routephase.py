@@ -41,6 +41,10 @@ def _spread_pct(values: list[float]) -> float:
     return 100.0 * (max(values) - min(values)) / mean if len(values) > 1 and mean else 0.0
 
 
+def _wrk(url: str, model: str, duration: float) -> dict[str, Any]:
+    return run_wrk(url, model, 64, duration).as_dict()
+
+
 def max_rps(run: Measurer, url: str, model: str, duration: float, warm: float, rounds: int) -> dict[str, Any]:
     ask = {"name": model, "tier": TIER}
     for m in ask.values():
@@ -50,7 +54,7 @@ def max_rps(run: Measurer, url: str, model: str, duration: float, warm: float, r
         run.idle()
         for mode in order:
             label = f"routing wrk c=64 by {mode} #{i}"
-            r = run.measure(label, "gateway", lambda m=ask[mode]: run_wrk(url, m, 64, duration).as_dict())
+            r = run.measure(label, "gateway", partial(_wrk, url, ask[mode], duration))
             r["gateway_cpu_s"] = run.cpu[label]["gateway"]
             runs[mode].append(r)
     out: dict[str, Any] = {"model": model, "connections": 64, "run_s": max(1, round(duration)), "runs": runs}

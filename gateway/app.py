@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
@@ -65,19 +64,22 @@ class GatewayASGI:
         await self.api(scope, receive, send)
 
 
-def _redis(settings: Settings) -> Redis | None:
+def _redis(settings: Settings) -> Any:
+    """A redis.asyncio client when Redis is configured (imported only then)."""
     if not settings.redis_url:
         return None
+    from redis.asyncio import Redis
+
     return Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
 
 
-def _routing_state(settings: Settings, redis: Redis | None) -> RoutingState:
+def _routing_state(settings: Settings, redis: Any) -> RoutingState:
     if redis is None:
         return MemoryRoutingState(settings.routing)
     return RedisRoutingState(redis, settings.routing, settings.redis_prefix)
 
 
-def _response_cache(settings: Settings, redis: Redis | None) -> CacheStore | None:
+def _response_cache(settings: Settings, redis: Any) -> CacheStore | None:
     if not settings.cache.enabled:
         return None
     if redis is None:

@@ -8,7 +8,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError
+from gateway.redis_errors import redis_errors
 
 __all__ = ["CacheStore", "CacheUnavailable", "MemoryCacheStore", "RedisCacheStore"]
 
@@ -63,12 +63,12 @@ class RedisCacheStore:
     async def get(self, key: str) -> bytes | None:
         try:
             value = await self._redis.get(self._prefix + key)
-        except (RedisError, OSError) as exc:
+        except redis_errors() as exc:
             raise CacheUnavailable(repr(exc)) from exc
         return bytes(value) if value is not None else None
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         try:
             await self._redis.set(self._prefix + key, value, px=max(int(ttl_s * 1000), 1))
-        except (RedisError, OSError) as exc:
+        except redis_errors() as exc:
             raise CacheUnavailable(repr(exc)) from exc

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["PICO_PER_USD", "Cost", "Price", "Rates", "Usage", "price_usage", "usd_to_pico"]
+__all__ = ["PICO_PER_USD", "Cost", "Price", "Rates", "Usage", "estimate_cost", "price_usage", "usd_to_pico"]
 
 PICO_PER_USD = 10**12
 _PICO_PER_USD_PER_MTOK = 10**6  # $1 per million tokens == 1e6 pico-USD per token
@@ -174,6 +174,14 @@ class Cost:
                 "reasoning": _usd(self.reasoning),
             },
         }
+
+
+def estimate_cost(price: Price, input_tokens: int, output_tokens: int) -> int:
+    """The cost in pico-USD of `input_tokens` uncached input and `output_tokens` output: what
+    `price_usage(Usage(input=..., output=...), price).total` returns, without building the
+    per-bucket breakdown (routing prices every candidate of every request with it)."""
+    rates = price.rates_for(input_tokens)
+    return input_tokens * rates.input + output_tokens * rates.output
 
 
 def price_usage(usage: Usage, price: Price) -> Cost:

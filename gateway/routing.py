@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from gateway.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
-from gateway.pricing import Usage, price_usage
+from gateway.pricing import estimate_cost
 from gateway.routing_state import MemoryRoutingState, RoutingState, Snapshot
 from gateway.settings import ModelSpec, Settings, TierSpec
 from gateway.tokens import TokenCounter, encoding_name_for
@@ -151,7 +151,7 @@ class Router:
                 excluded.append(Excluded(spec.name, *reason))
                 continue
             output = max_tokens or self._expected_output(spec.name, snapshot)
-            cost = price_usage(Usage(input=counts[enc], output=output), spec.price).total
+            cost = estimate_cost(spec.price, counts[enc], output)
             candidates.append(Candidate(spec.name, spec.quality or 0.0, cost, counts[enc], output,
                                         self._latency.get(spec.name)))
         if not candidates:
@@ -164,7 +164,7 @@ class Router:
         snapshot = await self.state.snapshot([spec.name])
         tokens = self._tokens.count_messages(body["messages"], spec.upstream_model, body.get("tools"))
         output = _max_tokens(body) or self._expected_output(spec.name, snapshot)
-        cost = price_usage(Usage(input=tokens, output=output), spec.price).total / 10**12
+        cost = estimate_cost(spec.price, tokens, output) / 10**12
         candidate = {"model": spec.name, "estimated_cost_usd": cost, "input_tokens": tokens,
                      "expected_output_tokens": output, "quality": spec.quality}
         return {"model": spec.name, "tier": None, "policy": None, "estimated_cost_usd": cost,

@@ -10,9 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError
-
 from gateway.config import RoutingConfig
+from gateway.redis_errors import redis_errors
 
 __all__ = ["MemoryRoutingState", "RedisRoutingState", "RoutingState", "Snapshot"]
 
@@ -111,26 +110,26 @@ class RedisRoutingState:
     async def snapshot(self, models: list[str]) -> Snapshot:
         try:
             return await self._snapshot(models)
-        except (RedisError, OSError) as exc:
+        except redis_errors() as exc:
             log.warning("routing state: Redis unavailable, using this process's memory: %r", exc)
             return await self._local.snapshot(models)
 
     async def failed(self, model: str) -> bool:
         try:
             return await self._failed(model)
-        except (RedisError, OSError):
+        except redis_errors():
             return await self._local.failed(model)
 
     async def cool(self, model: str, seconds: float) -> None:
         try:
             await self._cool(model, seconds)
-        except (RedisError, OSError):
+        except redis_errors():
             await self._local.cool(model, seconds)
 
     async def succeeded(self, model: str, output_tokens: int) -> None:
         try:
             await self._succeeded(model, output_tokens)
-        except (RedisError, OSError):
+        except redis_errors():
             await self._local.succeeded(model, output_tokens)
 
     async def _snapshot(self, models: list[str]) -> Snapshot:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from gateway.price_table import load_price_table, price_from_entry
-from gateway.pricing import Cost, Price, Rates, Usage, per_mtok_to_pico, price_usage
+from gateway.pricing import Cost, Price, Rates, Usage, estimate_cost, per_mtok_to_pico, price_usage
 
 RATES = Rates(input=3_000_000, cached_input=300_000, cache_write_5m=3_750_000, cache_write_1h=6_000_000,
               output=15_000_000, reasoning=15_000_000)
@@ -73,3 +73,9 @@ def test_table_knows_anthropic_cache_writes() -> None:
     assert price is not None
     assert (price.base.cache_write_5m, price.base.cache_write_1h, price.base.cached_input) == (
         3_750_000, 6_000_000, 300_000)
+
+
+def test_estimate_equals_pricing_the_same_usage() -> None:
+    price = Price(RATES, tiers=((1000, Rates(9, 9, 9, 9, 99, 99)),))
+    for inp, out in [(0, 0), (10, 5), (1000, 7), (1001, 7)]:
+        assert estimate_cost(price, inp, out) == price_usage(Usage(input=inp, output=out), price).total

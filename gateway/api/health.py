@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from gateway.redis_errors import redis_errors
 from gateway.state import AppState
 
 __all__ = ["router"]
@@ -27,7 +27,7 @@ async def readyz(request: Request) -> JSONResponse:
     if state.redis is not None:
         try:
             await state.redis.ping()
-        except (RedisError, OSError) as exc:
+        except redis_errors() as exc:
             problems.append(f"redis: {type(exc).__name__}")
     if problems:
         return JSONResponse({"status": "not_ready", "problems": problems}, status_code=503)
