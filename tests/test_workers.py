@@ -19,12 +19,17 @@ def two_workers(upstream: FakeUpstreamThread) -> Iterator[Gateway]:
 
 def test_metrics_aggregate_across_two_workers(two_workers: Gateway, upstream: FakeUpstreamThread) -> None:
     upstream.script("gpt-4o-test", {"usage": {"prompt_tokens": 1000, "completion_tokens": 100}})
+    from concurrent.futures import ThreadPoolExecutor
+
     client = two_workers.client()
-    costs = []
-    for _ in range(40):  # new connections, so both workers take requests
+
+    def one(_: int) -> str:  # new connections, 8 at a time, so both workers take requests
         raw = client.chat.completions.with_raw_response.create(
             model="gpt-test", messages=[{"role": "user", "content": "hi"}], extra_headers={"connection": "close"})
-        costs.append(raw.headers["x-gateway-cost-usd"])
+        return str(raw.headers["x-gateway-cost-usd"])
+
+    with ThreadPoolExecutor(8) as pool:
+        costs = list(pool.map(one, range(40)))
     assert set(costs) == {"0.0035"}  # 1000 x $2.50/M + 100 x $10/M
     writers = {f.stem.rsplit("_", 1)[-1] for f in (two_workers.dir / "metrics").glob("counter_*.db")}
     assert len(writers) == 2  # both worker processes served requests and wrote metrics
