@@ -8,8 +8,12 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.config import ConfigError
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 __all__ = ["main"]
 
@@ -23,18 +27,27 @@ def _multiprocess_dir() -> str:
     return path
 
 
+def _settings_or_none(path: str | None) -> Settings | None:
+    """The validated settings, or None after printing every config problem."""
+    from gateway.app import load_settings
+
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return None
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     if args.workers > 1:
         _multiprocess_dir()
-    from gateway.app import CONFIG_ENV, create_app, load_settings
+    from gateway.app import CONFIG_ENV, create_app
     from gateway.logs import configure_logging
 
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
+    settings = _settings_or_none(args.config)
+    if settings is None:
         return 2
     configure_logging(settings.secrets(), args.log_level)
     common = {
@@ -51,12 +64,8 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def check_config(args: argparse.Namespace) -> int:
-    from gateway.app import load_settings
-
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
+    settings = _settings_or_none(args.config)
+    if settings is None:
         return 2
     for spec in settings.models.values():
         state = "available" if spec.available else f"unavailable ({spec.unavailable_reason})"
@@ -69,17 +78,14 @@ def route(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from gateway.app import load_settings
     from gateway.chat_request import parse_chat_request
     from gateway.errors import GatewayError
     from gateway.routing import Router
     from gateway.routing_state import MemoryRoutingState
     from gateway.tokens import TokenCounter
 
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
+    settings = _settings_or_none(args.config)
+    if settings is None:
         return 2
     tier = settings.tiers.get(args.tier)
     if tier is None:

@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.fake_upstream.behaviour import STATUS_FAULTS, ToolCall, Turn, count_input_tokens, pause
+from gateway.fake_upstream.behaviour import ToolCall, Turn, count_input_tokens, pause
+from gateway.fake_upstream.faults import run_faults
 
 PATH = "/v1/messages"
 _JSON = "application/json"
@@ -88,21 +89,9 @@ def _event(etype: str, data: dict[str, Any]) -> bytes:
 
 async def respond(request: web.Request, turn: Turn) -> web.StreamResponse | None:
     """Answer one Messages request; None means the connection was deliberately dropped."""
-    b = turn.behaviour
-    await pause(b.latency_ms)
-    fault = turn.fault
-    if fault in STATUS_FAULTS:
-        return fault_response(turn)
-    if fault == "timeout":
-        await pause(b.hang_s * 1000.0)
-    if turn.body.get("stream"):
-        return await _stream(request, turn)
-    if fault == "drop":
-        if request.transport is not None:
-            request.transport.close()
-        return None
-    if fault == "malformed":
-        return web.Response(body=b'{"not json', content_type=_JSON)
+    handled, answer = await run_faults(request, turn, fault_response, _stream)
+    if handled:
+        return answer
     plan = turn.plan
     content: list[dict[str, Any]] = []
     if plan.text is not None:
@@ -118,7 +107,7 @@ async def respond(request: web.Request, turn: Turn) -> web.StreamResponse | None
         "stop_reason": _stop_reason(turn),
         "stop_sequence": None,
     }
-    if not b.omit_usage:
+    if not turn.behaviour.omit_usage:
         out["usage"] = _usage(turn)
     return web.Response(body=orjson.dumps(out), content_type=_JSON)
 

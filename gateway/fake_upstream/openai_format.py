@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.fake_upstream.behaviour import STATUS_FAULTS, ToolCall, Turn, count_input_tokens, pause
+from gateway.fake_upstream.behaviour import ToolCall, Turn, count_input_tokens, pause
+from gateway.fake_upstream.faults import run_faults
 
 PATH = "/v1/chat/completions"
 _JSON = "application/json"
@@ -85,22 +86,9 @@ def _tool_call(i: int, tc: ToolCall) -> dict[str, Any]:
 
 async def respond(request: web.Request, turn: Turn) -> web.StreamResponse | None:
     """Answer one chat completion; None means the connection was deliberately dropped."""
-    b = turn.behaviour
-    stream = bool(turn.body.get("stream"))
-    await pause(b.latency_ms)
-    fault = turn.fault
-    if fault in STATUS_FAULTS:
-        return fault_response(turn)
-    if fault == "timeout":
-        await pause(b.hang_s * 1000.0)
-    if stream:
-        return await _stream(request, turn)
-    if fault == "drop":
-        if request.transport is not None:
-            request.transport.close()
-        return None
-    if fault == "malformed":
-        return web.Response(body=b'{"not json', content_type=_JSON)
+    handled, answer = await run_faults(request, turn, fault_response, _stream)
+    if handled:
+        return answer
     plan = turn.plan
     message: dict[str, Any] = {"role": "assistant", "content": plan.text}
     if plan.tools:
@@ -112,7 +100,7 @@ async def respond(request: web.Request, turn: Turn) -> web.StreamResponse | None
         "model": turn.model,
         "choices": [{"index": 0, "message": message, "finish_reason": plan.finish_reason, "logprobs": None}],
     }
-    if not b.omit_usage:
+    if not turn.behaviour.omit_usage:
         out["usage"] = _usage(turn)
     out["system_fingerprint"] = "fp_fake"
     return web.Response(body=orjson.dumps(out), content_type=_JSON)
