@@ -19,7 +19,6 @@ class Settled:
     usage: Usage
     usage_dict: dict[str, Any]  # OpenAI-convention usage shown to the client
     cost: Cost
-    estimated: bool
 
     def client_usage(self) -> dict[str, Any]:
         return {**self.usage_dict, **self.cost.usage_fields()}
@@ -38,7 +37,6 @@ def settle(
     state, spec = call.state, call.spec
     assert spec is not None
     metrics = state.metrics
-    estimated = usage is None or usage_dict is None or not complete
     if usage is not None and usage_dict is not None and not complete:
         counted = state.tokens.count_text(produced_text(), spec.upstream_model)
         if counted > usage.completion_tokens:
@@ -59,4 +57,4 @@ def settle(
             metrics.child(metrics.routing_saved, call.tier).inc(saved / PICO_PER_USD)
     if complete:
         state.router.observe_output(spec.name, usage.completion_tokens)
-    return Settled(usage, usage_dict, cost, estimated)
+    return Settled(usage, usage_dict, cost)

@@ -91,8 +91,8 @@ class CacheLayer(_Strict):
 
 
 class CacheConfig(_Strict):
-    response: CacheLayer = Field(default_factory=lambda: CacheLayer(ttl_s=3600))
-    prefix: CacheLayer = Field(default_factory=lambda: CacheLayer(ttl_s=300))
+    response: CacheLayer = Field(default_factory=lambda: CacheLayer.model_validate({"ttl_s": 3600}))
+    prefix: CacheLayer = Field(default_factory=lambda: CacheLayer.model_validate({"ttl_s": 300}))
 
 
 class GatewayConfig(_Strict):
@@ -103,7 +103,7 @@ class GatewayConfig(_Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
     models: list[ModelConfig] = Field(min_length=1)
     tiers: dict[str, TierConfig] = {}
-    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    routing: RoutingConfig = Field(default_factory=lambda: RoutingConfig.model_validate({}))
     cache: CacheConfig = Field(default_factory=CacheConfig)
 
 

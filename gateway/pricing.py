@@ -16,15 +16,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["PICO_PER_USD", "Cost", "Price", "Rates", "Usage", "estimate_cost", "price_usage", "usd_to_pico"]
+__all__ = ["PICO_PER_USD", "Cost", "Price", "Rates", "Usage", "estimate_cost", "price_usage"]
 
 PICO_PER_USD = 10**12
 _PICO_PER_USD_PER_MTOK = 10**6  # $1 per million tokens == 1e6 pico-USD per token
-
-
-def usd_to_pico(usd: Decimal) -> int:
-    """Round an exact Decimal USD amount to integer pico-USD."""
-    return int((usd * PICO_PER_USD).to_integral_value())
 
 
 def per_mtok_to_pico(per_mtok: Decimal) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from gateway.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
+from gateway.errors import InvalidRequest, ServiceUnavailable
 from gateway.pricing import estimate_cost
 from gateway.routing_state import MemoryRoutingState, RoutingState, Snapshot
 from gateway.settings import ModelSpec, Settings, TierSpec
@@ -205,7 +205,3 @@ def _no_candidate(tier: TierSpec, excluded: list[Excluded]) -> Exception:
     if kinds <= {"cooling", "unavailable"}:
         return ServiceUnavailable(f"no healthy model in tier '{tier.name}': {why}", param="model")
     return InvalidRequest(f"no model in tier '{tier.name}' can serve this request: {why}", param="model")
-
-
-def unknown(name: str) -> ModelNotFound:
-    return ModelNotFound(f"The model or tier '{name}' does not exist", param="model")

@@ -67,8 +67,8 @@ class TierSpec:
 class Settings:
     models: dict[str, ModelSpec]
     tiers: dict[str, TierSpec] = field(default_factory=dict)
-    routing: RoutingConfig = field(default_factory=RoutingConfig)
-    cache: CacheLayer = field(default_factory=lambda: CacheLayer(ttl_s=3600))  # the response cache
+    routing: RoutingConfig = field(default_factory=lambda: RoutingConfig.model_validate({}))
+    cache: CacheLayer = field(default_factory=lambda: CacheLayer.model_validate({"ttl_s": 3600}))  # response cache
     max_body_bytes: int = 4 * 1024 * 1024
     redis_url: str | None = None
     redis_prefix: str = "gw"
