@@ -7,13 +7,16 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
 from gateway.errors import GatewayError, RequestTooLarge
 from gateway.settings import ModelSpec
 from gateway.state import AppState
+
+if TYPE_CHECKING:
+    from gateway.routing import RoutePlan
 
 __all__ = ["Call", "read_body", "request_id"]
 
@@ -50,7 +53,7 @@ class Call:
     body: dict[str, Any] = field(default_factory=dict)
     tier: str = ""
     team: str = ""
-    route: str = ""  # x-gateway-route: policy and short reason
+    plan: RoutePlan | None = None  # when routed: x-gateway-route explains the choice
     baseline: ModelSpec | None = None  # the tier's baseline, for routing savings
     cache_key: str | None = None  # response-cache key of the current attempt
     cache_write: bool = False  # may the answer be stored
@@ -67,7 +70,8 @@ class Call:
             headers["x-gateway-model"] = self.spec.name
         if self.tier:
             headers["x-gateway-tier"] = self.tier
-            headers["x-gateway-route"] = self.route
+            if self.plan is not None and self.spec is not None:
+                headers["x-gateway-route"] = self.plan.reason(self.spec.name)
         return headers
 
     def record(self, status: str, upstream_time: float = 0.0) -> None:

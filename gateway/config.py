@@ -81,6 +81,9 @@ class RoutingConfig(_Strict):
     deadline_s: float = Field(120, gt=0)  # overall budget for all attempts
     failure_threshold: int = Field(3, ge=1)  # consecutive failures before a cooldown
     cooldown_s: float = Field(30, gt=0)
+    # With Redis: how stale this process's copy of the shared state (cooldowns, learned output
+    # lengths) may get; successes are also written back in batches this often.
+    shared_state_refresh_s: float = Field(0.5, ge=0)
 
 
 class CacheLayer(_Strict):

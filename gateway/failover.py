@@ -40,9 +40,9 @@ async def run_with_failover(call: Call, plan: RoutePlan, attempt: Attempt[T]) ->
     router, metrics = call.state.router, call.state.metrics
     deadline = time.monotonic() + routing.deadline_s
     tries = plan.ranked[: routing.max_attempts]
+    call.plan = plan
     for i, candidate in enumerate(tries):
         call.spec = spec = call.state.settings.models[candidate.model]
-        call.route = plan.reason(spec.name)
         try:
             async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
                 return await attempt(spec)

@@ -11,7 +11,7 @@ reasoning, and reasoning.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -130,6 +130,15 @@ class Price:
         return rates
 
 
+def usd_text(pico: int) -> str:
+    """The exact decimal USD string of a pico-USD amount, e.g. '0.00000396' (no float, no Decimal)."""
+    if not pico:
+        return "0"
+    whole, frac = divmod(abs(pico), PICO_PER_USD)
+    digits = f"{frac:012d}".rstrip("0")
+    return ("-" if pico < 0 else "") + (f"{whole}.{digits}" if digits else str(whole))
+
+
 def _usd(pico: int) -> float:
     # int / int is correctly rounded in Python: the same float as float(Decimal(pico) / 10**12).
     return pico / PICO_PER_USD
@@ -155,7 +164,7 @@ class Cost:
 
     def header_value(self) -> str:
         """Exact decimal USD string, e.g. '0.000123'."""
-        return f"{self.usd.normalize():f}" if self.total else "0"
+        return usd_text(self.total)
 
     def usage_fields(self) -> dict[str, Any]:
         """`usage.cost` and `usage.cost_details`, in USD numbers."""
@@ -177,6 +186,15 @@ def estimate_cost(price: Price, input_tokens: int, output_tokens: int) -> int:
     per-bucket breakdown (routing prices every candidate of every request with it)."""
     rates = price.rates_for(input_tokens)
     return input_tokens * rates.input + output_tokens * rates.output
+
+
+def estimate_costs(prices: Sequence[Price], inputs: Sequence[int], outputs: Sequence[int]) -> list[int]:
+    """`estimate_cost` for many models at once, in order (routing prices every candidate of
+    every request)."""
+    return [
+        n * (r := p.base if not p.tiers else p.rates_for(n)).input + o * r.output
+        for p, n, o in zip(prices, inputs, outputs, strict=True)
+    ]
 
 
 def price_usage(usage: Usage, price: Price) -> Cost:

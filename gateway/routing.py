@@ -8,15 +8,15 @@ request does not fit.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from math import inf
 from typing import Any
 
 from gateway.errors import InvalidRequest, ServiceUnavailable
-from gateway.pricing import estimate_cost
-from gateway.routing_state import MemoryRoutingState, RoutingState, Snapshot
+from gateway.pricing import Price, estimate_cost, estimate_costs, usd_text
+from gateway.routing_state import RoutingState, Snapshot
 from gateway.settings import ModelSpec, Settings, TierSpec
 from gateway.tokens import TokenCounter, encoding_name_for
 from routing_policies import Candidate
@@ -39,13 +39,14 @@ class RoutePlan:
     ranked: list[Candidate]
     excluded: list[Excluded]
     baseline: ModelSpec | None  # what savings are measured against
+    count: int  # candidates that qualified (`ranked` may hold only the first few)
     failovers: list[str] = field(default_factory=list)  # "model (reason)" for each failed attempt
 
     def reason(self, chosen: str) -> str:
         cost = next(c.estimated_cost_pico for c in self.ranked if c.model == chosen)
-        n = len(self.ranked)
+        n = self.count
         text = (f"{self.tier.policy.name}; {n} candidate{'s' if n != 1 else ''}, {len(self.excluded)} excluded; "
-                f"est ${Decimal(cost).scaleb(-12).normalize():f}")
+                f"est ${usd_text(cost)}")
         if self.failovers:
             text += "; failover from " + ", ".join(self.failovers)
         return text
@@ -69,6 +70,42 @@ class RoutePlan:
             "excluded": [{"model": e.model, "reason": e.reason} for e in self.excluded],
             "baseline_model": self.baseline.name if self.baseline else None,
         }
+
+
+@dataclass(frozen=True)
+class _TierModels:
+    """A tier's models, split once at start-up: the static exclusions (quality, no key) and the
+    rest, with what the per-request fast path needs."""
+
+    in_tier: list[ModelSpec]  # quality qualifies (the baseline is chosen among these)
+    rows: tuple[tuple[ModelSpec, str], ...]  # available candidates, best quality first, and their encoding
+    excluded: tuple[Excluded, ...]
+    names: tuple[str, ...]
+    encodings: dict[str, str]  # encoding -> a model id that uses it (token counts are per encoding)
+    min_context: float  # the smallest input window among the rows
+    min_output: float  # the smallest maximum output among the rows
+    prices: tuple[Price, ...]  # of the rows
+    by_cost: bool  # the tier's policy ranks by estimated cost alone: the router sorts, cheaply
+
+    @classmethod
+    def build(cls, tier: TierSpec, models: list[ModelSpec]) -> _TierModels:
+        in_tier = [m for m in models if m.quality is not None and m.quality >= tier.min_quality]
+        excluded = [
+            Excluded(m.name, f"quality {m.quality if m.quality is not None else 'unset'} < {tier.min_quality:g}",
+                     "quality")
+            for m in models if m not in in_tier
+        ]
+        excluded += [Excluded(m.name, m.unavailable_reason, "unavailable") for m in in_tier if m.unavailable_reason]
+        # Best quality first (then name): policies sort stably, so this order breaks their ties.
+        ranked = sorted((m for m in in_tier if not m.unavailable_reason), key=lambda m: (-(m.quality or 0.0), m.name))
+        rows = tuple((m, encoding_name_for(m.upstream_model)) for m in ranked)
+        return cls(
+            in_tier, rows, tuple(excluded), tuple(m.name for m, _ in rows),
+            {enc: m.upstream_model for m, enc in reversed(rows)},
+            min((m.max_input_tokens or inf for m, _ in rows), default=inf),
+            min((m.max_output_tokens or inf for m, _ in rows), default=inf),
+            tuple(m.price for m, _ in rows), bool(getattr(tier.policy, "ranks_by_cost", False)),
+        )
 
 
 def needed_capabilities(body: dict[str, Any]) -> set[str]:
@@ -96,35 +133,14 @@ class Router:
         self._tokens = tokens
         self.state = state
         self._latency: dict[str, float] = {}  # model -> running mean duration, this process
-        self._pending: set[asyncio.Task[None]] = set()
-        # Quality never changes at run time: split each tier's models once.
+        # Quality, keys and prices never change at run time: split each tier's models once.
         models = sorted(settings.models.values(), key=lambda m: m.name)
-        self._by_quality: dict[str, tuple[list[ModelSpec], tuple[Excluded, ...]]] = {}
-        self._baselines: dict[str, ModelSpec | None] = {}
-        for tier in settings.tiers.values():
-            in_tier = [m for m in models if m.quality is not None and m.quality >= tier.min_quality]
-            below = tuple(
-                Excluded(m.name, f"quality {m.quality if m.quality is not None else 'unset'} < {tier.min_quality:g}",
-                         "quality")
-                for m in models if m not in in_tier
-            )
-            self._by_quality[tier.name] = (in_tier, below)
-            self._baselines[tier.name] = self._baseline(tier, in_tier)
-        self._encoding = {m.name: encoding_name_for(m.upstream_model) for m in models}
+        self._tiers = {tier.name: _TierModels.build(tier, models) for tier in settings.tiers.values()}
+        self._baselines = {t.name: self._baseline(t, self._tiers[t.name].in_tier) for t in settings.tiers.values()}
 
     def observe_output(self, model: str, output_tokens: int) -> None:
         """A completed call: reset the model's failure streak, learn its output length."""
-        if isinstance(self.state, MemoryRoutingState):
-            self.state.record_success(model, output_tokens)  # no I/O: no task needed
-            return
-        task = asyncio.get_running_loop().create_task(self.state.succeeded(model, output_tokens))
-        self._pending.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._pending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("routing state update failed: %r", task.exception())
+        self.state.record_success(model, output_tokens)
 
     def observe_latency(self, model: str, seconds: float) -> None:
         old = self._latency.get(model)
@@ -133,35 +149,52 @@ class Router:
     def tier(self, name: str) -> TierSpec | None:
         return self._settings.tiers.get(name)
 
-    async def plan(self, tier: TierSpec, body: dict[str, Any]) -> RoutePlan:
-        """Rank the tier's candidates for this request; raises if none qualifies."""
-        in_tier, below = self._by_quality[tier.name]
-        excluded = list(below)
-        snapshot = await self.state.snapshot([m.name for m in in_tier])
-        needs = needed_capabilities(body)
+    async def plan(self, tier: TierSpec, body: dict[str, Any], limit: int | None = None) -> RoutePlan:
+        """Rank the tier's candidates for this request; raises if none qualifies. With `limit`
+        (what a request may try), a policy that ranks by cost gets only that many built."""
+        models = self._tiers[tier.name]
+        snapshot = await self.state.snapshot(models.names)
         max_tokens = _max_tokens(body)
-        counts: dict[str, int] = {}
-        candidates = []
-        for spec in in_tier:
-            enc = self._encoding[spec.name]
-            if enc not in counts:
-                counts[enc] = self._tokens.count_messages(body["messages"], spec.upstream_model, body.get("tools"))
-            reason = self._exclusion(spec, snapshot, needs, counts[enc], max_tokens)
-            if reason is not None:
-                excluded.append(Excluded(spec.name, *reason))
-                continue
-            output = max_tokens or self._expected_output(spec.name, snapshot)
-            cost = estimate_cost(spec.price, counts[enc], output)
-            candidates.append(Candidate(spec.name, spec.quality or 0.0, cost, counts[enc], output,
-                                        self._latency.get(spec.name)))
-        if not candidates:
+        counts = {enc: self._tokens.count_messages(body["messages"], model, body.get("tools"))
+                  for enc, model in models.encodings.items()}
+        excluded = list(models.excluded)
+        rows, prices = self._live(models, snapshot, needed_capabilities(body), counts, max_tokens, excluded)
+        if not rows:
             raise _no_candidate(tier, excluded)
-        ranked = tier.policy.rank(candidates, tier.route)
-        return RoutePlan(tier, ranked, excluded, self._baselines[tier.name])
+        inputs = [counts[enc] for _, enc in rows]
+        if max_tokens:
+            outs = [max_tokens] * len(rows)
+        else:
+            default, learned = self._settings.routing.default_output_tokens, snapshot.outputs
+            outs = [round(learned.get(spec.name, default)) for spec, _ in rows]
+        costs = estimate_costs(prices, inputs, outs)
+        order = sorted(range(len(rows)), key=costs.__getitem__)[:limit] if models.by_cost else range(len(rows))
+        latency = self._latency
+        candidates = [Candidate(rows[i][0].name, rows[i][0].quality or 0.0, costs[i], inputs[i], outs[i],
+                                latency.get(rows[i][0].name)) for i in order]
+        ranked = candidates if models.by_cost else tier.policy.rank(candidates, tier.route)
+        return RoutePlan(tier, ranked, excluded, self._baselines[tier.name], len(rows))
+
+    def _live(
+        self, models: _TierModels, snapshot: Snapshot, needs: set[str], counts: dict[str, int],
+        max_tokens: int | None, excluded: list[Excluded],
+    ) -> tuple[Sequence[tuple[ModelSpec, str]], Sequence[Price]]:
+        """The rows that can serve this request (and their prices); the others go to `excluded`."""
+        if not (snapshot.cooling or needs or max(counts.values()) + (max_tokens or 0) > models.min_context
+                or (max_tokens and max_tokens > models.min_output)):
+            return models.rows, models.prices  # the common case: nothing to check per model
+        rows = []
+        for spec, enc in models.rows:
+            reason = self._exclusion(spec, snapshot, needs, counts[enc], max_tokens)
+            if reason is None:
+                rows.append((spec, enc))
+            else:
+                excluded.append(Excluded(spec.name, *reason))
+        return rows, [spec.price for spec, _ in rows]
 
     async def estimate(self, spec: ModelSpec, body: dict[str, Any]) -> dict[str, Any]:
         """POST /v1/estimate for a model asked for by name: its cost, no routing."""
-        snapshot = await self.state.snapshot([spec.name])
+        snapshot = await self.state.snapshot((spec.name,))
         tokens = self._tokens.count_messages(body["messages"], spec.upstream_model, body.get("tools"))
         output = _max_tokens(body) or self._expected_output(spec.name, snapshot)
         cost = estimate_cost(spec.price, tokens, output) / 10**12
@@ -177,8 +210,6 @@ class Router:
     def _exclusion(
         self, spec: ModelSpec, snapshot: Snapshot, needs: set[str], input_tokens: int, max_tokens: int | None
     ) -> tuple[str, str] | None:
-        if spec.unavailable_reason:
-            return spec.unavailable_reason, "unavailable"
         if spec.name in snapshot.cooling:
             return f"cooling down ({snapshot.cooling[spec.name]:.0f}s left)", "cooling"
         missing = needs - spec.capabilities if needs else None

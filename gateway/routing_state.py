@@ -5,8 +5,10 @@ both across processes and replicas.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,7 +28,7 @@ class Snapshot:
 
 
 class RoutingState(Protocol):
-    async def snapshot(self, models: list[str]) -> Snapshot: ...
+    async def snapshot(self, models: Sequence[str]) -> Snapshot: ...
 
     async def failed(self, model: str) -> bool:
         """Count a consecutive failure; True if the model now cools down."""
@@ -34,7 +36,10 @@ class RoutingState(Protocol):
 
     async def cool(self, model: str, seconds: float) -> None: ...
 
-    async def succeeded(self, model: str, output_tokens: int) -> None: ...
+    def record_success(self, model: str, output_tokens: int) -> None:
+        """A completed call: reset the model's failure streak, learn its output length. No I/O on
+        the request path: shared backends write it back in the background."""
+        ...
 
 
 @dataclass
@@ -44,10 +49,10 @@ class MemoryRoutingState:
     _cool_until: dict[str, float] = field(default_factory=dict)
     _outputs: dict[str, float] = field(default_factory=dict)
 
-    async def snapshot(self, models: list[str]) -> Snapshot:
+    async def snapshot(self, models: Sequence[str]) -> Snapshot:
         now = time.monotonic()
-        cooling = {m: until - now for m in models if (until := self._cool_until.get(m, 0.0)) > now}
-        return Snapshot(cooling, {m: self._outputs[m] for m in models if m in self._outputs})
+        cooling = {m: until - now for m, until in self._cool_until.items() if until > now and m in models}
+        return Snapshot(cooling, self._outputs)  # read-only use; no copy needed
 
     async def failed(self, model: str) -> bool:
         count = self._failures.get(model, 0) + 1
@@ -60,9 +65,6 @@ class MemoryRoutingState:
 
     async def cool(self, model: str, seconds: float) -> None:
         self._cool_until[model] = max(self._cool_until.get(model, 0.0), time.monotonic() + seconds)
-
-    async def succeeded(self, model: str, output_tokens: int) -> None:
-        self.record_success(model, output_tokens)
 
     def record_success(self, model: str, output_tokens: int) -> None:
         self._failures.pop(model, None)
@@ -81,14 +83,17 @@ if n >= tonumber(ARGV[1]) then
 end
 return 0
 """
-# KEYS[1] = output estimate; ARGV = observed tokens, alpha, ttl ms
+# KEYS[1] = output estimate, KEYS[2] = failure streak; ARGV = mean of k observations,
+# weight of those k observations (1 - (1 - alpha)^k), ttl ms
 _OUTPUT_LUA = """
+redis.call('DEL', KEYS[2])
 local old = redis.call('GET', KEYS[1])
 local new = tonumber(ARGV[1])
 if old then new = tonumber(old) + tonumber(ARGV[2]) * (new - tonumber(old)) end
 redis.call('SET', KEYS[1], tostring(new), 'PX', ARGV[3])
 return tostring(new)
 """
+_OUTPUT_TTL_MS = 7 * 24 * 3600 * 1000
 
 
 class RedisRoutingState:
@@ -103,36 +108,69 @@ class RedisRoutingState:
         self._prefix = f"{prefix}:{{gw-routing}}"
         self._fail = redis.register_script(_FAIL_LUA)
         self._output = redis.register_script(_OUTPUT_LUA)
+        # Per model list: (fetched at, snapshot). Refetched when older than the refresh interval
+        # or when this process has just cooled a model.
+        self._cache: dict[Sequence[str], tuple[float, Snapshot]] = {}
+        self._successes: dict[str, list[int]] = {}  # model -> [sum, count] not yet written back
+        self._flush: asyncio.Task[None] | None = None
 
     def _key(self, kind: str, model: str) -> str:
         return f"{self._prefix}:{kind}:{model}"
 
-    async def snapshot(self, models: list[str]) -> Snapshot:
+    async def snapshot(self, models: Sequence[str]) -> Snapshot:
+        cached = self._cache.get(models)
+        if cached is not None and time.monotonic() - cached[0] < self._config.shared_state_refresh_s:
+            return cached[1]
         try:
-            return await self._snapshot(models)
+            snapshot = await self._snapshot(models)
         except redis_errors() as exc:
             log.warning("routing state: Redis unavailable, using this process's memory: %r", exc)
             return await self._local.snapshot(models)
+        self._cache[models] = (time.monotonic(), snapshot)
+        return snapshot
 
     async def failed(self, model: str) -> bool:
         try:
-            return await self._failed(model)
+            cooled = await self._failed(model)
         except redis_errors():
-            return await self._local.failed(model)
+            cooled = await self._local.failed(model)
+        if cooled:
+            self._cache.clear()
+        return cooled
 
     async def cool(self, model: str, seconds: float) -> None:
         try:
             await self._cool(model, seconds)
         except redis_errors():
             await self._local.cool(model, seconds)
+        self._cache.clear()
 
-    async def succeeded(self, model: str, output_tokens: int) -> None:
+    def record_success(self, model: str, output_tokens: int) -> None:
+        pending = self._successes.setdefault(model, [0, 0])
+        pending[0] += output_tokens
+        pending[1] += 1
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.get_running_loop().create_task(self._write_successes())
+
+    async def _write_successes(self) -> None:
+        """Write the successes of the last refresh interval back in one pipeline: each model's
+        failure streak ends, and its output estimate takes the batch's mean at the weight the
+        batch's observations would have had one by one."""
+        await asyncio.sleep(self._config.shared_state_refresh_s)
+        batch, self._successes = self._successes, {}
         try:
-            await self._succeeded(model, output_tokens)
-        except redis_errors():
-            await self._local.succeeded(model, output_tokens)
+            pipe = self._redis.pipeline(transaction=False)
+            for model, (total, count) in batch.items():
+                weight = 1 - (1 - _ALPHA) ** count
+                keys = [self._key("out", model), self._key("fails", model)]
+                await self._output(keys=keys, args=[total / count, weight, _OUTPUT_TTL_MS], client=pipe)
+            await pipe.execute()
+        except redis_errors() as exc:
+            log.warning("routing state: could not write back successes: %r", exc)
+            for model, (total, count) in batch.items():
+                self._local.record_success(model, round(total / count))
 
-    async def _snapshot(self, models: list[str]) -> Snapshot:
+    async def _snapshot(self, models: Sequence[str]) -> Snapshot:
         pipe = self._redis.pipeline(transaction=False)
         for m in models:
             pipe.pttl(self._key("cool", m))
@@ -151,7 +189,3 @@ class RedisRoutingState:
 
     async def _cool(self, model: str, seconds: float) -> None:
         await self._redis.set(self._key("cool", model), "1", px=max(int(seconds * 1000), 1))
-
-    async def _succeeded(self, model: str, output_tokens: int) -> None:
-        await self._redis.delete(self._key("fails", model))
-        await self._output(keys=[self._key("out", model)], args=[output_tokens, _ALPHA, 7 * 24 * 3600 * 1000])

@@ -27,6 +27,7 @@ _CL100K_PREFIXES = ("gpt-4", "gpt-3.5", "gpt-35")
 _PER_MESSAGE = 3
 _PER_NAME = 1
 _REPLY_PRIMING = 3
+_ONE_TOKEN_ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})  # in every encoding
 # Tool definitions: overheads measured against the API for o200k-era and cl100k-era models.
 _TOOLS = MappingProxyType({"o200k_base": (7, 3, 3, -3, 3, 12), "cl100k_base": (10, 3, 3, -3, 3, 12)})
 _IMAGE_LOW, _IMAGE_HIGH = 85, 765  # low detail; high detail assumed 1024x1024 (4 tiles + base)
@@ -42,11 +43,40 @@ def encoding_name_for(model: str) -> str:
     return "o200k_base"
 
 
+class _CountMemo:
+    """Token counts of recently counted texts of one encoding. Chat clients resend the same
+    system prompt and conversation history on every turn, and on the request path a tiktoken
+    call costs ~15-20 us even for a few words. Bounded by the characters it holds; the oldest
+    entries go first."""
+
+    def __init__(self, max_chars: int) -> None:
+        self._counts: dict[str, int] = {}
+        self._chars = 0
+        self._max_chars = max_chars
+        self._lock = threading.Lock()
+
+    def get(self, text: str) -> int | None:
+        return self._counts.get(text)
+
+    def put(self, text: str, count: int) -> None:
+        if len(text) > self._max_chars // 8:
+            return  # no single text may flush the rest
+        with self._lock:
+            if text not in self._counts:
+                self._counts[text] = count
+                self._chars += len(text)
+            while self._chars > self._max_chars:
+                oldest = next(iter(self._counts))
+                self._chars -= len(oldest)
+                del self._counts[oldest]
+
+
 class TokenCounter:
     """Loads encodings lazily (about 0.3-0.5 s each) and caches them; thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, memo_chars: int = 4_000_000) -> None:
         self._encodings: dict[str, tiktoken.Encoding] = {}
+        self._memos = {name: _CountMemo(memo_chars) for name in ("o200k_base", "cl100k_base")}
         self._lock = threading.Lock()
 
     def encoding(self, name: str) -> tiktoken.Encoding:
@@ -80,10 +110,16 @@ class TokenCounter:
         self, messages: list[Any], model: str, tools: list[Any] | None = None
     ) -> int:
         enc_name = encoding_name_for(model)
-        enc = self.encoding(enc_name)
+        enc, memo = self.encoding(enc_name), self._memos[enc_name]
 
         def n(text: str) -> int:
-            return len(enc.encode(text, disallowed_special=())) if text else 0
+            if not text:
+                return 0
+            count = memo.get(text)
+            if count is None:
+                count = len(enc.encode(text, disallowed_special=()))
+                memo.put(text, count)
+            return count
 
         total = _REPLY_PRIMING
         for message in messages:
@@ -95,6 +131,8 @@ class TokenCounter:
                     total += _content_tokens(value, n)
                 elif key == "tool_calls" and isinstance(value, list):
                     total += _tool_call_tokens(value, n)
+                elif key == "role" and value in _ONE_TOKEN_ROLES:
+                    total += 1
                 elif isinstance(value, str):
                     total += n(value)
                     if key == "name":

@@ -9,9 +9,12 @@ from typing import Protocol
 __all__ = ["Candidate", "RoutingPolicy", "TierRoute"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Candidate:
-    """A model that qualifies for the request, with what the gateway expects it to cost."""
+    """A model that qualifies for the request, with what the gateway expects it to cost.
+
+    Treat it as read-only. (Not `frozen`: a frozen dataclass costs ~1.4 us more to build, and
+    routing builds one per candidate per request.)"""
 
     model: str
     quality: float
@@ -34,5 +37,6 @@ class RoutingPolicy(Protocol):
     name: str
 
     def rank(self, candidates: Sequence[Candidate], tier: TierRoute) -> list[Candidate]:
-        """All candidates, best first. Must not drop or invent any."""
+        """All candidates, best first. Must not drop or invent any. They arrive sorted by quality,
+        highest first, then by name, so a stable sort keeps that order among ties."""
         ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,12 +15,15 @@ from test_routing import SHORT, routing_config
 
 from gateway.fake_upstream import FakeUpstreamThread
 
+REFRESH_S = 0.2
+
 
 @pytest.fixture()
 def two_gateways(upstream: FakeUpstreamThread, redis_url: str) -> Iterator[tuple[Gateway, Gateway]]:
     config: dict[str, Any] = {**routing_config(upstream), "redis_url": redis_url,
                               "redis_prefix": f"test-{uuid.uuid4().hex[:8]}"}
     config["tiers"] = {k: v for k, v in config["tiers"].items() if k != "custom"}
+    config["routing"] = {**config.get("routing", {}), "shared_state_refresh_s": REFRESH_S}
     a, b = Gateway(config), Gateway(config)
     yield a, b
     a.stop()
@@ -42,6 +46,7 @@ def test_cooldown_and_learned_output_are_shared_across_processes(
     upstream.script("r-cheap", {"output_tokens": 33})
     a.client().chat.completions.create(model="standard", messages=[{"role": "user", "content": "word " * 2000}],
                                        max_tokens=10)
+    time.sleep(2.5 * REFRESH_S)  # A writes successes back, B refetches, each once per refresh interval
     plan = httpx.post(f"{b.url}/v1/estimate", json={"model": "standard", "messages": SHORT}).json()
     learned = {c["model"]: c["expected_output_tokens"] for c in plan["candidates"]}
     assert learned["cheap"] == 33  # learned on A, used by B
@@ -66,6 +71,7 @@ def test_routing_survives_redis_going_away(upstream: FakeUpstreamThread, tmp_pat
             time.sleep(0.05)
         config: dict[str, Any] = {**routing_config(upstream), "redis_url": f"redis://127.0.0.1:{port}/0"}
         config["tiers"] = {"premium": {"min_quality": 88}}
+        config["routing"] = {**config.get("routing", {}), "shared_state_refresh_s": 0}  # every request asks Redis
         gw = Gateway(config)
         try:
             assert gw.client().chat.completions.create(model="premium", messages=SHORT).choices

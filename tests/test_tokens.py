@@ -60,3 +60,15 @@ def test_encodings_load_without_network() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["2", "2"]
+
+
+def test_count_memo_gives_the_same_figures_and_stays_bounded() -> None:
+    counter = TokenCounter(memo_chars=800)
+    texts = [f"message number {i} " * 5 for i in range(40)]  # ~100 chars each: the memo must evict
+    first = [counter.count_messages([{"role": "user", "content": t}], "gpt-4o") for t in texts]
+    again = [counter.count_messages([{"role": "user", "content": t}], "gpt-4o") for t in texts]
+    assert first == again
+    memo = counter._memos["o200k_base"]
+    assert 0 < memo._chars <= 800 and len(memo._counts) < len(texts)
+    fresh = TokenCounter(memo_chars=0)  # nothing memoised: the same figures
+    assert [fresh.count_messages([{"role": "user", "content": t}], "gpt-4o") for t in texts] == first

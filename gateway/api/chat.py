@@ -77,7 +77,7 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
         if tier is None:
             return await attempt(state.resolve_model(body["model"]))
         call.tier = tier.name
-        plan = await state.router.plan(tier, body)
+        plan = await state.router.plan(tier, body, state.settings.routing.max_attempts)
         call.baseline = plan.baseline
         return await run_with_failover(call, plan, attempt)
     except GatewayError as exc:
