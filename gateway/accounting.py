@@ -55,6 +55,7 @@ def settle(
         saved = price_usage(usage, call.baseline.price).total - cost.total
         if saved > 0:
             metrics.child(metrics.routing_saved, call.tier).inc(saved / PICO_PER_USD)
+    state.prefix.settle(spec, call.prefix, usage)  # a cut-off stream's prompt was still read (and cached)
     if complete:
         state.router.observe_output(spec.name, usage.completion_tokens)
     return Settled(usage, usage_dict, cost)

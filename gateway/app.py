@@ -22,6 +22,8 @@ from gateway.catalog import builtin_config
 from gateway.config import load_config
 from gateway.memory import release_free_memory
 from gateway.metrics import Metrics
+from gateway.prefix_cache import PrefixCache
+from gateway.prefix_index import MemoryPrefixIndex, PrefixIndex, RedisPrefixIndex
 from gateway.price_table import load_price_table
 from gateway.providers.registry import build_providers
 from gateway.routing import Router
@@ -87,6 +89,12 @@ def _response_cache(settings: Settings, redis: Any) -> CacheStore | None:
     return RedisCacheStore(redis, settings.redis_prefix)
 
 
+def _prefix_index(settings: Settings, redis: Any) -> PrefixIndex:
+    if redis is None:
+        return MemoryPrefixIndex(settings.prefix.max_entries)
+    return RedisPrefixIndex(redis, settings.redis_prefix, settings.prefix.max_entries)
+
+
 def _warm_up(tokens: TokenCounter, upstream_ids: list[str]) -> None:
     tokens.warm_up(upstream_ids)
     gc.collect()
@@ -103,9 +111,10 @@ def create_app(settings: Settings) -> GatewayASGI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = UpstreamPool()
         redis = _redis(settings)
-        router = Router(settings, tokens, _routing_state(settings, redis))
+        prefix = PrefixCache(settings.prefix, tokens, _prefix_index(settings, redis), app_metrics)
+        router = Router(settings, tokens, _routing_state(settings, redis), prefix)
         app.state.gw = AppState(
-            settings, app_metrics, tokens, pool, build_providers(pool), router, settings.secrets(), redis,
+            settings, app_metrics, tokens, pool, build_providers(pool), router, prefix, settings.secrets(), redis,
             _response_cache(settings, redis),
         )
         # Encodings take ~0.5 s to load: do it off the event loop after start-up, not before.

@@ -16,6 +16,7 @@ from gateway.settings import ModelSpec
 from gateway.state import AppState
 
 if TYPE_CHECKING:
+    from gateway.prefix_cache import PrefixPlan
     from gateway.routing import RoutePlan
 
 __all__ = ["Call", "read_body", "request_id"]
@@ -54,6 +55,7 @@ class Call:
     tier: str = ""
     team: str = ""
     plan: RoutePlan | None = None  # when routed: x-gateway-route explains the choice
+    prefix: PrefixPlan | None = None  # prompt-cache predictions (long prompts only)
     baseline: ModelSpec | None = None  # the tier's baseline, for routing savings
     cache_key: str | None = None  # response-cache key of the current attempt
     cache_write: bool = False  # may the answer be stored

@@ -93,9 +93,20 @@ class CacheLayer(_Strict):
     max_memory_bytes: int = Field(64 << 20, gt=0)  # bound of the in-process store (no Redis)
 
 
+class PrefixLayer(_Strict):
+    """The prompt-prefix index: which prompt prefixes are warm at which model."""
+
+    enabled: bool = True
+    ttl_s: int = Field(300, gt=0)  # how long a provider keeps a prefix warm (OpenAI and Anthropic: ~5 min)
+    max_entries: int = Field(200_000, gt=0)  # block hashes kept per model (16 bytes each, ~2 MB in memory)
+    # Anthropic cache_control breakpoints added by the gateway: off | auto (when a prefix long
+    # enough to cache was already sent within ttl_s, so the write is repaid by reads) | always.
+    cache_control: Literal["off", "auto", "always"] = "auto"
+
+
 class CacheConfig(_Strict):
     response: CacheLayer = Field(default_factory=lambda: CacheLayer.model_validate({"ttl_s": 3600}))
-    prefix: CacheLayer = Field(default_factory=lambda: CacheLayer.model_validate({"ttl_s": 300}))
+    prefix: PrefixLayer = Field(default_factory=PrefixLayer)
 
 
 class GatewayConfig(_Strict):

@@ -59,6 +59,14 @@ class Metrics:
         )
         self.cache_requests = counter("gateway_cache_requests_total", "Cache lookups by result.", ["cache", "result"])
         self.cache_saved = counter("gateway_cache_saved_usd_total", "What cache hits would have cost.", ["cache"])
+        self.cache_write_premium = counter(
+            "gateway_cache_write_premium_usd_total",
+            "What prompt-cache writes cost above plain input (Anthropic: 1.25x or 2x the input price).", [],
+        )
+        self.prefix_prediction = counter(
+            "gateway_prefix_prediction_tokens_total",
+            "Predicted vs actual cached prompt tokens (outcome: correct | over | under).", ["outcome"],
+        )
         self.cache_errors = counter("gateway_cache_errors_total", "Cache operations that failed (bypassed).", ["cache"])
         self.usage_estimated = counter(
             "gateway_usage_estimated_total",

@@ -12,11 +12,14 @@ reasoning, and reasoning.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["PICO_PER_USD", "Cost", "Price", "Rates", "Usage", "estimate_cost", "price_usage"]
+__all__ = [
+    "PICO_PER_USD", "Cost", "Price", "Rates", "Usage", "cache_effect", "estimate_cost", "estimate_costs", "price_usage",
+    "usd_text",
+]
 
 PICO_PER_USD = 10**12
 _PICO_PER_USD_PER_MTOK = 10**6  # $1 per million tokens == 1e6 pico-USD per token
@@ -180,21 +183,35 @@ class Cost:
         }
 
 
-def estimate_cost(price: Price, input_tokens: int, output_tokens: int) -> int:
-    """The cost in pico-USD of `input_tokens` uncached input and `output_tokens` output: what
-    `price_usage(Usage(input=..., output=...), price).total` returns, without building the
+def estimate_cost(price: Price, input_tokens: int, output_tokens: int, cached: int = 0, write: int = 0) -> int:
+    """The cost in pico-USD of a prompt of `input_tokens` of which `cached` are expected to be
+    read from the provider's prompt cache and `write` written to it (5-minute), plus
+    `output_tokens` output: what `price_usage` returns for that usage, without building the
     per-bucket breakdown (routing prices every candidate of every request with it)."""
-    rates = price.rates_for(input_tokens)
-    return input_tokens * rates.input + output_tokens * rates.output
+    r = price.rates_for(input_tokens)
+    return ((input_tokens - cached - write) * r.input + cached * r.cached_input + write * r.cache_write_5m
+            + output_tokens * r.output)
 
 
 def estimate_costs(prices: Sequence[Price], inputs: Sequence[int], outputs: Sequence[int]) -> list[int]:
-    """`estimate_cost` for many models at once, in order (routing prices every candidate of
-    every request)."""
+    """`estimate_cost` for many models at once, in order, with nothing cached (routing prices
+    every candidate of every request)."""
     return [
         n * (r := p.base if not p.tiers else p.rates_for(n)).input + o * r.output
         for p, n, o in zip(prices, inputs, outputs, strict=True)
     ]
+
+
+def cache_effect(usage: Usage, price: Price) -> tuple[int, int]:
+    """(read savings, write premium) in pico-USD of the prompt-cache tokens in `usage`: what the
+    cached reads would have cost as plain input minus what they cost, and what the cache writes
+    cost minus what they would have cost as plain input."""
+    actual = price_usage(usage, price)
+    plain_reads = price_usage(replace(usage, input=usage.input + usage.cached_input, cached_input=0), price)
+    writes = usage.cache_write_5m + usage.cache_write_1h
+    plain_writes = price_usage(replace(usage, input=usage.input + writes, cache_write_5m=0, cache_write_1h=0), price)
+    return (plain_reads.input - actual.input - actual.cached_input,
+            actual.input + actual.cache_write - plain_writes.input)
 
 
 def price_usage(usage: Usage, price: Price) -> Cost:

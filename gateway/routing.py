@@ -15,7 +15,9 @@ from math import inf
 from typing import Any
 
 from gateway.errors import InvalidRequest, ServiceUnavailable
+from gateway.prefix_cache import PrefixCache, PrefixPlan
 from gateway.pricing import Price, estimate_cost, estimate_costs, usd_text
+from gateway.prompt_cache_rules import OPENAI_MIN_TOKENS, Prediction
 from gateway.routing_state import RoutingState, Snapshot
 from gateway.settings import ModelSpec, Settings, TierSpec
 from gateway.tokens import TokenCounter, encoding_name_for
@@ -40,6 +42,7 @@ class RoutePlan:
     excluded: list[Excluded]
     baseline: ModelSpec | None  # what savings are measured against
     count: int  # candidates that qualified (`ranked` may hold only the first few)
+    prefix: PrefixPlan | None = None  # prompt-cache predictions (long prompts only)
     failovers: list[str] = field(default_factory=list)  # "model (reason)" for each failed attempt
 
     def reason(self, chosen: str) -> str:
@@ -64,6 +67,7 @@ class RoutePlan:
             "estimated_cost_usd": usd(best.estimated_cost_pico),
             "candidates": [
                 {"model": c.model, "estimated_cost_usd": usd(c.estimated_cost_pico), "input_tokens": c.input_tokens,
+                 "cached_tokens": c.cached_tokens, "cache_write_tokens": c.cache_write_tokens,
                  "expected_output_tokens": c.expected_output_tokens, "quality": c.quality}
                 for c in self.ranked
             ],
@@ -108,6 +112,12 @@ class _TierModels:
         )
 
 
+def _clamp(prediction: Prediction, input_tokens: int) -> tuple[int, int]:
+    """(cached, write) tokens of a prediction, within the counted prompt."""
+    cached = min(prediction.cached, input_tokens)
+    return cached, min(prediction.write, input_tokens - cached)
+
+
 def needed_capabilities(body: dict[str, Any]) -> set[str]:
     needs = set()
     if body.get("tools") or body.get("functions"):
@@ -128,10 +138,13 @@ def _max_tokens(body: dict[str, Any]) -> int | None:
 
 
 class Router:
-    def __init__(self, settings: Settings, tokens: TokenCounter, state: RoutingState) -> None:
+    def __init__(
+        self, settings: Settings, tokens: TokenCounter, state: RoutingState, prefix: PrefixCache | None = None
+    ) -> None:
         self._settings = settings
         self._tokens = tokens
         self.state = state
+        self._prefix = prefix
         self._latency: dict[str, float] = {}  # model -> running mean duration, this process
         # Quality, keys and prices never change at run time: split each tier's models once.
         models = sorted(settings.models.values(), key=lambda m: m.name)
@@ -167,13 +180,21 @@ class Router:
         else:
             default, learned = self._settings.routing.default_output_tokens, snapshot.outputs
             outs = [round(learned.get(spec.name, default)) for spec, _ in rows]
-        costs = estimate_costs(prices, inputs, outs)
+        prefix = None
+        if self._prefix is not None and max(counts.values()) >= OPENAI_MIN_TOKENS:
+            prefix = await self._prefix.plan([spec for spec, _ in rows], body)
+        if prefix is None:
+            costs, cached = estimate_costs(prices, inputs, outs), None
+        else:
+            cached = [_clamp(prefix.prediction(spec.name), n) for (spec, _), n in zip(rows, inputs, strict=True)]
+            costs = [estimate_cost(spec.price, n, o, *c)
+                     for (spec, _), n, o, c in zip(rows, inputs, outs, cached, strict=True)]
         order = sorted(range(len(rows)), key=costs.__getitem__)[:limit] if models.by_cost else range(len(rows))
         latency = self._latency
         candidates = [Candidate(rows[i][0].name, rows[i][0].quality or 0.0, costs[i], inputs[i], outs[i],
-                                latency.get(rows[i][0].name)) for i in order]
+                                latency.get(rows[i][0].name), *(cached[i] if cached else (0, 0))) for i in order]
         ranked = candidates if models.by_cost else tier.policy.rank(candidates, tier.route)
-        return RoutePlan(tier, ranked, excluded, self._baselines[tier.name], len(rows))
+        return RoutePlan(tier, ranked, excluded, self._baselines[tier.name], len(rows), prefix)
 
     def _live(
         self, models: _TierModels, snapshot: Snapshot, needs: set[str], counts: dict[str, int],
@@ -197,9 +218,11 @@ class Router:
         snapshot = await self.state.snapshot((spec.name,))
         tokens = self._tokens.count_messages(body["messages"], spec.upstream_model, body.get("tools"))
         output = _max_tokens(body) or self._expected_output(spec.name, snapshot)
-        cost = estimate_cost(spec.price, tokens, output) / 10**12
-        candidate = {"model": spec.name, "estimated_cost_usd": cost, "input_tokens": tokens,
-                     "expected_output_tokens": output, "quality": spec.quality}
+        prefix = await self._prefix.plan([spec], body) if self._prefix and tokens >= OPENAI_MIN_TOKENS else None
+        cached, write = _clamp(prefix.prediction(spec.name), tokens) if prefix else (0, 0)
+        cost = estimate_cost(spec.price, tokens, output, cached, write) / 10**12
+        candidate = {"model": spec.name, "estimated_cost_usd": cost, "input_tokens": tokens, "cached_tokens": cached,
+                     "cache_write_tokens": write, "expected_output_tokens": output, "quality": spec.quality}
         return {"model": spec.name, "tier": None, "policy": None, "estimated_cost_usd": cost,
                 "candidates": [candidate], "excluded": [], "baseline_model": None}
 

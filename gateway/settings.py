@@ -13,7 +13,15 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
-from gateway.config import CacheLayer, ConfigError, GatewayConfig, ModelConfig, PriceFields, RoutingConfig
+from gateway.config import (
+    CacheLayer,
+    ConfigError,
+    GatewayConfig,
+    ModelConfig,
+    PrefixLayer,
+    PriceFields,
+    RoutingConfig,
+)
 from gateway.price_table import PriceTable
 from gateway.pricing import Price, Rates, per_mtok_to_pico
 from gateway.providers.defaults import defaults_for
@@ -69,6 +77,7 @@ class Settings:
     tiers: dict[str, TierSpec] = field(default_factory=dict)
     routing: RoutingConfig = field(default_factory=lambda: RoutingConfig.model_validate({}))
     cache: CacheLayer = field(default_factory=lambda: CacheLayer.model_validate({"ttl_s": 3600}))  # response cache
+    prefix: PrefixLayer = field(default_factory=PrefixLayer)  # prompt-prefix index
     max_body_bytes: int = 4 * 1024 * 1024
     redis_url: str | None = None
     redis_prefix: str = "gw"
@@ -206,6 +215,7 @@ def resolve_settings(config: GatewayConfig, table: PriceTable, source: str = "co
         tiers=tiers,
         routing=config.routing,
         cache=config.cache.response,
+        prefix=config.cache.prefix,
         max_body_bytes=config.max_body_bytes,
         redis_url=config.redis_url or os.environ.get("REDIS_URL") or None,
         redis_prefix=config.redis_prefix,

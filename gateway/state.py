@@ -8,6 +8,7 @@ from typing import Any
 from gateway.cache_store import CacheStore
 from gateway.errors import ModelNotFound, ServiceUnavailable
 from gateway.metrics import Metrics
+from gateway.prefix_cache import PrefixCache
 from gateway.providers.base import Provider
 from gateway.routing import Router
 from gateway.settings import ModelSpec, Settings
@@ -25,6 +26,7 @@ class AppState:
     pool: UpstreamPool
     providers: dict[str, Provider]
     router: Router
+    prefix: PrefixCache
     secrets: list[str] = field(default_factory=list)  # every credential held, for redaction
     redis: Any = None  # redis.asyncio.Redis when configured
     response_cache: CacheStore | None = None  # None when the response cache is disabled

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import threading
+from array import array
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import tiktoken
 
@@ -27,6 +28,7 @@ _CL100K_PREFIXES = ("gpt-4", "gpt-3.5", "gpt-35")
 _PER_MESSAGE = 3
 _PER_NAME = 1
 _REPLY_PRIMING = 3
+T = TypeVar("T")
 _ONE_TOKEN_ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})  # in every encoding
 # Tool definitions: overheads measured against the API for o200k-era and cl100k-era models.
 _TOOLS = MappingProxyType({"o200k_base": (7, 3, 3, -3, 3, 12), "cl100k_base": (10, 3, 3, -3, 3, 12)})
@@ -43,32 +45,32 @@ def encoding_name_for(model: str) -> str:
     return "o200k_base"
 
 
-class _CountMemo:
-    """Token counts of recently counted texts of one encoding. Chat clients resend the same
-    system prompt and conversation history on every turn, and on the request path a tiktoken
-    call costs ~15-20 us even for a few words. Bounded by the characters it holds; the oldest
+class _Memo(Generic[T]):
+    """Results for recently seen texts of one encoding. Chat clients resend the same system
+    prompt and conversation history on every turn, and on the request path a tiktoken call
+    costs ~15-20 us even for a few words. Bounded by the characters it holds; the oldest
     entries go first."""
 
     def __init__(self, max_chars: int) -> None:
-        self._counts: dict[str, int] = {}
+        self._items: dict[str, T] = {}
         self._chars = 0
         self._max_chars = max_chars
         self._lock = threading.Lock()
 
-    def get(self, text: str) -> int | None:
-        return self._counts.get(text)
+    def get(self, text: str) -> T | None:
+        return self._items.get(text)
 
-    def put(self, text: str, count: int) -> None:
+    def put(self, text: str, value: T) -> None:
         if len(text) > self._max_chars // 8:
             return  # no single text may flush the rest
         with self._lock:
-            if text not in self._counts:
-                self._counts[text] = count
+            if text not in self._items:
+                self._items[text] = value
                 self._chars += len(text)
             while self._chars > self._max_chars:
-                oldest = next(iter(self._counts))
+                oldest = next(iter(self._items))
                 self._chars -= len(oldest)
-                del self._counts[oldest]
+                del self._items[oldest]
 
 
 class TokenCounter:
@@ -76,7 +78,10 @@ class TokenCounter:
 
     def __init__(self, memo_chars: int = 4_000_000) -> None:
         self._encodings: dict[str, tiktoken.Encoding] = {}
-        self._memos = {name: _CountMemo(memo_chars) for name in ("o200k_base", "cl100k_base")}
+        names = ("o200k_base", "cl100k_base")
+        self._memos: dict[str, _Memo[int]] = {name: _Memo(memo_chars) for name in names}
+        # Token ids, for the prompt-prefix index (long prompts only): 4 bytes a token.
+        self._id_memos: dict[str, _Memo[array[int]]] = {name: _Memo(memo_chars) for name in names}
         self._lock = threading.Lock()
 
     def encoding(self, name: str) -> tiktoken.Encoding:
@@ -99,6 +104,15 @@ class TokenCounter:
         """Load the encodings these model ids need (each costs 0.3-0.5 s and 20-40 MB)."""
         for name in sorted({encoding_name_for(m) for m in models}):
             self.encoding(name)
+
+    def token_ids(self, text: str, encoding: str) -> array[int]:
+        """The token ids of `text` (memoised, so a resent system prompt is encoded once)."""
+        memo = self._id_memos[encoding]
+        ids = memo.get(text)
+        if ids is None:
+            ids = array("I", self.encoding(encoding).encode(text, disallowed_special=()))
+            memo.put(text, ids)
+        return ids
 
     def count_text(self, text: str, model: str) -> int:
         if not text:

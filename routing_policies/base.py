@@ -22,6 +22,8 @@ class Candidate:
     input_tokens: int
     expected_output_tokens: int
     latency_s: float | None = None  # recent average duration in this process; None if unseen
+    cached_tokens: int = 0  # prompt tokens expected to be read from the provider's prompt cache
+    cache_write_tokens: int = 0  # prompt tokens the gateway expects to write to it (Anthropic breakpoint)
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,13 +185,15 @@ def test_route_cli_agrees_with_the_endpoint(router_gw: Gateway, tmp_path: Path) 
     config = yaml.safe_load((router_gw.dir / "config.yaml").read_text())
     del config["tiers"]["custom"]  # its policy module is only on the gateway's PYTHONPATH
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    (tmp_path / "request.json").write_text(json.dumps({"model": "standard", "messages": LONG, "max_tokens": 10}))
+    # A prompt no test sent before: cold in the gateway's prefix index and in the CLI's (empty) one.
+    cold: Any = [{"role": "user", "content": "cold " * 2000}]
+    (tmp_path / "request.json").write_text(json.dumps({"model": "standard", "messages": cold, "max_tokens": 10}))
     out = subprocess.run(
         [sys.executable, "-m", "gateway", "route", "--tier", "standard", "--file", str(tmp_path / "request.json"),
          "--config", str(tmp_path / "config.yaml")], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
     cli = json.loads(out.stdout)
-    assert cli == estimate(router_gw, model="standard", messages=LONG, max_tokens=10)
+    assert cli == estimate(router_gw, model="standard", messages=cold, max_tokens=10)
 
 
 def test_streamed_request_fails_over_before_the_first_byte(router_gw: Gateway, upstream: FakeUpstreamThread) -> None:

@@ -17,6 +17,7 @@ from gateway.call import Call, read_body, request_id
 from gateway.chat_request import parse_chat_request
 from gateway.errors import GatewayError
 from gateway.failover import run_with_failover
+from gateway.prefix_cache import add_breakpoint
 from gateway.providers.base import Provider
 from gateway.response_cache import cache_key, cache_policy
 from gateway.settings import ModelSpec
@@ -65,6 +66,7 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
 
         async def attempt(spec: ModelSpec) -> Response | SSEResponse:
             call.spec, call.body = spec, {**body, "model": spec.upstream_model}
+            add_breakpoint(call.prefix, spec, call.body)
             if state.response_cache is not None and (policy.read or policy.write):
                 call.cache_key, call.cache_write = cache_key(_tenant(call, request), spec.name, body), policy.write
                 entry = await lookup(call) if policy.read else None
@@ -75,10 +77,12 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
 
         tier = state.router.tier(body["model"])
         if tier is None:
-            return await attempt(state.resolve_model(body["model"]))
+            spec = state.resolve_model(body["model"])
+            call.prefix = await state.prefix.plan([spec], body)
+            return await attempt(spec)
         call.tier = tier.name
         plan = await state.router.plan(tier, body, state.settings.routing.max_attempts)
-        call.baseline = plan.baseline
+        call.baseline, call.prefix = plan.baseline, plan.prefix
         return await run_with_failover(call, plan, attempt)
     except GatewayError as exc:
         call.failed(exc)
