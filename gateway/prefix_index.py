@@ -66,8 +66,10 @@ class MemoryPrefixIndex:
     async def record(self, model: str, hashes: Sequence[bytes], marker: bytes, ttl_s: float) -> None:
         entries = self._models.setdefault(model, {})
         expiry = time.monotonic() + ttl_s
-        for h in (*hashes, marker) if marker else hashes:
-            entries.pop(h, None)  # re-insert: dict order stays expiry order
+        # Re-insert, the chain's tail first: dict order is then eviction order, oldest records
+        # first and, within a record, its last blocks first, so the warm blocks stay a leading run.
+        for h in ([marker] if marker else []) + list(reversed(hashes)):
+            entries.pop(h, None)
             entries[h] = expiry
         while len(entries) > self._max:
             del entries[next(iter(entries))]
@@ -97,11 +99,13 @@ end
 return out
 """
 # KEYS[1] = the model's set. ARGV[1] = expiry ms, ARGV[2] = now ms, ARGV[3] = max entries,
-# ARGV[4] = key TTL ms, ARGV[5..] = hashes (and marker).
+# ARGV[4] = key TTL ms, ARGV[5..] = hashes in chain order (and marker). Each next hash expires
+# 1 us earlier, so eviction by score takes a chain's tail first and warm blocks stay a leading run.
 _RECORD = """
 local args = {}
+local expiry = tonumber(ARGV[1])
 for i = 5, #ARGV do
-  args[#args + 1] = ARGV[1]
+  args[#args + 1] = string.format('%.3f', expiry - (i - 5) * 0.001)
   args[#args + 1] = ARGV[i]
   if #args >= 1000 then redis.call('ZADD', KEYS[1], unpack(args)); args = {} end
 end
