@@ -95,14 +95,15 @@ class SpendJournal:
         return entries
 
     async def replay(self, apply: Callable[[Settlement], Awaitable[object]]) -> int:
-        """Apply every journaled settlement; the number applied. Raises whatever `apply` raises
-        (e.g. Redis still down), keeping what is not yet applied."""
+        """Apply every journaled settlement; how many changed anything (`apply` returning False
+        means "already applied"). Raises whatever `apply` raises (e.g. Redis still down),
+        keeping what is not yet applied."""
         self._move_aside()
         applied = 0
         for path in self._moved():
             for settlement in self._read(path):
-                await apply(settlement)
-                applied += 1
+                if await apply(settlement) is not False:
+                    applied += 1
             path.unlink()
         if applied:
             log.warning("spend journal: replayed %d settlements into Redis", applied)
