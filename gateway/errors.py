@@ -120,7 +120,7 @@ class RateLimited(GatewayError):
     status_code = 429
     error_type = "rate_limit_exceeded"
     code = "rate_limit_exceeded"
-    kind = "rate_limit"
+    kind: str | None = "rate_limit"
 
 
 class RateLimitExceeded(RateLimited):

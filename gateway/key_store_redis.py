@@ -20,6 +20,7 @@ either); an unknown one gets 503.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import time
@@ -163,7 +164,7 @@ class RedisKeyStore:
         self._teams[name] = (time.monotonic(), team)
         return team
 
-    async def list_teams(self) -> list[Team]:
+    async def list_teams(self) -> builtins.list[Team]:
         names = sorted(n.decode() for n in await self._redis.smembers(self._k("teams")))
         pipe = self._redis.pipeline(transaction=False)
         for name in names:

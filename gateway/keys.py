@@ -13,6 +13,7 @@ Budgets are integer pico-USD (`budget_pico`, see gateway.pricing); None means no
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import hashlib
 import secrets
@@ -225,7 +226,7 @@ class KeyStore(Protocol):
 
     async def get_team(self, name: str) -> Team | None: ...
 
-    async def list_teams(self) -> list[Team]: ...
+    async def list_teams(self) -> builtins.list[Team]: ...
 
 
 class MemoryKeyStore:
@@ -270,5 +271,5 @@ class MemoryKeyStore:
     async def get_team(self, name: str) -> Team | None:
         return self._teams.get(name)
 
-    async def list_teams(self) -> list[Team]:
+    async def list_teams(self) -> builtins.list[Team]:
         return sorted(self._teams.values(), key=lambda t: t.name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -17,7 +17,7 @@ from gateway.errors import AuthenticationFailed, InvalidRequest, NotFound, Permi
 from gateway.key_store_redis import RedisKeyStore
 from gateway.keys import KeyStore, MemoryKeyStore, Team, budget_pico_from_usd, check_allowed, secret_hash
 
-Scenario = Callable[[KeyStore], Awaitable[None]]
+Scenario = Callable[[KeyStore], Coroutine[Any, Any, None]]
 
 
 def run_on_both(redis_url: str, scenario: Scenario) -> None:
@@ -90,7 +90,7 @@ def test_teams(redis_url: str) -> None:
 
 def test_secret_is_stored_only_as_its_hash(redis_url: str) -> None:
     async def scenario() -> None:
-        client = Redis.from_url(redis_url)
+        client: Any = Redis.from_url(redis_url)
         prefix = f"test-{uuid.uuid4().hex[:8]}"
         store = RedisKeyStore(client, prefix=prefix)
         key, secret = await store.create(alias="a", team="t")
