@@ -89,7 +89,13 @@ def test_expired_holds_are_freed(redis_url: str) -> None:
         await asyncio.sleep(0.4)
         s = await budgets.spend(key)
         assert (s.spent, s.reserved, s.remaining) == (0, 0, 50)
-        await budgets.reserve(key, None, 50, hold_ttl_s=30)  # $0 spent is never refused for stale holds
+        fresh = await budgets.reserve(key, None, 50, hold_ttl_s=30)  # $0 spent: never refused for stale holds
+        await budgets.release(fresh)
+        slow = await budgets.reserve(key, None, 30, hold_ttl_s=0.3)
+        await asyncio.sleep(0.4)  # the request outlived its hold...
+        await budgets.settle(slow, 20)  # ...its cost still counts
+        s = await budgets.spend(key)
+        assert (s.spent, s.reserved, s.remaining) == (20, 0, 30)
 
     run_on_both(redis_url, scenario)
 
