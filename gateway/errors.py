@@ -5,8 +5,11 @@
     ├── AuthenticationFailed          401 authentication_error / invalid_api_key
     ├── PermissionDenied              403 permission_error
     ├── ModelNotFound                 404 invalid_request_error / model_not_found
+    ├── NotFound                      404 invalid_request_error / not_found (admin objects)
     ├── RequestTooLarge               413 invalid_request_error / request_too_large
     ├── RateLimited                   429 rate_limit_exceeded  (retry-after)
+    │   └── RateLimitExceeded         429 the key's own RPM/TPM limit (gateway-side, retry-after)
+    ├── BudgetExceeded                429 budget_exceeded  (x-should-retry: false)
     ├── UpstreamError                 502 upstream_error
     ├── ServiceUnavailable            503 service_unavailable
     └── UpstreamTimeout               504 upstream_timeout
@@ -22,10 +25,13 @@ import orjson
 
 __all__ = [
     "AuthenticationFailed",
+    "BudgetExceeded",
     "GatewayError",
     "InvalidRequest",
     "ModelNotFound",
+    "NotFound",
     "PermissionDenied",
+    "RateLimitExceeded",
     "RateLimited",
     "RequestTooLarge",
     "ServiceUnavailable",
@@ -98,6 +104,12 @@ class ModelNotFound(GatewayError):
     code = "model_not_found"
 
 
+class NotFound(GatewayError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
 class RequestTooLarge(GatewayError):
     status_code = 413
     error_type = "invalid_request_error"
@@ -108,7 +120,31 @@ class RateLimited(GatewayError):
     status_code = 429
     error_type = "rate_limit_exceeded"
     code = "rate_limit_exceeded"
-    kind = "rate_limit"
+    kind: str | None = "rate_limit"
+
+
+class RateLimitExceeded(RateLimited):
+    """A virtual key's own RPM/TPM limit (not an upstream failure, so no metric `kind`). Always
+    carries `retry-after` (whole seconds, rounded up, at least 1)."""
+
+    kind = None
+
+    def __init__(self, message: str, *, retry_after_s: float, headers: dict[str, str] | None = None) -> None:
+        seconds = max(1, -int(-retry_after_s // 1))  # ceil without floats drifting below 1
+        super().__init__(message, headers={"retry-after": str(seconds), **(headers or {})})
+        self.retry_after_s = retry_after_s
+
+
+class BudgetExceeded(GatewayError):
+    """The key's or its team's budget cannot cover this request's worst-case cost. Retrying will
+    not help until the period ends or the budget is raised."""
+
+    status_code = 429
+    error_type = "budget_exceeded"
+    code = "budget_exceeded"
+
+    def __init__(self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, param=param, headers={"x-should-retry": "false", **(headers or {})})
 
 
 class UpstreamError(GatewayError):
