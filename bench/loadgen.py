@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from time import perf_counter
 from types import MappingProxyType
@@ -120,7 +120,8 @@ async def _fire(session: aiohttp.ClientSession, url: str, body: bytes, sched: fl
 
 
 async def _open_loop(
-    url: str, body: bytes, rate: float, duration: float, warmup: float, stream: bool, keep: bool = False
+    url: str, body: bytes | Callable[[int], bytes], rate: float, duration: float, warmup: float, stream: bool,
+    keep: bool = False,
 ) -> dict:
     n_warm = int(round(warmup * rate))
     n_total = n_warm + int(round(duration * rate))
@@ -135,7 +136,8 @@ async def _open_loop(
             delay = sched - perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(_fire(session, url, body, sched, stream)))
+            payload = body(i) if callable(body) else body  # a callable gives each request its own body
+            tasks.append(asyncio.create_task(_fire(session, url, payload, sched, stream)))
         samples = await asyncio.gather(*tasks)
         cpu_util = (_cpu() - cpu0) / max(perf_counter() - wall0, 1e-9)
     measured = samples[n_warm:]
@@ -158,8 +160,8 @@ async def _open_loop(
 
 
 def open_loop(
-    url: str, body: bytes, rate: float, duration: float, warmup: float = 1.0, stream: bool = False,
-    keep: bool = False,
+    url: str, body: bytes | Callable[[int], bytes], rate: float, duration: float, warmup: float = 1.0,
+    stream: bool = False, keep: bool = False,
 ) -> dict:
     """Open-loop run at ``rate`` req/s for ``duration`` s after ``warmup`` s (discarded);
     ``keep=True`` adds the raw latencies (seconds) as ``latencies_s``."""

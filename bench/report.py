@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from cachephase import figures as cache_figures
+from cachephase import rows as cache_rows
 from routephase import figures as routing_figures
 
 # (key, description, comparison, limit) — checked against the figures computed by run.py; a limit
@@ -20,6 +22,9 @@ TARGETS: tuple[tuple[str, str, str, float | str], ...] = (
     ("rss_mb", "<= 120 MB", "<=", 120.0),
     ("routing_p50_added_ms", "<= 0.3 ms", "<=", 0.3),
     ("routing_rps_loss_pct", "loss <= noise", "<=", "routing_rps_noise_pct"),
+    ("cache_hit_p99_ms", "<= 2 ms", "<=", 2.0),
+    ("cache_miss_p50_added_ms", "<= 0.5 ms", "<=", 0.5),
+    ("prefix_lookup_32k_ms", "<= 0.5 ms", "<=", 0.5),
 )
 
 
@@ -33,6 +38,7 @@ def figures(res: dict[str, Any]) -> dict[str, float]:
         "cold_start_s": res["cold_start"]["median_s"],
         "rss_mb": res["rss"]["VmRSS"],
         **routing_figures(res),
+        **cache_figures(res),
     }
     for q in ("p50", "p99"):
         out[f"overhead_{q}_ms_200"] = (
@@ -128,6 +134,8 @@ def render(res: dict[str, Any]) -> str:
     rows.append(["Gateway RSS after load, VmRSS / VmHWM (MB)", "",
                  f"{_f(mem['VmRSS'], 1)} / {_f(mem['VmHWM'], 1)}", "", *verdict("rss_mb")])
     rows += routing_rows(res["routing"], verdict)
+    if res.get("cache"):
+        rows += cache_rows(res["cache"], verdict)
     main = _table(["Figure", "Direct", "Gateway", "Overhead", "Target (gateway)", "Result"], rows)
     text = main + "\n\n" + render_cpu(res)
     if res.get("warnings"):

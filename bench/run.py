@@ -24,6 +24,7 @@ from typing import Any
 import loadgen
 import procs
 import routecat
+from cachephase import caching
 from meter import CPUS, Meter, idle_check, wait_idle
 from procs import CHAT_PATH, BenchError, Procs
 from report import check_targets, figures, json_safe, render, warnings_for
@@ -165,6 +166,8 @@ def bench(args: argparse.Namespace, ps: Procs, tmp: Path) -> dict[str, Any]:
     # 7: routing, by name vs by tier on the gateway; memory again after it
     res["routing"] = routing(run, gw, up, args, log)
     res["routing"]["rss_after"] = procs.memory_mb(gw.pid)
+    # 8: caching (response cache hit/miss on extra gateways; prefix lookup in-process)
+    res["cache"] = caching(run, ps, tmp, config, run.urls["gateway"], args, log)
     # 5: cold start to first 200
     runs = []
     for i in range(args.cold_runs):

@@ -15,6 +15,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.catalog import BUILTIN_MODELS, DEFAULT_TIERS
 from gateway.config import parse_config
+from gateway.demo_cache import run_cached
 from gateway.demo_routing import ROUTED_MODELS, run_routed
 from gateway.fake_upstream import FakeUpstreamThread
 from gateway.price_table import load_price_table
@@ -129,11 +130,16 @@ def _settings(fake: FakeUpstreamThread) -> Settings:
     return resolve_settings(parse_config({"models": models, "tiers": tiers}, "demo"), load_price_table(), "demo")
 
 
-def _scraped(port: int, name: str) -> float:
+def _scraped(port: int, name: str, labels: str = "") -> float:
+    """The sum of `name`'s samples whose label text contains `labels` (e.g. 'cache="prefix"')."""
     import httpx
 
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+    total = 0.0
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample.partition("{")[0] == name and labels in sample:
+            total += float(value)
+    return total
 
 
 def run_demo() -> int:
@@ -146,6 +152,7 @@ def run_demo() -> int:
             client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="demo", max_retries=0)
             _print_totals(settings, _run_workload(client, fake), port)
             run_routed(client, fake, settings, lambda: f"{_scraped(port, 'gateway_routing_saved_usd_total'):.7f}")
+            run_cached(client, fake, lambda name, labels: _scraped(port, name, labels))
         finally:
             server.should_exit = True
             thread.join(5)

@@ -1,9 +1,9 @@
 """A prompt as a chain of fixed-size token blocks, the unit providers cache prefixes in.
 
 The prompt is laid out in the order providers read it (tools, then messages: system first),
-each message opened by a role marker. Block i's hash covers block i and, through block i-1's
-hash, everything before it: two prompts share the first k block hashes exactly when they
-share their first k blocks of tokens. The "stable prefix" is everything but the last message
+each message opened by a role marker. Block i's hash is the digest of every token up to the end
+of block i: two prompts share the first k block hashes exactly when they share their first k
+blocks of tokens. The "stable prefix" is everything but the last message
 (what a conversation's next turn resends unchanged); its own hash marks where an Anthropic
 cache breakpoint would go.
 """
@@ -82,18 +82,17 @@ def _layout(counter: TokenCounter, body: Mapping[str, Any], encoding: str) -> tu
 
 def prompt_blocks(counter: TokenCounter, body: Mapping[str, Any], encoding: str) -> PromptBlocks:
     stream, stable = _layout(counter, body, encoding)
-    data = stream.tobytes()
+    data = memoryview(stream.tobytes())
     width = BLOCK_TOKENS * stream.itemsize
+    running = blake2b(digest_size=_DIGEST)  # block i's hash: the digest of everything up to its end
     hashes: list[bytes] = []
-    previous = b""
-    for start in range(0, len(stream) - BLOCK_TOKENS + 1, BLOCK_TOKENS):
-        previous = blake2b(previous + data[start * stream.itemsize: start * stream.itemsize + width],
-                           digest_size=_DIGEST).digest()
-        hashes.append(previous)
-    full = stable // BLOCK_TOKENS
+    for start in range(0, len(stream) // BLOCK_TOKENS * width, width):
+        running.update(data[start:start + width])
+        hashes.append(running.copy().digest())
     stable_hash = b""
-    if stable:
+    if stable:  # the last block hash before it, plus the tokens after that block
+        full = stable // BLOCK_TOKENS
         head = hashes[full - 1] if full else b""
-        tail = data[full * width: stable * stream.itemsize]
-        stable_hash = blake2b(b"stable" + head + tail, digest_size=_DIGEST).digest()
+        stable_hash = blake2b(head + data[full * width: stable * stream.itemsize], digest_size=_DIGEST,
+                              person=b"stable").digest()
     return PromptBlocks(tuple(hashes), len(stream), stable, stable_hash)

@@ -1,0 +1,153 @@
+"""8: what caching costs and gives, on gateways with the response cache on (in memory, and in
+Redis when one answers on 127.0.0.1:6379) next to the main gateway (cache off):
+
+(a) response-cache hit: one deterministic request (temperature 0) repeated open-loop at 200/s
+    with a 50 ms upstream behind it; every request after the first is a hit;
+(b) response-cache miss: a different deterministic request each time (lookup + store), same
+    rate, against the same requests on the cache-off gateway; p50 difference;
+(c) prefix lookup: in-process, a 32k-token conversation already seen (token ids memoised, as
+    for a resent prompt): laying it out in 128-token blocks, chaining the hashes and looking up
+    15 models in the index (memory, and Redis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import loadgen
+import orjson
+from procs import CHAT_PATH, Procs
+
+SLOW = "bench-slow"  # 50 ms upstream
+RATE = 200.0
+
+
+def _redis_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.3) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(8).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _body(i: int, tag: str) -> bytes:
+    return orjson.dumps({"model": SLOW, "temperature": 0,
+                         "messages": [{"role": "user", "content": f"Say hello ({tag} {i})"}]})
+
+
+def _cache_config(config: Path, tmp: Path, store: str) -> Path:
+    text = config.read_text().replace("response: {enabled: false}", "response: {enabled: true, ttl_s: 600}")
+    if store == "redis":
+        text = f"redis_url: redis://127.0.0.1:6379/0\nredis_prefix: bench-{uuid.uuid4().hex[:8]}\n" + text
+    path = tmp / f"gateway-cache-{store}.yaml"
+    path.write_text(text)
+    return path
+
+
+def _open(url: str, body: Any, duration: float, warm: float) -> dict[str, Any]:
+    return loadgen.open_loop(url, body, RATE, duration, warm)
+
+
+def _prefix_lookup(redis: bool, rounds: int = 200) -> dict[str, float]:
+    from gateway.prefix_blocks import prompt_blocks
+    from gateway.prefix_index import MemoryPrefixIndex, RedisPrefixIndex
+    from gateway.tokens import TokenCounter
+
+    counter = TokenCounter()
+    turn = "The quarterly report covers revenue, churn, hiring and the product roadmap in detail. "
+    messages = [{"role": "system", "content": turn * 200}]  # ~3,200 tokens, then 40 turns of ~730
+    messages += [{"role": "user" if i % 2 else "assistant", "content": f"{i}: " + turn * 45} for i in range(40)]
+    body = {"messages": messages}
+    blocks = prompt_blocks(counter, body, "o200k_base")  # first sight: tokenised once
+    models = [f"m{i}" for i in range(15)]
+
+    async def timed(index: Any) -> float:
+        await index.record(models[3], blocks.hashes, b"", 300)
+        times = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            laid = prompt_blocks(counter, body, "o200k_base")
+            await index.lookup(models, laid.hashes, laid.stable_hash)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1000
+
+    out = {"prompt_tokens": float(blocks.tokens), "blocks": float(len(blocks.hashes)),
+           "memory_ms": asyncio.run(timed(MemoryPrefixIndex(200_000)))}
+    if redis:
+        import redis.asyncio as aioredis
+
+        async def with_redis() -> float:
+            client = aioredis.from_url("redis://127.0.0.1:6379/0")
+            try:
+                return await timed(RedisPrefixIndex(client, f"bench-{uuid.uuid4().hex[:8]}", 200_000))
+            finally:
+                await client.aclose()
+
+        out["redis_ms"] = asyncio.run(with_redis())
+    return out
+
+
+def caching(run: Any, ps: Procs, tmp: Path, config: Path, main_url: str, args: Any,
+            log: Callable[[str], None]) -> dict[str, Any]:
+    stores = ["memory"] + (["redis"] if _redis_up() else [])
+    res: dict[str, Any] = {"stores": stores}
+    counter = itertools.count()
+    for store in stores:
+        gw = ps.start_gateway(_cache_config(config, tmp, store))
+        url = gw.url + CHAT_PATH
+        same = _body(0, f"hit-{store}")
+        hit = run.measure(f"cache hit {store} 200/s", "gateway",
+                          lambda url=url, same=same: _open(url, same, args.duration, args.warmup))
+        misses: dict[str, list[float]] = {"off": [], "on": []}
+        for _ in range(2):
+            for mode, target in (("off", main_url), ("on", url)):
+                tag = f"miss-{store}-{mode}-{next(counter)}"
+                r = run.measure(f"cache miss {store} {mode} 200/s", "gateway",
+                                lambda t=target, tag=tag: _open(t, lambda i, tag=tag: _body(i, tag),
+                                                                args.duration, args.warmup))
+                misses[mode].append(r["latency_ms"]["p50"])
+        res[store] = {"hit_latency_ms": hit["latency_ms"], "miss_p50_ms": misses,
+                      "miss_p50_added_ms": statistics.mean(misses["on"]) - statistics.mean(misses["off"])}
+        gw.stop()
+    log("prefix lookup, 32k-token prompt, 15 models")
+    res["prefix"] = _prefix_lookup("redis" in stores)
+    return res
+
+
+def figures(res: dict[str, Any]) -> dict[str, float]:
+    c = res.get("cache") or {}
+    if not c:
+        return {}
+    stores = c["stores"]
+    return {
+        "cache_hit_p99_ms": max(c[s]["hit_latency_ms"]["p99"] for s in stores),
+        "cache_miss_p50_added_ms": max(c[s]["miss_p50_added_ms"] for s in stores),
+        "prefix_lookup_32k_ms": max(c["prefix"].get("redis_ms", 0.0), c["prefix"]["memory_ms"]),
+    }
+
+
+def rows(c: dict[str, Any], verdict: Callable[[str], list[str]]) -> list[list[str]]:
+    out = [["Caching: response cache (store), prefix index; 50 ms upstream, 200 req/s", "", "", "", "", ""]]
+    for s in c["stores"]:
+        lat = c[s]["hit_latency_ms"]
+        out.append([f"  Response-cache hit p50/p99, {s} (ms)", "", f"{lat['p50']:.2f}/{lat['p99']:.2f}", "", "", ""])
+        m = c[s]["miss_p50_ms"]
+        out.append([f"  Miss p50 cache off -> on, {s} (ms)", f"{statistics.mean(m['off']):.2f}",
+                    f"{statistics.mean(m['on']):.2f}", f"{c[s]['miss_p50_added_ms']:+.3f}", "", ""])
+    p = c["prefix"]
+    out.append([f"  Prefix lookup, {p['prompt_tokens']:.0f}-token prompt, {p['blocks']:.0f} blocks, 15 models (ms)",
+                "", f"memory {p['memory_ms']:.3f}" + (f", redis {p['redis_ms']:.3f}" if "redis_ms" in p else ""),
+                "", "", ""])
+    out.append(["  worst: hit p99 (ms)", "", "", "", *verdict("cache_hit_p99_ms")])
+    out.append(["  worst: miss p50 added (ms)", "", "", "", *verdict("cache_miss_p50_added_ms")])
+    out.append(["  worst: prefix lookup 32k (ms)", "", "", "", *verdict("prefix_lookup_32k_ms")])
+    return out
