@@ -56,6 +56,7 @@ def settle(
         if saved > 0:
             metrics.child(metrics.routing_saved, call.tier).inc(saved / PICO_PER_USD)
     state.prefix.settle(spec, call.prefix, usage)  # a cut-off stream's prompt was still read (and cached)
+    state.access.settle(call.grant, spec, call.tier, cost.total, usage.prompt_tokens + usage.completion_tokens)
     if complete:
         state.router.observe_output(spec.name, usage.completion_tokens)
     return Settled(usage, usage_dict, cost)

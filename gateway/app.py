@@ -15,19 +15,18 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from gateway.api import chat, estimate, health, metrics, models
+from gateway import backends
+from gateway.access import Access
+from gateway.api import admin, chat, estimate, health, metrics, models
 from gateway.api.errors import install_error_handlers
-from gateway.cache_store import CacheStore, MemoryCacheStore, RedisCacheStore
 from gateway.catalog import builtin_config
 from gateway.config import load_config
 from gateway.memory import release_free_memory
 from gateway.metrics import Metrics
 from gateway.prefix_cache import PrefixCache
-from gateway.prefix_index import MemoryPrefixIndex, PrefixIndex, RedisPrefixIndex
 from gateway.price_table import load_price_table
 from gateway.providers.registry import build_providers
 from gateway.routing import Router
-from gateway.routing_state import MemoryRoutingState, RedisRoutingState, RoutingState
 from gateway.settings import Settings, resolve_settings
 from gateway.state import AppState
 from gateway.tokens import TokenCounter
@@ -66,35 +65,6 @@ class GatewayASGI:
         await self.api(scope, receive, send)
 
 
-def _redis(settings: Settings) -> Any:
-    """A redis.asyncio client when Redis is configured (imported only then)."""
-    if not settings.redis_url:
-        return None
-    from redis.asyncio import Redis
-
-    return Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
-
-
-def _routing_state(settings: Settings, redis: Any) -> RoutingState:
-    if redis is None:
-        return MemoryRoutingState(settings.routing)
-    return RedisRoutingState(redis, settings.routing, settings.redis_prefix)
-
-
-def _response_cache(settings: Settings, redis: Any) -> CacheStore | None:
-    if not settings.cache.enabled:
-        return None
-    if redis is None:
-        return MemoryCacheStore(settings.cache.max_memory_bytes)
-    return RedisCacheStore(redis, settings.redis_prefix)
-
-
-def _prefix_index(settings: Settings, redis: Any) -> PrefixIndex:
-    if redis is None:
-        return MemoryPrefixIndex(settings.prefix.max_entries)
-    return RedisPrefixIndex(redis, settings.redis_prefix, settings.prefix.max_entries)
-
-
 def _warm_up(tokens: TokenCounter, upstream_ids: list[str]) -> None:
     tokens.warm_up(upstream_ids)
     gc.collect()
@@ -110,13 +80,18 @@ def create_app(settings: Settings) -> GatewayASGI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = UpstreamPool()
-        redis = _redis(settings)
-        prefix = PrefixCache(settings.prefix, tokens, _prefix_index(settings, redis), app_metrics)
-        router = Router(settings, tokens, _routing_state(settings, redis), prefix)
+        redis = backends.redis_client(settings)
+        prefix = PrefixCache(settings.prefix, tokens, backends.prefix_index(settings, redis), app_metrics)
+        router = Router(settings, tokens, backends.routing_state(settings, redis), prefix)
+        access = Access(backends.key_store(settings, redis), backends.budgets(settings, redis),
+                        backends.rate_limiter(settings, redis), backends.spend_stats(settings, redis), app_metrics,
+                        settings.budgets, settings.require_keys)
         app.state.gw = AppState(
-            settings, app_metrics, tokens, pool, build_providers(pool), router, prefix, settings.secrets(), redis,
-            _response_cache(settings, redis),
+            settings, app_metrics, tokens, pool, build_providers(pool), router, prefix, access, settings.secrets(),
+            redis, backends.response_cache(settings, redis),
         )
+        loop = asyncio.get_running_loop()
+        chores = [loop.create_task(access.replay_forever()), loop.create_task(access.refresh_gauges_forever())]
         # Encodings take ~0.5 s to load: do it off the event loop after start-up, not before.
         upstream_ids = [m.upstream_model for m in settings.models.values()]
         warm = asyncio.get_running_loop().run_in_executor(None, _warm_up, tokens, upstream_ids)
@@ -124,13 +99,16 @@ def create_app(settings: Settings) -> GatewayASGI:
             yield
         finally:
             warm.cancel()
+            for chore in chores:
+                chore.cancel()
+            await access.drain()
             pool.close()
             if redis is not None:
                 await redis.aclose()
 
     app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app, settings.secrets())
-    for module in (models, estimate, health, metrics):
+    for module in (models, estimate, health, metrics, admin):
         app.include_router(module.router)
     return GatewayASGI(app)
 

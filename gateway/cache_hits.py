@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from gateway.cache_store import CacheUnavailable
+from gateway.cache_store import CacheStore, CacheUnavailable
 from gateway.call import Call
 from gateway.pricing import PICO_PER_USD, Cost
 from gateway.sse_response import SSEResponse
@@ -38,15 +38,19 @@ async def lookup(call: Call) -> dict[str, Any] | None:
     return orjson.loads(raw) if raw is not None else None
 
 
-async def store(call: Call, body: dict[str, Any], cost: Cost) -> None:
+def store(call: Call, body: dict[str, Any], cost: Cost) -> None:
+    """Store a complete answer; the write runs in the background, off the response's path."""
     cache, settings = call.state.response_cache, call.state.settings
     if cache is None or call.cache_key is None or not call.cache_write:
         return
     value = orjson.dumps({"body": body, "cost_pico": cost.total})
-    if len(value) > settings.cache.max_entry_bytes:
-        return
+    if len(value) <= settings.cache.max_entry_bytes:
+        call.state.spawn(_write(call, cache, call.cache_key, value))
+
+
+async def _write(call: Call, cache: CacheStore, key: str, value: bytes) -> None:
     try:
-        await cache.set(call.cache_key, value, settings.cache.ttl_s)
+        await cache.set(key, value, call.state.settings.cache.ttl_s)
     except CacheUnavailable as exc:
         metrics = call.state.metrics
         metrics.child(metrics.cache_errors, "response").inc()

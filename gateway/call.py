@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
+from gateway.access import Grant
 from gateway.errors import GatewayError, RequestTooLarge
 from gateway.settings import ModelSpec
 from gateway.state import AppState
@@ -56,6 +57,7 @@ class Call:
     team: str = ""
     plan: RoutePlan | None = None  # when routed: x-gateway-route explains the choice
     prefix: PrefixPlan | None = None  # prompt-cache predictions (long prompts only)
+    grant: Grant = field(default_factory=Grant)  # the caller's key, team, rate-limit charge and budget hold
     baseline: ModelSpec | None = None  # the tier's baseline, for routing savings
     cache_key: str | None = None  # response-cache key of the current attempt
     cache_write: bool = False  # may the answer be stored

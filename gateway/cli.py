@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway.cli_keys import add_parsers as add_key_parsers
 from gateway.config import ConfigError
 
 if TYPE_CHECKING:
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=route)
     p = sub.add_parser("demo", help="run a simulated workload and print what it cost")
     p.set_defaults(func=demo)
+    add_key_parsers(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -109,6 +109,18 @@ class CacheConfig(_Strict):
     prefix: PrefixLayer = Field(default_factory=PrefixLayer)
 
 
+class BudgetConfig(_Strict):
+    """Virtual-key budgets and rate limits."""
+
+    hold_ttl_s: float = Field(600, gt=0)  # a budget hold expires after this (above the longest request)
+    fail_open: bool = False  # Redis down: refuse requests of keys with budgets (503) or admit them unchecked
+    journal_path: str | None = None  # settlements made while Redis is down (default: in the temp dir)
+    default_max_output_tokens: int = Field(4096, gt=0)  # worst-case output when neither request nor model says
+    input_margin_pct: int = Field(10, ge=0)  # reserved on top of the counted input (other tokenisers count more)
+    key_cache_ttl_s: float = Field(1.0, ge=0)  # how long a replica may use a key record before re-reading it
+    gauge_interval_s: float = Field(15, gt=0)  # how often team budget gauges are refreshed
+
+
 class GatewayConfig(_Strict):
     redis_url: str | None = None
     redis_prefix: str = Field("gw", min_length=1)  # every key the gateway writes starts with it
@@ -119,6 +131,7 @@ class GatewayConfig(_Strict):
     tiers: dict[str, TierConfig] = {}
     routing: RoutingConfig = Field(default_factory=lambda: RoutingConfig.model_validate({}))
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    budgets: BudgetConfig = Field(default_factory=BudgetConfig)
 
 
 def _path(loc: tuple[Any, ...]) -> str:

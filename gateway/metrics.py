@@ -16,6 +16,7 @@ from typing import Any
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -40,6 +41,10 @@ class Metrics:
 
         def counter(name: str, doc: str, labels: list[str]) -> Counter:
             return Counter(name, doc, labels, registry=own)
+
+        def gauge(name: str, doc: str, labels: list[str]) -> Gauge:
+            # Every replica reports the same shared figure: with several workers, show the largest.
+            return Gauge(name, doc, labels, registry=own, multiprocess_mode="livemax")
 
         def histogram(name: str, doc: str, labels: list[str], buckets: tuple[float, ...]) -> Histogram:
             return Histogram(name, doc, labels, buckets=buckets, registry=own)
@@ -67,6 +72,13 @@ class Metrics:
             "gateway_prefix_prediction_tokens_total",
             "Predicted vs actual cached prompt tokens (outcome: correct | over | under).", ["outcome"],
         )
+        self.budget_rejections = counter(
+            "gateway_budget_rejections_total", "Requests refused because a key's or team's budget was spent.", ["team"])
+        self.budget_used = gauge("gateway_budget_used_ratio", "Team budget used, (spent + reserved) / budget.",
+                                 ["team"])
+        self.budget_remaining = gauge("gateway_budget_remaining_usd", "Team budget left in its period, USD.", ["team"])
+        self.rate_limit_rejections = counter(
+            "gateway_rate_limit_rejections_total", "Requests refused by a key's RPM/TPM limit.", ["team"])
         self.cache_errors = counter("gateway_cache_errors_total", "Cache operations that failed (bypassed).", ["cache"])
         self.usage_estimated = counter(
             "gateway_usage_estimated_total",

@@ -54,29 +54,43 @@ def likely_tokens_at_least(body: Mapping[str, Any], tokens: int) -> bool:
     return chars >= tokens
 
 
+def prompt_parts(counter: TokenCounter, body: Mapping[str, Any], encoding: str) -> list[tuple[Any, array[int]]]:
+    """The prompt in provider order as (part key, tokens): the tool definitions, then each message
+    opened by its role marker. The key identifies a part's content (for memoising)."""
+    parts: list[tuple[Any, array[int]]] = []
+    if body.get("tools"):
+        text = orjson.dumps(body["tools"], option=orjson.OPT_SORT_KEYS).decode()
+        parts.append((("tools", text), array("I", [_TOOLS_ID]) + counter.token_ids(text, encoding)))
+    for message in body.get("messages") or ():
+        if not isinstance(message, Mapping):
+            continue
+        tokens = array("I", [_ROLE_IDS.get(str(message.get("role")), _OTHER_ROLE)])
+        content = message.get("content")
+        items = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        for item in items if isinstance(items, list) else ():
+            if not isinstance(item, Mapping):
+                continue
+            if item.get("type") == "text":
+                tokens.extend(counter.token_ids(str(item.get("text") or ""), encoding))
+            elif item.get("type") == "image_url":
+                tokens.append(_IMAGE_ID)
+        if message.get("tool_calls"):
+            tokens.extend(counter.token_ids(orjson.dumps(message["tool_calls"]).decode(), encoding))
+        simple = isinstance(content, str) and len(message) <= 2
+        key = (str(message.get("role")), content) if simple else orjson.dumps(message, option=orjson.OPT_SORT_KEYS)
+        parts.append((key, tokens))
+    return parts
+
+
 def _layout(counter: TokenCounter, body: Mapping[str, Any], encoding: str) -> tuple[array[int], int]:
     """The prompt's token stream and where its last message starts."""
     stream: array[int] = array("I")
-    if body.get("tools"):
-        stream.append(_TOOLS_ID)
-        stream.extend(counter.token_ids(orjson.dumps(body["tools"], option=orjson.OPT_SORT_KEYS).decode(), encoding))
-    messages = [m for m in body.get("messages") or () if isinstance(m, Mapping)]
-    stable = len(stream)
-    for i, message in enumerate(messages):
-        if i == len(messages) - 1:
+    stable = 0
+    parts = prompt_parts(counter, body, encoding)
+    for i, (_, tokens) in enumerate(parts):
+        if i == len(parts) - 1 and body.get("messages"):
             stable = len(stream)
-        stream.append(_ROLE_IDS.get(str(message.get("role")), _OTHER_ROLE))
-        content = message.get("content")
-        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
-        for part in parts if isinstance(parts, list) else ():
-            if not isinstance(part, Mapping):
-                continue
-            if part.get("type") == "text":
-                stream.extend(counter.token_ids(str(part.get("text") or ""), encoding))
-            elif part.get("type") == "image_url":
-                stream.append(_IMAGE_ID)
-        if message.get("tool_calls"):
-            stream.extend(counter.token_ids(orjson.dumps(message["tool_calls"]).decode(), encoding))
+        stream.extend(tokens)
     return stream, stable
 
 

@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.block_hasher import BlockHasher
 from gateway.cache_store import CacheUnavailable
 from gateway.config import PrefixLayer
 from gateway.metrics import Metrics
-from gateway.prefix_blocks import PromptBlocks, likely_tokens_at_least, prompt_blocks
+from gateway.prefix_blocks import PromptBlocks, likely_tokens_at_least
 from gateway.prefix_index import PrefixIndex, Warmth
 from gateway.pricing import PICO_PER_USD, Usage, cache_effect
 from gateway.prompt_cache_rules import (
@@ -56,6 +57,10 @@ class PrefixCache:
     index: PrefixIndex
     metrics: Metrics
     _pending: set[asyncio.Task[None]] = field(default_factory=set)
+    _hasher: BlockHasher | None = None
+
+    def __post_init__(self) -> None:
+        self._hasher = BlockHasher(self.tokens)
 
     async def plan(self, specs: Sequence[ModelSpec], body: dict[str, Any]) -> PrefixPlan | None:
         """Predictions for `specs` (those whose provider caches), or None for a short prompt."""
@@ -68,7 +73,8 @@ class PrefixCache:
         marked = client_marked(body)
         plan = PrefixPlan({}, {})
         for encoding, members in groups.items():
-            blocks = prompt_blocks(self.tokens, body, encoding)
+            assert self._hasher is not None
+            blocks = self._hasher.blocks(body, encoding)
             if blocks.tokens < OPENAI_MIN_TOKENS:
                 continue
             warmth = await self._lookup([s.name for s in members], blocks)

@@ -18,7 +18,7 @@ from typing import Any
 
 __all__ = [
     "PICO_PER_USD", "Cost", "Price", "Rates", "Usage", "cache_effect", "estimate_cost", "estimate_costs", "price_usage",
-    "usd_text",
+    "usd_text", "worst_case_cost",
 ]
 
 PICO_PER_USD = 10**12
@@ -200,6 +200,15 @@ def estimate_costs(prices: Sequence[Price], inputs: Sequence[int], outputs: Sequ
         n * (r := p.base if not p.tiers else p.rates_for(n)).input + o * r.output
         for p, n, o in zip(prices, inputs, outputs, strict=True)
     ]
+
+
+def worst_case_cost(price: Price, input_tokens: int, output_tokens: int) -> int:
+    """The most `input_tokens` of prompt and `output_tokens` of completion can cost: every input
+    token at the dearest input bucket (plain, or a 5-minute or 1-hour cache write) and every
+    output token at the dearer of output and reasoning. What budgets reserve."""
+    r = price.rates_for(input_tokens)
+    return (input_tokens * max(r.input, r.cache_write_5m, r.cache_write_1h)
+            + output_tokens * max(r.output, r.reasoning))
 
 
 def cache_effect(usage: Usage, price: Price) -> tuple[int, int]:

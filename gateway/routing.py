@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from math import inf
 from typing import Any
 
-from gateway.errors import InvalidRequest, ServiceUnavailable
+from gateway.errors import InvalidRequest, PermissionDenied, ServiceUnavailable
 from gateway.prefix_cache import PrefixCache, PrefixPlan
 from gateway.pricing import Price, estimate_cost, estimate_costs, usd_text
 from gateway.prompt_cache_rules import OPENAI_MIN_TOKENS, Prediction
@@ -32,7 +32,7 @@ log = logging.getLogger("gateway.routing")
 class Excluded:
     model: str
     reason: str
-    kind: str  # quality | unavailable | cooling | capability | context
+    kind: str  # quality | unavailable | cooling | capability | context | permission
 
 
 @dataclass
@@ -162,16 +162,19 @@ class Router:
     def tier(self, name: str) -> TierSpec | None:
         return self._settings.tiers.get(name)
 
-    async def plan(self, tier: TierSpec, body: dict[str, Any], limit: int | None = None) -> RoutePlan:
+    async def plan(
+        self, tier: TierSpec, body: dict[str, Any], limit: int | None = None, allowed: Sequence[str] | None = None
+    ) -> RoutePlan:
         """Rank the tier's candidates for this request; raises if none qualifies. With `limit`
-        (what a request may try), a policy that ranks by cost gets only that many built."""
+        (what a request may try), a policy that ranks by cost gets only that many built.
+        `allowed`: the only models the caller's key may use (None: any)."""
         models = self._tiers[tier.name]
         snapshot = await self.state.snapshot(models.names)
         max_tokens = _max_tokens(body)
         counts = {enc: self._tokens.count_messages(body["messages"], model, body.get("tools"))
                   for enc, model in models.encodings.items()}
         excluded = list(models.excluded)
-        rows, prices = self._live(models, snapshot, needed_capabilities(body), counts, max_tokens, excluded)
+        rows, prices = self._live(models, snapshot, needed_capabilities(body), counts, max_tokens, excluded, allowed)
         if not rows:
             raise _no_candidate(tier, excluded)
         inputs = [counts[enc] for _, enc in rows]
@@ -198,15 +201,18 @@ class Router:
 
     def _live(
         self, models: _TierModels, snapshot: Snapshot, needs: set[str], counts: dict[str, int],
-        max_tokens: int | None, excluded: list[Excluded],
+        max_tokens: int | None, excluded: list[Excluded], allowed: Sequence[str] | None,
     ) -> tuple[Sequence[tuple[ModelSpec, str]], Sequence[Price]]:
         """The rows that can serve this request (and their prices); the others go to `excluded`."""
-        if not (snapshot.cooling or needs or max(counts.values()) + (max_tokens or 0) > models.min_context
-                or (max_tokens and max_tokens > models.min_output)):
+        fits = max(counts.values()) + (max_tokens or 0) <= models.min_context and (
+            not max_tokens or max_tokens <= models.min_output)
+        if allowed is None and fits and not (snapshot.cooling or needs):
             return models.rows, models.prices  # the common case: nothing to check per model
         rows = []
         for spec, enc in models.rows:
             reason = self._exclusion(spec, snapshot, needs, counts[enc], max_tokens)
+            if reason is None and allowed is not None and spec.name not in allowed:
+                reason = "not allowed for this key", "permission"
             if reason is None:
                 rows.append((spec, enc))
             else:
@@ -256,6 +262,8 @@ def _no_candidate(tier: TierSpec, excluded: list[Excluded]) -> Exception:
     why = "; ".join(f"{e.model}: {e.reason}" for e in excluded if e.kind != "quality") or "no model has the quality"
     if not kinds:
         return ServiceUnavailable(f"no model in tier '{tier.name}' (min_quality {tier.min_quality:g})", param="model")
+    if kinds == {"permission"}:
+        return PermissionDenied(f"no model of tier '{tier.name}' is allowed for this key", param="model")
     if kinds <= {"cooling", "unavailable"}:
         return ServiceUnavailable(f"no healthy model in tier '{tier.name}': {why}", param="model")
     return InvalidRequest(f"no model in tier '{tier.name}' can serve this request: {why}", param="model")

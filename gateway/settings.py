@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from gateway.config import (
+    BudgetConfig,
     CacheLayer,
     ConfigError,
     GatewayConfig,
@@ -78,6 +79,7 @@ class Settings:
     routing: RoutingConfig = field(default_factory=lambda: RoutingConfig.model_validate({}))
     cache: CacheLayer = field(default_factory=lambda: CacheLayer.model_validate({"ttl_s": 3600}))  # response cache
     prefix: PrefixLayer = field(default_factory=PrefixLayer)  # prompt-prefix index
+    budgets: BudgetConfig = field(default_factory=BudgetConfig)
     max_body_bytes: int = 4 * 1024 * 1024
     redis_url: str | None = None
     redis_prefix: str = "gw"
@@ -216,6 +218,7 @@ def resolve_settings(config: GatewayConfig, table: PriceTable, source: str = "co
         routing=config.routing,
         cache=config.cache.response,
         prefix=config.cache.prefix,
+        budgets=config.budgets,
         max_body_bytes=config.max_body_bytes,
         redis_url=config.redis_url or os.environ.get("REDIS_URL") or None,
         redis_prefix=config.redis_prefix,

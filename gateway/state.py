@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.access import Access
 from gateway.cache_store import CacheStore
 from gateway.errors import ModelNotFound, ServiceUnavailable
 from gateway.metrics import Metrics
@@ -27,9 +30,17 @@ class AppState:
     providers: dict[str, Provider]
     router: Router
     prefix: PrefixCache
+    access: Access
     secrets: list[str] = field(default_factory=list)  # every credential held, for redaction
     redis: Any = None  # redis.asyncio.Redis when configured
     response_cache: CacheStore | None = None  # None when the response cache is disabled
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in the background (off a response's path), keeping it referenced until done."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     def resolve_model(self, name: str) -> ModelSpec:
         spec = self.settings.models.get(name)

@@ -7,6 +7,7 @@ goes away, the upstream request is aborted and what was produced is still priced
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator
 from time import perf_counter
@@ -64,13 +65,15 @@ async def _relay(call: Call, stream: UpstreamStream, include_usage: bool) -> Asy
                 f"upstream {spec.provider} stream ended early for model '{spec.name}'", kind="connection"
             )
         settled = settle(call, stream.usage, stream.usage_dict, stream.produced_text, "missing")
+        if call.grant.settling is not None:  # the spend is on record before the stream ends
+            await asyncio.shield(call.grant.settling)
         if include_usage:
             yield _usage_chunk(call, stream, settled)
         yield _DONE
         status = "200"
         completion = assemble(relayed) if relayed is not None else None
         if completion is not None:  # complete and successful: worth caching
-            await store(call, {**completion, "usage": settled.client_usage()}, settled.cost)
+            store(call, {**completion, "usage": settled.client_usage()}, settled.cost)
     except GatewayError as exc:
         status, reason = str(exc.status_code), "error"
         call.upstream_failed(exc)

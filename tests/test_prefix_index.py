@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from gateway.block_hasher import BlockHasher
 from gateway.cache_store import CacheUnavailable
 from gateway.prefix_blocks import BLOCK_TOKENS, prompt_blocks
 from gateway.prefix_index import MemoryPrefixIndex, RedisPrefixIndex, Warmth
@@ -108,3 +109,17 @@ def test_breakpoint_goes_on_the_last_text_before_the_last_message() -> None:
     assert marked is not None and marked[1]["content"][1]["cache_control"] == {"type": "ephemeral"}
     assert "cache_control" not in messages[1]["content"][1]  # the client's request is not changed in place
     assert with_breakpoint([{"role": "user", "content": "only"}]) is None
+
+
+def test_memoised_block_hasher_gives_exactly_the_reference_blocks() -> None:
+    counter = TokenCounter()
+    hasher = BlockHasher(counter, max_chars=20_000)  # small: entries get evicted along the way
+    turn = "The quarterly report covers revenue, churn, hiring and the roadmap. "
+    history: list[Any] = [{"role": "system", "content": turn * 60}]
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    for i in range(12):  # a conversation growing turn by turn, resent each time
+        history.append({"role": "user" if i % 2 else "assistant", "content": f"{i} " + turn * (i * 7 % 30)})
+        for body in ({"messages": history}, {"messages": history, "tools": tools},
+                     {"messages": [*history[:-1], {"role": "user", "content": [{"type": "text", "text": "x"}]}]}):
+            assert hasher.blocks(body, "o200k_base") == prompt_blocks(counter, body, "o200k_base")
+    assert hasher._chars <= 20_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from time import perf_counter
 from typing import Any
@@ -43,10 +44,11 @@ def _completion_text(body: dict[str, Any]) -> str:
 
 
 def _tenant(call: Call, request: Request) -> str:
-    """Whose cache entries these are: the team when virtual keys exist, else the caller's own
-    bearer token (hashed), so two callers never see each other's answers."""
-    if call.team:
-        return f"team:{call.team}"
+    """Whose cache entries these are: the key's team, else the key, else the caller's own bearer
+    token (hashed), so two tenants never see each other's answers."""
+    key = call.grant.key
+    if key is not None:
+        return f"team:{key.team}" if key.team else f"key:{key.id}"
     credential = request.headers.get("authorization", "")
     return "bearer:" + hashlib.sha256(credential.encode()).hexdigest()
 
@@ -59,31 +61,10 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
     call = Call(state, request_id(request))
     request.state.request_id = call.request_id
     try:
+        call.grant = await state.access.authenticate(request.headers.get("authorization"))
+        call.team = call.grant.team_label
         body = parse_chat_request(await read_body(request, state.settings.max_body_bytes))
-        stream = bool(body.get("stream"))
-        policy = cache_policy(body, request.headers.get("x-gateway-cache"))
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-
-        async def attempt(spec: ModelSpec) -> Response | SSEResponse:
-            call.spec, call.body = spec, {**body, "model": spec.upstream_model}
-            add_breakpoint(call.prefix, spec, call.body)
-            if state.response_cache is not None and (policy.read or policy.write):
-                call.cache_key, call.cache_write = cache_key(_tenant(call, request), spec.name, body), policy.write
-                entry = await lookup(call) if policy.read else None
-                if entry is not None:
-                    return serve_hit(call, entry, stream, include_usage)
-            provider = state.providers[spec.wire]
-            return await (start_stream(call, provider) if stream else _complete(call, provider))
-
-        tier = state.router.tier(body["model"])
-        if tier is None:
-            spec = state.resolve_model(body["model"])
-            call.prefix = await state.prefix.plan([spec], body)
-            return await attempt(spec)
-        call.tier = tier.name
-        plan = await state.router.plan(tier, body, state.settings.routing.max_attempts)
-        call.baseline, call.prefix = plan.baseline, plan.prefix
-        return await run_with_failover(call, plan, attempt)
+        return await _dispatch(call, request, body)
     except GatewayError as exc:
         call.failed(exc)
         return error_response(call.request_id, exc, state.secrets)
@@ -91,6 +72,53 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
         internal = unexpected_error(PATH)
         call.failed(internal)
         return error_response(call.request_id, internal, state.secrets)
+
+
+async def _dispatch(call: Call, request: Request, body: dict[str, Any]) -> Response | SSEResponse:
+    """By name: one attempt. By tier: the plan's candidates in turn. Access checks come first."""
+    state, grant, access = call.state, call.grant, call.state.access
+    stream = bool(body.get("stream"))
+    policy = cache_policy(body, request.headers.get("x-gateway-cache"))
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    inputs: dict[str, int] = {}  # counted input tokens per model (budget holds)
+
+    async def attempt(spec: ModelSpec) -> Response | SSEResponse:
+        call.spec, call.body = spec, {**body, "model": spec.upstream_model}
+        add_breakpoint(call.prefix, spec, call.body)
+        if state.response_cache is not None and (policy.read or policy.write):
+            call.cache_key, call.cache_write = cache_key(_tenant(call, request), spec.name, body), policy.write
+            entry = await lookup(call) if policy.read else None
+            if entry is not None:
+                return serve_hit(call, entry, stream, include_usage)
+        if spec.name not in inputs and grant.key is not None:
+            inputs[spec.name] = state.tokens.count_messages(body["messages"], spec.upstream_model, body.get("tools"))
+        await access.reserve(grant, spec, inputs.get(spec.name, 0), max_tokens)
+        provider = state.providers[spec.wire]
+        try:
+            return await (start_stream(call, provider) if stream else _complete(call, provider))
+        except BaseException:
+            await access.release(grant)
+            raise
+
+    tier = state.router.tier(body["model"])
+    if tier is None:
+        spec = state.resolve_model(body["model"])
+        access.check(grant, spec.name, None)
+        if grant.key is not None:
+            inputs[spec.name] = state.tokens.count_messages(body["messages"], spec.upstream_model, body.get("tools"))
+            await access.admit(grant, inputs[spec.name] + (max_tokens or state.settings.routing.default_output_tokens))
+        call.prefix = await state.prefix.plan([spec], body)
+        return await attempt(spec)
+    access.check(grant, None, tier.name)
+    call.tier = tier.name
+    allowed = grant.key.models if grant.key is not None else None
+    plan = await state.router.plan(tier, body, state.settings.routing.max_attempts, allowed)
+    inputs.update((c.model, c.input_tokens) for c in plan.ranked)
+    first = plan.ranked[0]
+    await access.admit(grant, first.input_tokens + first.expected_output_tokens)
+    call.baseline, call.prefix = plan.baseline, plan.prefix
+    return await run_with_failover(call, plan, attempt)
 
 
 async def _complete(call: Call, provider: Provider) -> Response:
@@ -102,8 +130,10 @@ async def _complete(call: Call, provider: Provider) -> Response:
     settled = settle(
         call, completion.usage, completion.usage_dict, lambda: _completion_text(completion.body), "missing"
     )
+    if call.grant.settling is not None:  # the spend is on record before the caller sees the answer
+        await asyncio.shield(call.grant.settling)
     completion.body["usage"] = settled.client_usage()
-    await store(call, completion.body, settled.cost)
+    store(call, completion.body, settled.cost)
     headers = call.headers()
     headers["x-gateway-cost-usd"] = settled.cost.header_value()
     response = Response(orjson.dumps(completion.body), media_type="application/json", headers=headers)

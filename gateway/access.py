@@ -1,0 +1,166 @@
+"""Who is calling and what they may spend, per request: the virtual key (401 if unknown,
+revoked or expired; 401 without one when `require_keys`), what it may use (403), its RPM/TPM
+limits (429 `rate_limit_exceeded` with `retry-after`) and its budget and its team's (429
+`budget_exceeded`, `x-should-retry: false`), all before any provider is called.
+
+A budget hold reserves the request's worst case (`pricing.worst_case_cost`) for the model about
+to be called; after the call it is settled at the actual cost, or released if the call failed
+before producing anything billable. Settling runs as its own task so that a client that
+disconnects mid-stream cannot cancel it; the non-streaming path waits for it before answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from gateway.budgets import Budgets, Hold
+from gateway.config import BudgetConfig
+from gateway.errors import AuthenticationFailed, BudgetExceeded, GatewayError, RateLimitExceeded
+from gateway.keys import SECRET_PREFIX, KeyStore, Team, VirtualKey, check_allowed
+from gateway.metrics import Metrics
+from gateway.pricing import PICO_PER_USD, worst_case_cost
+from gateway.ratelimit import Admission, RateLimiter
+from gateway.redis_errors import redis_errors
+from gateway.settings import ModelSpec
+from gateway.spend_stats import SpendStats
+
+__all__ = ["Access", "Grant"]
+
+log = logging.getLogger("gateway.access")
+
+
+@dataclass
+class Grant:
+    """One request's access: its key and team (None when anonymous is allowed) and what it holds."""
+
+    key: VirtualKey | None = None
+    team: Team | None = None
+    admission: Admission | None = None
+    hold: Hold | None = None
+    settling: asyncio.Task[None] | None = None
+
+    @property
+    def team_label(self) -> str:
+        return self.key.team or "" if self.key is not None else ""
+
+
+@dataclass
+class Access:
+    keys: KeyStore
+    budgets: Budgets
+    limiter: RateLimiter
+    stats: SpendStats
+    metrics: Metrics
+    config: BudgetConfig
+    require_keys: bool
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def authenticate(self, authorization: str | None) -> Grant:
+        scheme, _, secret = (authorization or "").partition(" ")
+        secret = secret.strip() if scheme.lower() == "bearer" else ""
+        if not secret.startswith(SECRET_PREFIX):
+            if self.require_keys:
+                raise AuthenticationFailed("A gateway key is required: send 'Authorization: Bearer sk-gw-...'.")
+            return Grant()
+        key = await self.keys.authenticate(secret)
+        team = await self.keys.get_team(key.team) if key.team else None
+        return Grant(key, team)
+
+    def check(self, grant: Grant, model: str | None, tier: str | None) -> None:
+        if grant.key is not None:
+            check_allowed(grant.key, model, tier)
+
+    async def admit(self, grant: Grant, tokens: int) -> None:
+        """Charge the request against its key's RPM/TPM (once per request, before any attempt)."""
+        key = grant.key
+        if key is None or (key.rpm is None and key.tpm is None):
+            return
+        try:
+            grant.admission = await self.limiter.admit(key, tokens)
+        except RateLimitExceeded:
+            self.metrics.child(self.metrics.rate_limit_rejections, _label(grant.team_label)).inc()
+            raise
+
+    async def reserve(self, grant: Grant, spec: ModelSpec, input_tokens: int, max_tokens: int | None) -> None:
+        """Hold the worst case of calling `spec` against the key's and the team's budgets."""
+        key, team = grant.key, grant.team
+        if key is None or (key.budget_pico is None and (team is None or team.budget_pico is None)):
+            return
+        output = max_tokens or spec.max_output_tokens or self.config.default_max_output_tokens
+        reserved_input = input_tokens + -(-input_tokens * self.config.input_margin_pct // 100)
+        amount = worst_case_cost(spec.price, reserved_input, output)
+        try:
+            grant.hold = await self.budgets.reserve(key, team, amount, self.config.hold_ttl_s)
+        except BudgetExceeded:
+            self.metrics.child(self.metrics.budget_rejections, _label(grant.team_label)).inc()
+            raise
+
+    async def release(self, grant: Grant) -> None:
+        hold, grant.hold = grant.hold, None
+        if hold is not None:
+            try:
+                await self.budgets.release(hold)
+            except GatewayError as exc:  # the hold expires by itself
+                log.warning("could not release budget hold %s: %s", hold.id, exc.message)
+
+    def settle(self, grant: Grant, spec: ModelSpec, tier: str, cost_pico: int, tokens: int) -> None:
+        """Record the actual cost: budget hold, rate-limit correction, spend aggregates. Runs as a
+        task (kept in `grant.settling`), so a disconnecting client cannot cancel it."""
+        task = asyncio.get_running_loop().create_task(self._settle(grant, spec, tier, cost_pico, tokens))
+        grant.settling = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle(self, grant: Grant, spec: ModelSpec, tier: str, cost_pico: int, tokens: int) -> None:
+        now = datetime.now(UTC)
+        hold, grant.hold = grant.hold, None
+        if hold is not None:
+            await self.budgets.settle(hold, cost_pico, now)
+        if grant.admission is not None:
+            await self.limiter.correct(grant.admission, tokens)
+        key = grant.key
+        await self.stats.add(now, cost_pico, model=spec.name, tier=tier,
+                             key=key.id if key else "", team=key.team or "" if key else "")
+
+    async def replay_forever(self, interval_s: float = 2.0) -> None:
+        """Replay settlements journaled while Redis was down, as soon as it answers again."""
+        replay = getattr(self.budgets, "replay", None)
+        while replay is not None:
+            await asyncio.sleep(interval_s)
+            try:
+                replayed = await replay()
+            except (*redis_errors(), OSError, ValueError) as exc:  # still down, or the journal unreadable
+                log.debug("journal replay deferred: %r", exc)
+                continue
+            if replayed:
+                log.warning("replayed %d journaled settlement(s) into Redis", replayed)
+
+    async def refresh_gauges_forever(self) -> None:
+        """Team budget gauges (one series per team with a budget, never per key)."""
+        while True:
+            await asyncio.sleep(self.config.gauge_interval_s)
+            try:
+                await self.refresh_gauges()
+            except (*redis_errors(), GatewayError) as exc:
+                log.debug("budget gauges not refreshed: %r", exc)
+
+    async def refresh_gauges(self) -> None:
+        for team in await self.keys.list_teams():
+            if team.budget_pico is None:
+                continue
+            spend = await self.budgets.team_spend(team)
+            used = (spend.spent + spend.reserved) / team.budget_pico if team.budget_pico else 1.0
+            self.metrics.child(self.metrics.budget_used, team.name).set(used)
+            self.metrics.child(self.metrics.budget_remaining, team.name).set((spend.remaining or 0) / PICO_PER_USD)
+
+    async def drain(self) -> None:
+        """Wait for settlements in flight (shutdown)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _label(team: str) -> str:
+    return team or "none"

@@ -1,0 +1,76 @@
+"""Where shared state lives: Redis when configured (every process and replica shares it), else
+in-process memory for one process. One builder per kind of state; `app.py` calls them once."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+from gateway.budgets import Budgets, MemoryBudgets
+from gateway.cache_store import CacheStore, MemoryCacheStore, RedisCacheStore
+from gateway.keys import KeyStore, MemoryKeyStore
+from gateway.prefix_index import MemoryPrefixIndex, PrefixIndex, RedisPrefixIndex
+from gateway.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from gateway.routing_state import MemoryRoutingState, RedisRoutingState, RoutingState
+from gateway.settings import Settings
+from gateway.spend_stats import MemorySpendStats, RedisSpendStats, SpendStats
+
+__all__ = ["budgets", "key_store", "prefix_index", "rate_limiter", "redis_client", "response_cache",
+           "routing_state", "spend_stats"]
+
+
+def redis_client(settings: Settings) -> Any:
+    """A redis.asyncio client when Redis is configured (imported only then)."""
+    if not settings.redis_url:
+        return None
+    from redis.asyncio import Redis
+
+    return Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def routing_state(settings: Settings, redis: Any) -> RoutingState:
+    if redis is None:
+        return MemoryRoutingState(settings.routing)
+    return RedisRoutingState(redis, settings.routing, settings.redis_prefix)
+
+
+def response_cache(settings: Settings, redis: Any) -> CacheStore | None:
+    if not settings.cache.enabled:
+        return None
+    if redis is None:
+        return MemoryCacheStore(settings.cache.max_memory_bytes)
+    return RedisCacheStore(redis, settings.redis_prefix)
+
+
+def prefix_index(settings: Settings, redis: Any) -> PrefixIndex:
+    if redis is None:
+        return MemoryPrefixIndex(settings.prefix.max_entries)
+    return RedisPrefixIndex(redis, settings.redis_prefix, settings.prefix.max_entries)
+
+
+def key_store(settings: Settings, redis: Any) -> KeyStore:
+    if redis is None:
+        return MemoryKeyStore()
+    from gateway.key_store_redis import RedisKeyStore
+
+    return RedisKeyStore(redis, settings.redis_prefix, settings.budgets.key_cache_ttl_s)
+
+
+def budgets(settings: Settings, redis: Any) -> Budgets:
+    if redis is None:
+        return MemoryBudgets()
+    from gateway.budgets_redis import RedisBudgets
+    from gateway.spend_journal import SpendJournal
+
+    path = settings.budgets.journal_path or os.path.join(
+        tempfile.gettempdir(), f"gateway-spend-journal-{settings.redis_prefix}.jsonl")
+    return RedisBudgets(redis, settings.redis_prefix, journal=SpendJournal(path), fail_open=settings.budgets.fail_open)
+
+
+def rate_limiter(settings: Settings, redis: Any) -> RateLimiter:
+    return MemoryRateLimiter() if redis is None else RedisRateLimiter(redis, settings.redis_prefix)
+
+
+def spend_stats(settings: Settings, redis: Any) -> SpendStats:
+    return MemorySpendStats() if redis is None else RedisSpendStats(redis, settings.redis_prefix)
