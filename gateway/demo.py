@@ -15,6 +15,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.catalog import BUILTIN_MODELS, DEFAULT_TIERS
 from gateway.config import parse_config
+from gateway.demo_budget import MASTER_KEY, run_budget
 from gateway.demo_cache import run_cached
 from gateway.demo_routing import ROUTED_MODELS, run_routed
 from gateway.fake_upstream import FakeUpstreamThread
@@ -127,7 +128,8 @@ def _settings(fake: FakeUpstreamThread) -> Settings:
                "api_base": fake.url + ("" if provider == "anthropic" else "/v1")}
               for name, provider in MODELS + ROUTED_MODELS]
     tiers = {t: {"min_quality": q} for t, q in DEFAULT_TIERS.items()}
-    return resolve_settings(parse_config({"models": models, "tiers": tiers}, "demo"), load_price_table(), "demo")
+    config = {"models": models, "tiers": tiers, "master_key": MASTER_KEY}
+    return resolve_settings(parse_config(config, "demo"), load_price_table(), "demo")
 
 
 def _scraped(port: int, name: str, labels: str = "") -> float:
@@ -153,6 +155,7 @@ def run_demo() -> int:
             _print_totals(settings, _run_workload(client, fake), port)
             run_routed(client, fake, settings, lambda: f"{_scraped(port, 'gateway_routing_saved_usd_total'):.7f}")
             run_cached(client, fake, lambda name, labels: _scraped(port, name, labels))
+            run_budget(f"http://127.0.0.1:{port}", fake)
         finally:
             server.should_exit = True
             thread.join(5)

@@ -270,3 +270,40 @@ def test_redis_outage_fails_closed_and_the_journal_loses_no_spend(upstream: Fake
     finally:
         gw.stop()
         redis.kill()
+
+
+def test_tpm_limit_counts_prompt_and_max_tokens(pair: tuple[Gateway, Gateway], upstream: FakeUpstreamThread) -> None:
+    a, b = pair
+    upstream.script("acc-a-up", {"usage": USAGE})
+    _, secret = new_key(a, tpm=100)  # a request charges 8 counted input + 20 max_tokens = 28 tokens
+    for gw in (a, b, a):
+        assert ask(gw, secret).parse().choices
+    with pytest.raises(openai.RateLimitError) as info:
+        ask(b, secret)  # 84 + 28 > 100
+    assert info.value.code == "rate_limit_exceeded" and "retry-after" in info.value.response.headers
+    with pytest.raises(openai.RateLimitError, match="more than the 100 tokens per minute"):
+        a.client(api_key=secret).chat.completions.create(model="acc-a", messages=HI, max_tokens=200)
+
+
+def test_keys_cli_creates_and_revokes(pair: tuple[Gateway, Gateway], upstream: FakeUpstreamThread) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    a, _ = pair
+    upstream.script("acc-a-up", {"usage": USAGE})
+
+    def cli(*args: str) -> dict[str, Any]:
+        out = subprocess.run([sys.executable, "-m", "gateway", *args, "--url", a.url], capture_output=True, text=True,
+                             cwd=ROOT, env={**os.environ, "GATEWAY_MASTER_KEY": MASTER}, timeout=60)
+        assert out.returncode == 0, out.stderr + out.stdout
+        return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+    created = cli("keys", "create", "--alias", "from-cli", "--budget-usd", "0.5", "--models", "acc-a,acc-b")
+    assert created["budget_usd"] == 0.5 and created["models"] == ["acc-a", "acc-b"]
+    assert ask(a, created["key"]).parse().choices
+    assert cli("keys", "revoke", created["id"])["revoked"] is True
+    with pytest.raises(openai.AuthenticationError):
+        ask(a, created["key"])

@@ -36,6 +36,9 @@ def test_demo_runs_without_keys_or_redis() -> None:
     # 1,282 cached tokens of claude-sonnet-4-5: written at $3.75/M (premium $0.75/M), read at $0.30/M
     assert "And a saw bought last week?            breakpoint added" in out.stdout
     assert "write premium paid $0.0009615, read savings $0.0034614, net $0.0024999" in out.stdout
+    # 3,000 x $0.15/M + 400 x $0.60/M = $0.00069 a request; the third's worst case no longer fits in $0.002
+    assert out.stdout.count(": 200, cost $0.00069") == 2 and "request 3: 429 budget_exceeded" in out.stdout
+    assert "spent $0.001380 of $0.002" in out.stdout and "upstream called 2 times" in out.stdout
 
 
 def test_dockerfile_is_slim_non_root_with_healthcheck() -> None:
