@@ -2,7 +2,8 @@
 Redis when one answers on 127.0.0.1:6379) next to the main gateway (cache off):
 
 (a) response-cache hit: one deterministic request (temperature 0) repeated open-loop at 200/s
-    with a 50 ms upstream behind it; every request after the first is a hit;
+    with a 50 ms upstream behind it; every request after the first is a hit. For scale, the
+    floor: the same load generator straight to the fake upstream answering at once;
 (b) response-cache miss: a different deterministic request each time (lookup + store), same
     rate, against the same requests on the cache-off gateway; p50 difference;
 (c) prefix lookup: in-process, a 32k-token conversation already seen (a resent conversation:
@@ -114,6 +115,10 @@ def caching(run: Any, ps: Procs, tmp: Path, config: Path, main_url: str, args: A
     stores = ["memory"] + (["redis"] if _redis_up() else [])
     res: dict[str, Any] = {"stores": stores}
     counter = itertools.count()
+    # The floor: the same load generator straight to the fake upstream answering at once.
+    floor = run.measure("cache floor: direct, 0 ms upstream, 200/s", "direct",
+                        lambda: _open(run.urls["direct"], loadgen.chat_body("bench-fast"), args.duration, args.warmup))
+    res["floor_latency_ms"] = floor["latency_ms"]
     for store in stores:
         gw = ps.start_gateway(_cache_config(config, tmp, store))
         url = gw.url + CHAT_PATH
@@ -150,6 +155,9 @@ def figures(res: dict[str, Any]) -> dict[str, float]:
 
 def rows(c: dict[str, Any], verdict: Callable[[str], list[str]]) -> list[list[str]]:
     out = [["Caching: response cache (store), prefix index; 50 ms upstream, 200 req/s", "", "", "", "", ""]]
+    floor = c["floor_latency_ms"]
+    out.append(["  Floor: direct to the fake upstream, 0 ms, p50/p99 (ms)", f"{floor['p50']:.2f}/{floor['p99']:.2f}",
+                "", "", "", ""])
     for s in c["stores"]:
         lat = c[s]["hit_latency_ms"]
         out.append([f"  Response-cache hit p50/p99, {s} (ms)", "", f"{lat['p50']:.2f}/{lat['p99']:.2f}", "", "", ""])

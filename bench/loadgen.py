@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from time import perf_counter
 from types import MappingProxyType
@@ -62,10 +62,11 @@ def _cpu() -> float:
     return t.user + t.system
 
 
-def _session(limit: int) -> aiohttp.ClientSession:
+def _session(limit: int, headers: Mapping[str, str] | None = None) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=limit, keepalive_timeout=60)
     return aiohttp.ClientSession(
-        connector=connector, headers=HEADERS, timeout=aiohttp.ClientTimeout(total=60), auto_decompress=False
+        connector=connector, headers={**HEADERS, **(headers or {})}, timeout=aiohttp.ClientTimeout(total=60),
+        auto_decompress=False,
     )
 
 
@@ -121,11 +122,11 @@ async def _fire(session: aiohttp.ClientSession, url: str, body: bytes, sched: fl
 
 async def _open_loop(
     url: str, body: bytes | Callable[[int], bytes], rate: float, duration: float, warmup: float, stream: bool,
-    keep: bool = False,
+    keep: bool = False, headers: Mapping[str, str] | None = None,
 ) -> dict:
     n_warm = int(round(warmup * rate))
     n_total = n_warm + int(round(duration * rate))
-    async with _session(limit=0) as session:
+    async with _session(limit=0, headers=headers) as session:
         tasks: list[asyncio.Task[Sample]] = []
         start = perf_counter() + 0.05
         cpu0 = wall0 = 0.0
@@ -161,11 +162,11 @@ async def _open_loop(
 
 def open_loop(
     url: str, body: bytes | Callable[[int], bytes], rate: float, duration: float, warmup: float = 1.0,
-    stream: bool = False, keep: bool = False,
+    stream: bool = False, keep: bool = False, headers: Mapping[str, str] | None = None,
 ) -> dict:
     """Open-loop run at ``rate`` req/s for ``duration`` s after ``warmup`` s (discarded);
-    ``keep=True`` adds the raw latencies (seconds) as ``latencies_s``."""
-    return run(_open_loop(url, body, rate, duration, warmup, stream, keep))
+    ``keep=True`` adds the raw latencies (seconds) as ``latencies_s``; ``headers`` override."""
+    return run(_open_loop(url, body, rate, duration, warmup, stream, keep, headers))
 
 
 async def _stream_once(session: aiohttp.ClientSession, url: str, body: bytes) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from accessphase import figures as access_figures
+from accessphase import rows as access_rows
 from cachephase import figures as cache_figures
 from cachephase import rows as cache_rows
 from routephase import figures as routing_figures
@@ -25,6 +27,7 @@ TARGETS: tuple[tuple[str, str, str, float | str], ...] = (
     ("cache_hit_p99_ms", "<= 2 ms", "<=", 2.0),
     ("cache_miss_p50_added_ms", "<= 0.5 ms", "<=", 0.5),
     ("prefix_lookup_32k_ms", "<= 0.5 ms", "<=", 0.5),
+    ("access_p50_added_ms", "<= 1 ms", "<=", 1.0),
 )
 
 
@@ -39,6 +42,7 @@ def figures(res: dict[str, Any]) -> dict[str, float]:
         "rss_mb": res["rss"]["VmRSS"],
         **routing_figures(res),
         **cache_figures(res),
+        **access_figures(res),
     }
     for q in ("p50", "p99"):
         out[f"overhead_{q}_ms_200"] = (
@@ -136,6 +140,8 @@ def render(res: dict[str, Any]) -> str:
     rows += routing_rows(res["routing"], verdict)
     if res.get("cache"):
         rows += cache_rows(res["cache"], verdict)
+    if res.get("access"):
+        rows += access_rows(res["access"], verdict)
     main = _table(["Figure", "Direct", "Gateway", "Overhead", "Target (gateway)", "Result"], rows)
     text = main + "\n\n" + render_cpu(res)
     if res.get("warnings"):

@@ -24,6 +24,7 @@ from typing import Any
 import loadgen
 import procs
 import routecat
+from accessphase import access
 from cachephase import caching
 from meter import CPUS, Meter, idle_check, wait_idle
 from procs import CHAT_PATH, BenchError, Procs
@@ -168,6 +169,8 @@ def bench(args: argparse.Namespace, ps: Procs, tmp: Path) -> dict[str, Any]:
     res["routing"]["rss_after"] = procs.memory_mb(gw.pid)
     # 8: caching (response cache hit/miss on extra gateways; prefix lookup in-process)
     res["cache"] = caching(run, ps, tmp, config, run.urls["gateway"], args, log)
+    # 9: virtual keys (auth, rate limit, budget hold and settle) on Redis
+    res["access"] = access(run, ps, tmp, config, args, log)
     # 5: cold start to first 200
     runs = []
     for i in range(args.cold_runs):

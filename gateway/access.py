@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from gateway.budgets import Budgets, Hold
 from gateway.config import BudgetConfig
@@ -40,6 +42,7 @@ class Grant:
     team: Team | None = None
     admission: Admission | None = None
     hold: Hold | None = None
+    rate_tokens: int | None = None  # the rate-limit charge still to take (with the first hold)
     settling: asyncio.Task[None] | None = None
 
     @property
@@ -73,30 +76,45 @@ class Access:
         if grant.key is not None:
             check_allowed(grant.key, model, tier)
 
-    async def admit(self, grant: Grant, tokens: int) -> None:
-        """Charge the request against its key's RPM/TPM (once per request, before any attempt)."""
+    def admit(self, grant: Grant, tokens: int) -> None:
+        """Charge the request against its key's RPM/TPM, once per request: done together with
+        the first attempt's budget hold (`reserve`), in parallel, to save a Redis round trip."""
         key = grant.key
-        if key is None or (key.rpm is None and key.tpm is None):
-            return
-        try:
-            grant.admission = await self.limiter.admit(key, tokens)
-        except RateLimitExceeded:
-            self.metrics.child(self.metrics.rate_limit_rejections, _label(grant.team_label)).inc()
-            raise
+        if key is not None and (key.rpm is not None or key.tpm is not None):
+            grant.rate_tokens = tokens
 
     async def reserve(self, grant: Grant, spec: ModelSpec, input_tokens: int, max_tokens: int | None) -> None:
-        """Hold the worst case of calling `spec` against the key's and the team's budgets."""
+        """Hold the worst case of calling `spec` against the key's and the team's budgets (and
+        take the pending rate-limit charge); raise 429 if either refuses, undoing the other."""
+        tokens, grant.rate_tokens = grant.rate_tokens, None
+        work = [self._hold(grant, spec, input_tokens, max_tokens)]
+        if tokens is not None and grant.key is not None:
+            work.append(self.limiter.admit(grant.key, tokens))
+        results = await asyncio.gather(*work, return_exceptions=True)
+        hold, admission = results[0], results[1] if len(results) > 1 else None
+        grant.hold = hold if isinstance(hold, Hold) else None
+        grant.admission = admission if isinstance(admission, Admission) else None
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is None:
+            return
+        if isinstance(failure, BudgetExceeded):
+            self.metrics.child(self.metrics.budget_rejections, _label(grant.team_label)).inc()
+        elif isinstance(failure, RateLimitExceeded):
+            self.metrics.child(self.metrics.rate_limit_rejections, _label(grant.team_label)).inc()
+        await self.release(grant)
+        if grant.admission is not None:  # refused for its budget: give the tokens back
+            self._background(self.limiter.correct(grant.admission, 0))
+            grant.admission = None
+        raise failure
+
+    async def _hold(self, grant: Grant, spec: ModelSpec, input_tokens: int, max_tokens: int | None) -> Hold | None:
         key, team = grant.key, grant.team
         if key is None or (key.budget_pico is None and (team is None or team.budget_pico is None)):
-            return
+            return None
         output = max_tokens or spec.max_output_tokens or self.config.default_max_output_tokens
         reserved_input = input_tokens + -(-input_tokens * self.config.input_margin_pct // 100)
         amount = worst_case_cost(spec.price, reserved_input, output)
-        try:
-            grant.hold = await self.budgets.reserve(key, team, amount, self.config.hold_ttl_s)
-        except BudgetExceeded:
-            self.metrics.child(self.metrics.budget_rejections, _label(grant.team_label)).inc()
-            raise
+        return await self.budgets.reserve(key, team, amount, self.config.hold_ttl_s)
 
     async def release(self, grant: Grant) -> None:
         hold, grant.hold = grant.hold, None
@@ -107,23 +125,23 @@ class Access:
                 log.warning("could not release budget hold %s: %s", hold.id, exc.message)
 
     def settle(self, grant: Grant, spec: ModelSpec, tier: str, cost_pico: int, tokens: int) -> None:
-        """Record the actual cost: budget hold, rate-limit correction, spend aggregates. Runs as a
-        task (kept in `grant.settling`), so a disconnecting client cannot cancel it."""
-        task = asyncio.get_running_loop().create_task(self._settle(grant, spec, tier, cost_pico, tokens))
-        grant.settling = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _settle(self, grant: Grant, spec: ModelSpec, tier: str, cost_pico: int, tokens: int) -> None:
-        now = datetime.now(UTC)
+        """Record the actual cost. The budget settlement runs as a task (kept in `grant.settling`,
+        awaited before the answer goes out; a disconnecting client cannot cancel it); the
+        rate-limit correction and the spend aggregates follow in the background."""
+        now, key = datetime.now(UTC), grant.key
         hold, grant.hold = grant.hold, None
         if hold is not None:
-            await self.budgets.settle(hold, cost_pico, now)
+            grant.settling = self._background(self.budgets.settle(hold, cost_pico, now))
         if grant.admission is not None:
-            await self.limiter.correct(grant.admission, tokens)
-        key = grant.key
-        await self.stats.add(now, cost_pico, model=spec.name, tier=tier,
-                             key=key.id if key else "", team=key.team or "" if key else "")
+            self._background(self.limiter.correct(grant.admission, tokens))
+        self._background(self.stats.add(now, cost_pico, model=spec.name, tier=tier,
+                                        key=key.id if key else "", team=key.team or "" if key else ""))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     async def replay_forever(self, interval_s: float = 2.0) -> None:
         """Replay settlements journaled while Redis was down, as soon as it answers again."""

@@ -17,6 +17,7 @@ Rate limits protect upstreams; they are not money. If Redis is down, requests ar
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -144,10 +145,14 @@ class RedisRateLimiter:
     """Limits shared through Redis; each key's state sits under its own `{gw-rl:<id>}` hash tag
     (keys spread over a Cluster) and expires once its bucket is full again."""
 
-    def __init__(self, redis: Any, prefix: str = "gw") -> None:
+    def __init__(self, redis: Any, prefix: str = "gw", batch_s: float = 0.5) -> None:
+        self._redis = redis
         self._prefix = prefix
         self._admit = redis.register_script(_ADMIT)
         self._correct = redis.register_script(_CORRECT)
+        self._batch_s = batch_s
+        self._pending: dict[tuple[str, int], int] = {}  # (key id, tpm) -> token difference not yet written
+        self._flush: asyncio.Task[None] | None = None
 
     def _keys(self, key_id: str) -> list[str]:
         return [f"{self._prefix}:{{gw-rl:{key_id}}}:rpm", f"{self._prefix}:{{gw-rl:{key_id}}}:tpm"]
@@ -168,10 +173,26 @@ class RedisRateLimiter:
         return admission
 
     async def correct(self, admission: Admission, actual_tokens: int) -> None:
+        """Corrections are summed per key and written every `batch_s` in one pipeline (a refund
+        reaches the bucket up to `batch_s` late)."""
         if admission.tpm is None or actual_tokens == admission.tokens:
             return
+        slot = (admission.key_id, admission.tpm)
+        self._pending[slot] = self._pending.get(slot, 0) + actual_tokens - admission.tokens
+        if not self._batch_s:
+            await self._write()
+        elif self._flush is None or self._flush.done():
+            self._flush = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        if self._batch_s:
+            await asyncio.sleep(self._batch_s)
+        batch, self._pending = self._pending, {}
         try:
-            args = [admission.tpm, actual_tokens - admission.tokens]
-            await self._correct(keys=self._keys(admission.key_id)[1:], args=args)
+            pipe = self._redis.pipeline(transaction=False)
+            for (key_id, tpm), difference in batch.items():
+                if difference:
+                    await self._correct(keys=self._keys(key_id)[1:], args=[tpm, difference], client=pipe)
+            await pipe.execute()
         except redis_errors() as exc:
-            log.warning("rate limits: could not correct %s's tokens: %r", admission.key_id, exc)
+            log.warning("rate limits: could not write token corrections: %r", exc)

@@ -7,6 +7,7 @@ counted); budgets keep their own record.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from datetime import date, datetime, timedelta
@@ -49,17 +50,32 @@ class MemorySpendStats:
 
 
 class RedisSpendStats:
-    def __init__(self, redis: Any, prefix: str) -> None:
+    """Sums are kept in memory and written every `batch_s` in one pipeline (HINCRBY per day and
+    field), so a request costs no Redis round trip here; a crash loses at most that interval."""
+
+    def __init__(self, redis: Any, prefix: str, batch_s: float = 1.0) -> None:
         self._redis = redis
         self._prefix = f"{prefix}:{{gw-spend}}:day:"
+        self._batch_s = batch_s
+        self._pending: dict[tuple[date, str], int] = defaultdict(int)
+        self._flush: asyncio.Task[None] | None = None
 
     async def add(self, at: datetime, cost: int, *, model: str, tier: str, key: str, team: str) -> None:
-        name = self._prefix + at.date().isoformat()
+        day = at.date()
+        for field_name, value in _fields(cost, model, tier, key, team).items():
+            self._pending[day, field_name] += value
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        await asyncio.sleep(self._batch_s)
+        batch, self._pending = self._pending, defaultdict(int)
         try:
             pipe = self._redis.pipeline(transaction=False)
-            for field_name, value in _fields(cost, model, tier, key, team).items():
-                pipe.hincrby(name, field_name, value)
-            pipe.expire(name, _KEEP_S)
+            for (day, field_name), value in batch.items():
+                pipe.hincrby(self._prefix + day.isoformat(), field_name, value)
+            for day in {d for d, _ in batch}:
+                pipe.expire(self._prefix + day.isoformat(), _KEEP_S)
             await pipe.execute()
         except redis_errors() as exc:
             log.warning("spend aggregates not written (Redis unavailable): %r", exc)

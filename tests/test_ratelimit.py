@@ -33,7 +33,7 @@ def run_on_both(redis_url: str, scenario: Scenario) -> None:
         prefix = f"test-{uuid.uuid4().hex[:8]}"
         a, b = Redis.from_url(redis_url), Redis.from_url(redis_url)
         try:
-            await scenario(RedisRateLimiter(a, prefix), RedisRateLimiter(b, prefix))
+            await scenario(RedisRateLimiter(a, prefix, batch_s=0), RedisRateLimiter(b, prefix, batch_s=0))
         finally:
             await a.aclose()
             await b.aclose()
@@ -114,7 +114,7 @@ def test_buckets_refill(redis_url: str) -> None:
 def test_redis_down_admits() -> None:
     async def scenario() -> None:
         client = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
-        limiter = RedisRateLimiter(client)
+        limiter = RedisRateLimiter(client, batch_s=0)
         key = vkey(rpm=1)
         for _ in range(3):
             await limiter.admit(key, 1)

@@ -107,7 +107,7 @@ async def _dispatch(call: Call, request: Request, body: dict[str, Any]) -> Respo
         access.check(grant, spec.name, None)
         if grant.key is not None:
             inputs[spec.name] = state.tokens.count_messages(body["messages"], spec.upstream_model, body.get("tools"))
-            await access.admit(grant, inputs[spec.name] + (max_tokens or state.settings.routing.default_output_tokens))
+            access.admit(grant, inputs[spec.name] + (max_tokens or state.settings.routing.default_output_tokens))
         call.prefix = await state.prefix.plan([spec], body)
         return await attempt(spec)
     access.check(grant, None, tier.name)
@@ -116,7 +116,7 @@ async def _dispatch(call: Call, request: Request, body: dict[str, Any]) -> Respo
     plan = await state.router.plan(tier, body, state.settings.routing.max_attempts, allowed)
     inputs.update((c.model, c.input_tokens) for c in plan.ranked)
     first = plan.ranked[0]
-    await access.admit(grant, first.input_tokens + first.expected_output_tokens)
+    access.admit(grant, first.input_tokens + first.expected_output_tokens)
     call.baseline, call.prefix = plan.baseline, plan.prefix
     return await run_with_failover(call, plan, attempt)
 
