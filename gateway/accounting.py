@@ -31,8 +31,10 @@ def settle(
     produced_text: Callable[[], str],
     reason: str,
     complete: bool = True,
+    status: str = "200",
 ) -> Settled:
-    """Price and record one call. `complete=False` (a stream that broke or was abandoned): keep
+    """Price and record one call: metrics, budgets, spend aggregates and the ledger (`status`:
+    how the request ended). `complete=False` (a stream that broke or was abandoned): keep
     the upstream's input figures but count the output ourselves if that is larger."""
     state, spec = call.state, call.spec
     assert spec is not None
@@ -51,10 +53,12 @@ def settle(
         metrics.child(metrics.usage_estimated, spec.name, reason).inc()
     cost = price_usage(usage, spec.price)
     metrics.record_usage(spec.name, spec.provider, call.tier, call.team, usage, cost)
+    saved = 0
     if call.baseline is not None:  # what the tier's baseline would have cost for the same usage
-        saved = price_usage(usage, call.baseline.price).total - cost.total
+        saved = max(price_usage(usage, call.baseline.price).total - cost.total, 0)
         if saved > 0:
             metrics.child(metrics.routing_saved, call.tier).inc(saved / PICO_PER_USD)
+    state.ledger.add(call.ledger_record(usage, cost, status, routing_saved=saved))
     state.prefix.settle(spec, call.prefix, usage)  # a cut-off stream's prompt was still read (and cached)
     state.access.settle(call.grant, spec, call.tier, cost.total, usage.prompt_tokens + usage.completion_tokens)
     if complete:

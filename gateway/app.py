@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import backends
 from gateway.access import Access
-from gateway.api import admin, chat, estimate, health, metrics, models
+from gateway.api import admin, chat, dashboard, estimate, health, ledger, metrics, models
 from gateway.api.errors import install_error_handlers
 from gateway.catalog import builtin_config
 from gateway.config import load_config
@@ -49,8 +49,9 @@ class GatewayASGI:
     to its handler: FastAPI's middleware and dependency stack costs ~0.15 ms of CPU per request
     there. Every other route, the error handlers and the lifespan are FastAPI's."""
 
-    def __init__(self, api: FastAPI) -> None:
+    def __init__(self, api: FastAPI, in_flight: Any) -> None:
         self.api = api
+        self.in_flight = in_flight  # gateway_in_flight_requests: up on entry, down when the last byte is sent
 
     @property
     def state(self) -> Any:
@@ -59,8 +60,12 @@ class GatewayASGI:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == chat.PATH and scope["method"] == "POST":
             scope["app"] = self.api
-            response = await chat.chat_completions(Request(scope, receive))
-            await response(scope, receive, send)
+            self.in_flight.inc()
+            try:
+                response = await chat.chat_completions(Request(scope, receive))
+                await response(scope, receive, send)
+            finally:
+                self.in_flight.dec()
             return
         await self.api(scope, receive, send)
 
@@ -86,12 +91,14 @@ def create_app(settings: Settings) -> GatewayASGI:
         access = Access(backends.key_store(settings, redis), backends.budgets(settings, redis),
                         backends.rate_limiter(settings, redis), backends.spend_stats(settings, redis), app_metrics,
                         settings.budgets, settings.require_keys)
+        ledger = backends.ledger(settings, redis)
         app.state.gw = AppState(
             settings, app_metrics, tokens, pool, build_providers(pool), router, prefix, access, settings.secrets(),
-            redis, backends.response_cache(settings, redis),
+            redis, backends.response_cache(settings, redis), ledger=ledger,
         )
         loop = asyncio.get_running_loop()
-        chores = [loop.create_task(access.replay_forever()), loop.create_task(access.refresh_gauges_forever())]
+        chores = [loop.create_task(access.replay_forever()), loop.create_task(access.refresh_gauges_forever()),
+                  loop.create_task(ledger.run())]
         # Encodings take ~0.5 s to load: do it off the event loop after start-up, not before.
         upstream_ids = [m.upstream_model for m in settings.models.values()]
         warm = asyncio.get_running_loop().run_in_executor(None, _warm_up, tokens, upstream_ids)
@@ -102,15 +109,16 @@ def create_app(settings: Settings) -> GatewayASGI:
             for chore in chores:
                 chore.cancel()
             await access.drain()
+            await ledger.flush()
             pool.close()
             if redis is not None:
                 await redis.aclose()
 
     app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app, settings.secrets())
-    for module in (models, estimate, health, metrics, admin):
+    for module in (models, estimate, health, metrics, admin, ledger, dashboard):
         app.include_router(module.router)
-    return GatewayASGI(app)
+    return GatewayASGI(app, app_metrics.in_flight)
 
 
 def app_from_env() -> GatewayASGI:

@@ -10,13 +10,14 @@ from typing import Any
 from gateway.budgets import Budgets, MemoryBudgets
 from gateway.cache_store import CacheStore, MemoryCacheStore, RedisCacheStore
 from gateway.keys import KeyStore, MemoryKeyStore
+from gateway.ledger import Ledger, MemoryLedger
 from gateway.prefix_index import MemoryPrefixIndex, PrefixIndex, RedisPrefixIndex
 from gateway.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from gateway.routing_state import MemoryRoutingState, RedisRoutingState, RoutingState
 from gateway.settings import Settings
 from gateway.spend_stats import MemorySpendStats, RedisSpendStats, SpendStats
 
-__all__ = ["budgets", "key_store", "prefix_index", "rate_limiter", "redis_client", "response_cache",
+__all__ = ["budgets", "key_store", "ledger", "prefix_index", "rate_limiter", "redis_client", "response_cache",
            "routing_state", "spend_stats"]
 
 
@@ -74,3 +75,11 @@ def rate_limiter(settings: Settings, redis: Any) -> RateLimiter:
 
 def spend_stats(settings: Settings, redis: Any) -> SpendStats:
     return MemorySpendStats() if redis is None else RedisSpendStats(redis, settings.redis_prefix)
+
+
+def ledger(settings: Settings, redis: Any) -> Ledger:
+    if redis is None:
+        return MemoryLedger(settings.ledger)
+    from gateway.ledger_redis import RedisLedger
+
+    return RedisLedger(redis, settings.redis_prefix, settings.ledger)

@@ -6,6 +6,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,8 @@ from starlette.requests import Request
 
 from gateway.access import Grant
 from gateway.errors import GatewayError, RequestTooLarge
+from gateway.ledger import LedgerRecord
+from gateway.pricing import Cost, Usage
 from gateway.settings import ModelSpec
 from gateway.state import AppState
 
@@ -77,6 +80,21 @@ class Call:
             if self.plan is not None and self.spec is not None:
                 headers["x-gateway-route"] = self.plan.reason(self.spec.name)
         return headers
+
+    def ledger_record(self, usage: Usage, cost: Cost, status: str, routing_saved: int = 0,
+                      cache_saved: int = 0) -> LedgerRecord:
+        """This request's spend-ledger record (the model must be known)."""
+        spec, key = self.spec, self.grant.key
+        assert spec is not None
+        return LedgerRecord(
+            datetime.now(UTC).isoformat(timespec="microseconds"), self.request_id,
+            key.id if key else "", (key.alias or "") if key else "", self.team, spec.name, spec.provider, self.tier,
+            usage.input, usage.cached_input, usage.cache_write_5m + usage.cache_write_1h, usage.output,
+            usage.reasoning, cost.input, cost.cached_input, cost.cache_write, cost.output, cost.reasoning,
+            cost.total, self.cache_result,
+            self.plan.reason(spec.name) if self.plan is not None and self.tier else "", status,
+            round((perf_counter() - self.started) * 1000, 3), routing_saved, cache_saved,
+        )
 
     def record(self, status: str, upstream_time: float = 0.0) -> None:
         """Request count, duration and the gateway's own overhead."""

@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, demo, check-config."""
+"""The `gateway` command: serve, demo, check-config, route; keys, teams and spend (cli_keys, cli_spend)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.cli_keys import add_parsers as add_key_parsers
+from gateway.cli_spend import add_parser as add_spend_parser
 from gateway.config import ConfigError
 
 if TYPE_CHECKING:
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="run a simulated workload and print what it cost")
     p.set_defaults(func=demo)
     add_key_parsers(sub)
+    add_spend_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

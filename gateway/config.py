@@ -121,6 +121,15 @@ class BudgetConfig(_Strict):
     gauge_interval_s: float = Field(15, gt=0)  # how often team budget gauges are refreshed
 
 
+class LedgerConfig(_Strict):
+    """The spend ledger: one record per billed request (see gateway/ledger.py)."""
+
+    retention_days: int = Field(35, gt=0)  # Redis: a day's stream expires this many days after that day
+    max_per_day: int = Field(1_000_000, gt=0)  # Redis: per-day stream cap (approximate MAXLEN trim)
+    max_memory_records: int = Field(100_000, gt=0)  # without Redis: the newest records kept in this process
+    flush_interval_s: float = Field(0.2, gt=0)  # Redis: records are written in one batch this often
+
+
 class GatewayConfig(_Strict):
     redis_url: str | None = None
     redis_prefix: str = Field("gw", min_length=1)  # every key the gateway writes starts with it
@@ -132,6 +141,7 @@ class GatewayConfig(_Strict):
     routing: RoutingConfig = Field(default_factory=lambda: RoutingConfig.model_validate({}))
     cache: CacheConfig = Field(default_factory=CacheConfig)
     budgets: BudgetConfig = Field(default_factory=BudgetConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
 
 
 def _path(loc: tuple[Any, ...]) -> str:

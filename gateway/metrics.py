@@ -80,6 +80,8 @@ class Metrics:
         self.rate_limit_rejections = counter(
             "gateway_rate_limit_rejections_total", "Requests refused by a key's RPM/TPM limit.", ["team"])
         self.cache_errors = counter("gateway_cache_errors_total", "Cache operations that failed (bypassed).", ["cache"])
+        self.in_flight = Gauge("gateway_in_flight_requests", "Chat requests in flight.", registry=own,
+                               multiprocess_mode="livesum")  # with several workers: their sum
         self.usage_estimated = counter(
             "gateway_usage_estimated_total",
             "Requests billed from the gateway's own token count (reason: missing | disconnect | error).",

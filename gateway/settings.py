@@ -18,6 +18,7 @@ from gateway.config import (
     CacheLayer,
     ConfigError,
     GatewayConfig,
+    LedgerConfig,
     ModelConfig,
     PrefixLayer,
     PriceFields,
@@ -80,6 +81,7 @@ class Settings:
     cache: CacheLayer = field(default_factory=lambda: CacheLayer.model_validate({"ttl_s": 3600}))  # response cache
     prefix: PrefixLayer = field(default_factory=PrefixLayer)  # prompt-prefix index
     budgets: BudgetConfig = field(default_factory=BudgetConfig)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
     max_body_bytes: int = 4 * 1024 * 1024
     redis_url: str | None = None
     redis_prefix: str = "gw"
@@ -219,6 +221,7 @@ def resolve_settings(config: GatewayConfig, table: PriceTable, source: str = "co
         cache=config.cache.response,
         prefix=config.cache.prefix,
         budgets=config.budgets,
+        ledger=config.ledger,
         max_body_bytes=config.max_body_bytes,
         redis_url=config.redis_url or os.environ.get("REDIS_URL") or None,
         redis_prefix=config.redis_prefix,

@@ -9,7 +9,9 @@ from typing import Any
 
 from gateway.access import Access
 from gateway.cache_store import CacheStore
+from gateway.config import LedgerConfig
 from gateway.errors import ModelNotFound, ServiceUnavailable
+from gateway.ledger import Ledger, MemoryLedger
 from gateway.metrics import Metrics
 from gateway.prefix_cache import PrefixCache
 from gateway.providers.base import Provider
@@ -34,6 +36,7 @@ class AppState:
     secrets: list[str] = field(default_factory=list)  # every credential held, for redaction
     redis: Any = None  # redis.asyncio.Redis when configured
     response_cache: CacheStore | None = None  # None when the response cache is disabled
+    ledger: Ledger = field(default_factory=lambda: MemoryLedger(LedgerConfig()))  # one record per billed request
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:

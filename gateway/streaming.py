@@ -82,7 +82,7 @@ async def _relay(call: Call, stream: UpstreamStream, include_usage: bool) -> Asy
     finally:
         stream.close()
         if settled is None:  # failed or abandoned: price what was produced
-            settle(call, stream.usage, stream.usage_dict, stream.produced_text, reason, complete=False)
+            settle(call, stream.usage, stream.usage_dict, stream.produced_text, reason, complete=False, status=status)
         if stream.first_chunk_at is not None:
             metrics = call.state.metrics
             metrics.child(metrics.ttft, spec.name).observe(stream.first_chunk_at - call.upstream_started)

@@ -1,6 +1,7 @@
 """The admin API, authorised by `Authorization: Bearer <master_key>` (off when no master key is
 configured): virtual keys (`/admin/keys`), team budgets (`/admin/teams`) and spend aggregates
-(`/admin/spend`). And `GET /v1/spend`, a caller's own key's budget position."""
+(`/admin/spend`: from the daily aggregates, or `source=ledger` from the spend ledger; both give
+the same figures). And `GET /v1/spend`, a caller's own key's budget position."""
 
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ from starlette.responses import JSONResponse
 from gateway.budgets import Spend
 from gateway.errors import AuthenticationFailed, InvalidRequest, NotFound
 from gateway.keys import Team, budget_pico_from_usd, clean_fields
+from gateway.ledger_report import spend_by
 from gateway.pricing import PICO_PER_USD
 from gateway.spend_stats import GROUPS, aggregate
 from gateway.state import AppState
 
-__all__ = ["router"]
+__all__ = ["admin_state", "day_bounds", "router", "span"]
 
 router = APIRouter()
 _MAX_DAYS = 400
@@ -30,7 +32,7 @@ def _state(request: Request) -> AppState:
     return request.app.state.gw  # type: ignore[no-any-return]
 
 
-def _admin(request: Request) -> AppState:
+def admin_state(request: Request) -> AppState:
     state = _state(request)
     master = state.settings.master_key
     if not master:
@@ -72,20 +74,20 @@ def _spend_body(spend: Spend) -> dict[str, Any]:
 
 @router.post("/admin/keys")
 async def create_key(request: Request) -> JSONResponse:
-    state = _admin(request)
+    state = admin_state(request)
     key, secret = await state.access.keys.create(**_key_fields(await _json(request)))
     return JSONResponse({**key.public(), "key": secret}, status_code=201)
 
 
 @router.get("/admin/keys")
 async def list_keys(request: Request) -> JSONResponse:
-    state = _admin(request)
+    state = admin_state(request)
     return JSONResponse({"data": [k.public() for k in await state.access.keys.list()]})
 
 
 @router.get("/admin/keys/{key_id}")
 async def get_key(request: Request, key_id: str) -> JSONResponse:
-    key = await _admin(request).access.keys.get(key_id)
+    key = await admin_state(request).access.keys.get(key_id)
     if key is None:
         raise NotFound(f"no key '{key_id}'")
     return JSONResponse(key.public())
@@ -93,18 +95,18 @@ async def get_key(request: Request, key_id: str) -> JSONResponse:
 
 @router.patch("/admin/keys/{key_id}")
 async def update_key(request: Request, key_id: str) -> JSONResponse:
-    state = _admin(request)
+    state = admin_state(request)
     return JSONResponse((await state.access.keys.update(key_id, **_key_fields(await _json(request)))).public())
 
 
 @router.delete("/admin/keys/{key_id}")
 async def revoke_key(request: Request, key_id: str) -> JSONResponse:
-    return JSONResponse((await _admin(request).access.keys.revoke(key_id)).public())
+    return JSONResponse((await admin_state(request).access.keys.revoke(key_id)).public())
 
 
 @router.put("/admin/teams/{name}")
 async def set_team(request: Request, name: str) -> JSONResponse:
-    state = _admin(request)
+    state = admin_state(request)
     body = await _json(request)
     unknown = sorted(set(body) - {"budget_usd", "budget_period"})
     if unknown:
@@ -121,7 +123,7 @@ async def set_team(request: Request, name: str) -> JSONResponse:
 
 @router.get("/admin/teams")
 async def list_teams(request: Request) -> JSONResponse:
-    state = _admin(request)
+    state = admin_state(request)
     return JSONResponse({"data": [await _team_body(state, t) for t in await state.access.keys.list_teams()]})
 
 
@@ -139,20 +141,39 @@ def _day(value: str | None, default: date, name: str) -> date:
         raise InvalidRequest(f"{name} must be a date like 2026-11-26", param=name) from None
 
 
-@router.get("/admin/spend")
-async def admin_spend(request: Request) -> JSONResponse:
-    state = _admin(request)
-    group_by = request.query_params.get("group_by", "model")
-    if group_by not in GROUPS:
-        raise InvalidRequest(f"group_by must be one of {', '.join(GROUPS)}", param="group_by")
+def span(request: Request) -> tuple[date, date]:
+    """The `from` and `to` days (UTC, both included); by default the last 30 days."""
     today = datetime.now(UTC).date()
     last = _day(request.query_params.get("to"), today, "to")
     first = _day(request.query_params.get("from"), last - timedelta(days=29), "from")
     if first > last or (last - first).days >= _MAX_DAYS:
         raise InvalidRequest(f"from must be on or before to, at most {_MAX_DAYS} days apart", param="from")
-    groups = aggregate(await state.access.stats.days(first, last), group_by)
+    return first, last
+
+
+def day_bounds(first: date, last: date) -> tuple[datetime, datetime]:
+    """[start of `first`, end of `last`) in UTC."""
+    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    return start, start + timedelta(days=(last - first).days + 1)
+
+
+@router.get("/admin/spend")
+async def admin_spend(request: Request) -> JSONResponse:
+    state = admin_state(request)
+    group_by = request.query_params.get("group_by", "model")
+    if group_by not in GROUPS:
+        raise InvalidRequest(f"group_by must be one of {', '.join(GROUPS)}", param="group_by")
+    source = request.query_params.get("source", "stats")
+    if source not in ("stats", "ledger"):
+        raise InvalidRequest("source must be stats or ledger", param="source")
+    first, last = span(request)
+    if source == "ledger":
+        await state.ledger.flush()  # this process's newest records (other processes flush every interval)
+        groups = await spend_by(state.ledger, *day_bounds(first, last), group_by)
+    else:
+        groups = aggregate(await state.access.stats.days(first, last), group_by)
     return JSONResponse({
-        "group_by": group_by, "from": first.isoformat(), "to": last.isoformat(),
+        "group_by": group_by, "source": source, "from": first.isoformat(), "to": last.isoformat(),
         "data": [{"group": g, "spend_usd": p / PICO_PER_USD} for g, p in groups.items()],
         "total_usd": sum(groups.values()) / PICO_PER_USD if group_by in ("model", "day") else None,
     })

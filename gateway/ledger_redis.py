@@ -1,0 +1,92 @@
+"""The spend ledger in Redis: one stream per UTC day, `<prefix>:{gw-ledger}:YYYY-MM-DD`, each
+entry one field `r` holding the record as JSON. Streams are trimmed to about
+`ledger.max_per_day` entries (XADD MAXLEN ~) and expire `ledger.retention_days` days after
+their day ends (EXPIREAT). The `{gw-ledger}` hash tag keeps every day on one Cluster slot.
+
+Requests only append to this process's buffer; `run` writes it in one pipeline every
+`flush_interval_s`. If Redis fails, the batch goes back to the buffer (bounded: the newest
+records are dropped first, and said so in the log) and is retried at the next interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import orjson
+
+from gateway.config import LedgerConfig
+from gateway.ledger import PAGE, LedgerRecord, iso
+from gateway.redis_errors import redis_errors
+
+__all__ = ["RedisLedger"]
+
+log = logging.getLogger("gateway.ledger")
+_MAX_PENDING = 100_000  # records held in this process while Redis does not answer
+
+
+class RedisLedger:
+    def __init__(self, redis: Any, prefix: str, config: LedgerConfig) -> None:
+        self._redis = redis
+        self._prefix = f"{prefix}:{{gw-ledger}}:"
+        self._config = config
+        self._pending: deque[LedgerRecord] = deque()
+
+    def key(self, day: date) -> str:
+        return self._prefix + day.isoformat()
+
+    def add(self, record: LedgerRecord) -> None:
+        if len(self._pending) < _MAX_PENDING:
+            self._pending.append(record)
+        else:
+            log.warning("ledger buffer full (Redis unavailable?): record of request %s dropped", record.request_id)
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        batch = list(self._pending)
+        self._pending.clear()
+        pipe = self._redis.pipeline(transaction=False)
+        days: set[str] = set()
+        for record in batch:
+            day = record.time[:10]
+            days.add(day)
+            pipe.xadd(self._prefix + day, {"r": orjson.dumps(record)},
+                      maxlen=self._config.max_per_day, approximate=True)
+        for day in days:
+            end = datetime.combine(date.fromisoformat(day), time(), UTC) + timedelta(
+                days=self._config.retention_days + 1)
+            pipe.expireat(self._prefix + day, int(end.timestamp()))
+        try:
+            await pipe.execute()
+        except redis_errors() as exc:
+            room = _MAX_PENDING - len(self._pending)
+            self._pending.extendleft(reversed(batch[:room]))
+            log.warning("ledger: %d record(s) not written yet (Redis unavailable: %r)%s", len(batch), exc,
+                        f"; {len(batch) - room} dropped" if room < len(batch) else "")
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.flush_interval_s)
+            await self.flush()
+
+    async def pages(self, start: datetime, end: datetime) -> AsyncIterator[list[LedgerRecord]]:
+        low, high = iso(start), iso(end)
+        oldest = (datetime.now(UTC) - timedelta(days=self._config.retention_days + 1)).date()
+        day, last = max(start.astimezone(UTC).date(), oldest), end.astimezone(UTC).date()
+        while day <= last:
+            cursor = "-"
+            while True:
+                rows = await self._redis.xrange(self.key(day), min=cursor, max="+", count=PAGE)
+                page = [r for r in (LedgerRecord.from_dict(orjson.loads(f[b"r"])) for _, f in rows)
+                        if low <= r.time < high]
+                if page:
+                    yield page
+                if len(rows) < PAGE:
+                    break
+                cursor = "(" + rows[-1][0].decode()
+            day += timedelta(days=1)
