@@ -136,6 +136,7 @@ def test_responses_ledger_and_metrics_agree(run: tuple[Gateway, list[int]]) -> N
 def test_daily_aggregates_agree_with_the_ledger(run: tuple[Gateway, list[int]]) -> None:
     gw, costs = run
     ledger_records(gw, len(costs))
+    time.sleep(1.3)  # the daily aggregates are written in batches, about once a second
     for group_by in ("model", "key", "team", "tier", "day"):
         bodies = [admin_get(gw, "/admin/spend", group_by=group_by, source=s).json() for s in ("stats", "ledger")]
         stats, ledger = ({row["group"]: row["spend_usd"] for row in b["data"] if row["spend_usd"]} for b in bodies)
