@@ -1,6 +1,6 @@
 -- wrk script: POST a small chat completion to /v1/chat/completions.
 --
---   wrk -t2 -c64 -d10s -s bench/wrk_post.lua http://127.0.0.1:PORT/v1/chat/completions -- MODEL [stream]
+--   wrk -t2 -c64 -d10s -s bench/wrk_post.lua http://127.0.0.1:PORT/v1/chat/completions -- MODEL [stream|t0]
 --
 -- With "stream" the body asks for an SSE stream (with usage) and every response body is checked for
 -- "data: [DONE]"; responses without it are counted as "incomplete".
@@ -18,12 +18,15 @@ incomplete = 0  -- global: read per thread in done() via thread:get
 function init(args)
    local model = args[1] or "bench-fast"
    streaming = args[2] == "stream"
+   local deterministic = args[2] == "t0"  -- temperature 0: cacheable by the response cache
    wrk.method = "POST"
    wrk.headers["Content-Type"] = "application/json"
    wrk.headers["Authorization"] = "Bearer x"
    local extra = ""
    if streaming then
       extra = ', "stream": true, "stream_options": {"include_usage": true}'
+   elseif deterministic then
+      extra = ', "temperature": 0'
    end
    wrk.body = '{"model": "' .. model .. '", "messages": [{"role": "user", "content": "Say hello"}]' .. extra .. '}'
 end

@@ -47,7 +47,8 @@ def wrk_binary() -> str:
 
 
 def run_wrk(
-    url: str, model: str, connections: int, duration_s: float, threads: int = 2, stream: bool = False
+    url: str, model: str, connections: int, duration_s: float, threads: int = 2, stream: bool = False,
+    deterministic: bool = False,
 ) -> WrkResult:
     """One wrk run against ``url``; raises if wrk fails or prints nothing parseable."""
     secs = max(1, round(duration_s))
@@ -59,6 +60,8 @@ def run_wrk(
     if stream:
         cmd.append("stream")
         env["WRK_CHECK_DONE"] = "1"
+    elif deterministic:
+        cmd.append("t0")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=secs + 60, check=False)
     out = proc.stdout
     if proc.returncode != 0 or "WRKJSON" not in out:

@@ -27,6 +27,7 @@ __all__ = ["RedisLedger"]
 
 log = logging.getLogger("gateway.ledger")
 _MAX_PENDING = 100_000  # records held in this process while Redis does not answer
+_CHUNK = 16  # records per pipeline (about 0.5 ms of work between two turns of the event loop)
 
 
 class RedisLedger:
@@ -46,10 +47,15 @@ class RedisLedger:
             log.warning("ledger buffer full (Redis unavailable?): record of request %s dropped", record.request_id)
 
     async def flush(self) -> None:
-        if not self._pending:
-            return
-        batch = list(self._pending)
-        self._pending.clear()
+        """Write the buffer, in pipelines of `_CHUNK` records with the event loop free between
+        them (one big pipeline would hold up every request in flight for milliseconds)."""
+        while self._pending:
+            batch = [self._pending.popleft() for _ in range(min(_CHUNK, len(self._pending)))]
+            if not await self._write(batch):
+                return
+            await asyncio.sleep(0)
+
+    async def _write(self, batch: list[LedgerRecord]) -> bool:
         pipe = self._redis.pipeline(transaction=False)
         days: set[str] = set()
         for record in batch:
@@ -68,6 +74,8 @@ class RedisLedger:
             self._pending.extendleft(reversed(batch[:room]))
             log.warning("ledger: %d record(s) not written yet (Redis unavailable: %r)%s", len(batch), exc,
                         f"; {len(batch) - room} dropped" if room < len(batch) else "")
+            return False
+        return True
 
     async def run(self) -> None:
         while True:
