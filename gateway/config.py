@@ -126,7 +126,7 @@ class LedgerConfig(_Strict):
 
     retention_days: int = Field(35, gt=0)  # Redis: a day's stream expires this many days after that day
     max_per_day: int = Field(1_000_000, gt=0)  # Redis: per-day stream cap (approximate MAXLEN trim)
-    max_memory_records: int = Field(100_000, gt=0)  # without Redis: the newest records kept in this process
+    max_memory_records: int = Field(10_000, gt=0)  # without Redis: the newest records kept here (~0.7 KB each)
     flush_interval_s: float = Field(0.2, gt=0)  # Redis: records are written in one batch this often
 
 

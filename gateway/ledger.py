@@ -96,7 +96,8 @@ class MemoryLedger:
         self._retention = timedelta(days=config.retention_days)
 
     def add(self, record: LedgerRecord) -> None:
-        self._records.append((record.time, orjson.dumps(record)))
+        # A copy: orjson's own result keeps its ~8 KB working buffer; the copy is the JSON's size.
+        self._records.append((record.time, bytes(memoryview(orjson.dumps(record)))))
 
     async def flush(self) -> None:
         return None
