@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +25,7 @@ from gateway.keys import SECRET_PREFIX, KeyStore, Team, VirtualKey, check_allowe
 from gateway.metrics import Metrics
 from gateway.pricing import PICO_PER_USD, worst_case_cost
 from gateway.ratelimit import Admission, RateLimiter
+from gateway.redis_batch import ScriptBatch
 from gateway.redis_errors import redis_errors
 from gateway.settings import ModelSpec
 from gateway.spend_stats import SpendStats
@@ -87,10 +88,7 @@ class Access:
         """Hold the worst case of calling `spec` against the key's and the team's budgets (and
         take the pending rate-limit charge); raise 429 if either refuses, undoing the other."""
         tokens, grant.rate_tokens = grant.rate_tokens, None
-        work = [self._hold(grant, spec, input_tokens, max_tokens)]
-        if tokens is not None and grant.key is not None:
-            work.append(self.limiter.admit(grant.key, tokens))
-        results = await asyncio.gather(*work, return_exceptions=True)
+        results = await self._hold_and_admit(grant, spec, input_tokens, max_tokens, tokens)
         hold, admission = results[0], results[1] if len(results) > 1 else None
         grant.hold = hold if isinstance(hold, Hold) else None
         grant.admission = admission if isinstance(admission, Admission) else None
@@ -107,14 +105,36 @@ class Access:
             grant.admission = None
         raise failure
 
-    async def _hold(self, grant: Grant, spec: ModelSpec, input_tokens: int, max_tokens: int | None) -> Hold | None:
+    async def _hold_and_admit(
+        self, grant: Grant, spec: ModelSpec, input_tokens: int, max_tokens: int | None, tokens: int | None
+    ) -> list[Any]:
+        """[hold or None or the exception, (admission or the exception)]: with Redis both in one
+        round trip, else one after the other."""
         key, team = grant.key, grant.team
-        if key is None or (key.budget_pico is None and (team is None or team.budget_pico is None)):
-            return None
-        output = max_tokens or spec.max_output_tokens or self.config.default_max_output_tokens
-        reserved_input = input_tokens + -(-input_tokens * self.config.input_margin_pct // 100)
-        amount = worst_case_cost(spec.price, reserved_input, output)
-        return await self.budgets.reserve(key, team, amount, self.config.hold_ttl_s)
+        amount = None
+        if key is not None and (key.budget_pico is not None or (team is not None and team.budget_pico is not None)):
+            output = max_tokens or spec.max_output_tokens or self.config.default_max_output_tokens
+            reserved_input = input_tokens + -(-input_tokens * self.config.input_margin_pct // 100)
+            amount = worst_case_cost(spec.price, reserved_input, output)
+        admit = tokens is not None and key is not None
+        if key is None or (amount is None and not admit):
+            return [None]
+        queue_reserve = getattr(self.budgets, "queue_reserve", None)
+        queue_admit = getattr(self.limiter, "queue_admit", None)
+        if queue_reserve is not None and queue_admit is not None:
+            batch = ScriptBatch(self.budgets.redis)  # type: ignore[attr-defined]
+            ttl = self.config.hold_ttl_s
+            finishers = [queue_reserve(batch, key, team, amount, ttl) if amount is not None else None]
+            if admit:
+                finishers.append(queue_admit(batch, key, tokens))
+            replies = await batch.run()
+            return [_outcome(f, replies) for f in finishers]
+        hold = None
+        if amount is not None:
+            hold = await _caught(self.budgets.reserve(key, team, amount, self.config.hold_ttl_s))
+        if not admit:
+            return [hold]
+        return [hold, await _caught(self.limiter.admit(key, tokens))]  # type: ignore[arg-type]
 
     async def release(self, grant: Grant) -> None:
         hold, grant.hold = grant.hold, None
@@ -178,6 +198,22 @@ class Access:
         """Wait for settlements in flight (shutdown)."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _outcome(finish: Callable[[list[Any]], Any] | None, replies: list[Any]) -> Any:
+    if finish is None:
+        return None
+    try:
+        return finish(replies)
+    except GatewayError as exc:
+        return exc
+
+
+async def _caught(work: Awaitable[Any]) -> Any:
+    try:
+        return await work
+    except GatewayError as exc:
+        return exc
 
 
 def _label(team: str) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +33,7 @@ from gateway.budget_periods import Period, period_of
 from gateway.budgets import Hold, Scope, Spend, check_pico, hold_scopes, make_spend, new_hold, refusal, scopes_of
 from gateway.errors import ServiceUnavailable
 from gateway.keys import Team, VirtualKey
+from gateway.redis_batch import ScriptBatch
 from gateway.redis_errors import redis_errors
 from gateway.spend_journal import Settlement, SpendJournal
 
@@ -140,7 +142,7 @@ class RedisBudgets:
         spent_grace_s: int = 86400,
         settled_ttl_s: int = 7 * 86400,
     ) -> None:
-        self._redis = redis
+        self._redis = self.redis = redis
         self._prefix = f"{prefix}:{{gw-budget}}"
         self._journal = journal
         self._fail_open = fail_open
@@ -156,23 +158,37 @@ class RedisBudgets:
         return [f"{p}:holds:{scope}", f"{p}:held:{scope}", f"{p}:spent:{scope}:{period_of(period, at)[0]}"]
 
     async def reserve(self, key: VirtualKey, team: Team | None, amount_pico: int, hold_ttl_s: float) -> Hold:
+        batch = ScriptBatch(self.redis)
+        finish = self.queue_reserve(batch, key, team, amount_pico, hold_ttl_s)
+        return finish(await batch.run())
+
+    def queue_reserve(
+        self, batch: ScriptBatch, key: VirtualKey, team: Team | None, amount_pico: int, hold_ttl_s: float
+    ) -> Callable[[list[Any]], Hold]:
+        """Queue the reservation in `batch` (it may share a round trip with other calls); the
+        returned function turns the batch's results into the Hold, or raises."""
         hold = new_hold(key, team, amount_pico)
         scopes = scopes_of(key, team)
         now = datetime.now(UTC)
         keys = [k for s in scopes for k in self._keys(s.name, s.period, now)]
         budgets = ["" if s.budget is None else str(s.budget) for s in scopes]
-        ttl_ms = max(int(hold_ttl_s * 1000), 1)
-        try:
-            result = await self._reserve(keys=keys, args=[hold.id, amount_pico, ttl_ms, *budgets])
-        except redis_errors() as exc:
-            if self._fail_open:
-                log.warning("budgets: Redis unavailable, admitting %s unchecked: %r", key.id, exc)
-                return hold
-            raise ServiceUnavailable("the budget store (Redis) is unavailable") from exc
-        if int(result[0]):
-            scope: Scope = scopes[int(result[0]) - 1]
-            raise refusal(scope, int(result[1]), int(result[2]), amount_pico)
-        return hold
+        index = batch.add(self._reserve, keys, [hold.id, amount_pico, max(int(hold_ttl_s * 1000), 1), *budgets])
+
+        def finish(results: list[Any]) -> Hold:
+            result = results[index]
+            if isinstance(result, redis_errors()):
+                if self._fail_open:
+                    log.warning("budgets: Redis unavailable, admitting %s unchecked: %r", key.id, result)
+                    return hold
+                raise ServiceUnavailable("the budget store (Redis) is unavailable") from result
+            if isinstance(result, Exception):
+                raise result
+            if int(result[0]):
+                scope: Scope = scopes[int(result[0]) - 1]
+                raise refusal(scope, int(result[1]), int(result[2]), amount_pico)
+            return hold
+
+        return finish
 
     async def settle(self, hold: Hold, actual_pico: int, at: datetime | None = None) -> None:
         settlement = Settlement(hold, check_pico(actual_pico), at or datetime.now(UTC))

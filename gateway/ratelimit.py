@@ -20,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.errors import RateLimitExceeded
 from gateway.keys import VirtualKey
+from gateway.redis_batch import ScriptBatch
 from gateway.redis_errors import redis_errors
 
 __all__ = ["Admission", "MemoryRateLimiter", "RateLimiter", "RedisRateLimiter"]
@@ -146,7 +148,7 @@ class RedisRateLimiter:
     (keys spread over a Cluster) and expires once its bucket is full again."""
 
     def __init__(self, redis: Any, prefix: str = "gw", batch_s: float = 0.5) -> None:
-        self._redis = redis
+        self._redis = self.redis = redis
         self._prefix = prefix
         self._admit = redis.register_script(_ADMIT)
         self._correct = redis.register_script(_CORRECT)
@@ -158,19 +160,33 @@ class RedisRateLimiter:
         return [f"{self._prefix}:{{gw-rl:{key_id}}}:rpm", f"{self._prefix}:{{gw-rl:{key_id}}}:tpm"]
 
     async def admit(self, key: VirtualKey, tokens: int) -> Admission:
-        admission = Admission(key.id, key.tpm, tokens)
         if key.rpm is None and key.tpm is None:
-            return admission
+            return Admission(key.id, key.tpm, tokens)
+        batch = ScriptBatch(self.redis)
+        finish = self.queue_admit(batch, key, tokens)
+        return finish(await batch.run())
+
+    def queue_admit(self, batch: ScriptBatch, key: VirtualKey, tokens: int) -> Callable[[list[Any]], Admission]:
+        """Queue the admission in `batch` (to share a round trip); the returned function turns the
+        batch's results into the Admission, or raises RateLimitExceeded."""
+        admission = Admission(key.id, key.tpm, tokens)
         _too_big(key, tokens)
         args = ["" if key.rpm is None else key.rpm, "" if key.tpm is None else key.tpm, tokens]
-        try:
-            wait = float(await self._admit(keys=self._keys(key.id), args=args))
-        except redis_errors() as exc:
-            log.warning("rate limits: Redis unavailable, admitting %s: %r", key.id, exc)
+        index = batch.add(self._admit, self._keys(key.id), args)
+
+        def finish(results: list[Any]) -> Admission:
+            result = results[index]
+            if isinstance(result, redis_errors()):
+                log.warning("rate limits: Redis unavailable, admitting %s: %r", key.id, result)
+                return admission
+            if isinstance(result, Exception):
+                raise result
+            wait = float(result)
+            if wait > 0:
+                raise _refused(key, wait)
             return admission
-        if wait > 0:
-            raise _refused(key, wait)
-        return admission
+
+        return finish
 
     async def correct(self, admission: Admission, actual_tokens: int) -> None:
         """Corrections are summed per key and written every `batch_s` in one pipeline (a refund
