@@ -34,7 +34,11 @@ class PrefixIndex(Protocol):
 
 
 def _leading(hashes: Sequence[bytes], warm: Any) -> int:
-    lo, hi = 0, len(hashes)
+    if not hashes or not warm(hashes[0]):
+        return 0  # the common case: a model that never saw this prompt
+    if warm(hashes[-1]):
+        return len(hashes)  # a prompt resent as is
+    lo, hi = 1, len(hashes) - 1
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if warm(hashes[mid - 1]):
@@ -83,12 +87,18 @@ local now = tonumber(ARGV[1])
 local all = ARGV[3]
 local n = #all / 16
 local out = {}
+local function warm(k, i)
+  local s = redis.call('ZSCORE', KEYS[k], string.sub(all, i * 16 - 15, i * 16))
+  return s and tonumber(s) > now
+end
 for k = 1, #KEYS do
   local lo, hi = 0, n
+  if n == 0 or not warm(k, 1) then hi = 0          -- never saw this prompt: one look
+  elseif warm(k, n) then lo = n                     -- resent as is: two looks
+  else lo, hi = 1, n - 1 end
   while lo < hi do
     local mid = math.floor((lo + hi + 1) / 2)
-    local s = redis.call('ZSCORE', KEYS[k], string.sub(all, mid * 16 - 15, mid * 16))
-    if s and tonumber(s) > now then lo = mid else hi = mid - 1 end
+    if warm(k, mid) then lo = mid else hi = mid - 1 end
   end
   local marked = 0
   if ARGV[2] ~= '' then
