@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.background import Background
 from gateway.budgets import Budgets, Hold
 from gateway.config import BudgetConfig
 from gateway.errors import AuthenticationFailed, BudgetExceeded, GatewayError, RateLimitExceeded
@@ -60,7 +61,7 @@ class Access:
     metrics: Metrics
     config: BudgetConfig
     require_keys: bool
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    background: Background = field(default_factory=Background)
 
     async def authenticate(self, authorization: str | None) -> Grant:
         scheme, _, secret = (authorization or "").partition(" ")
@@ -101,7 +102,7 @@ class Access:
             self.metrics.child(self.metrics.rate_limit_rejections, _label(grant.team_label)).inc()
         await self.release(grant)
         if grant.admission is not None:  # refused for its budget: give the tokens back
-            self._background(self.limiter.correct(grant.admission, 0))
+            self.background.spawn(self.limiter.correct(grant.admission, 0))
             grant.admission = None
         raise failure
 
@@ -151,17 +152,11 @@ class Access:
         now, key = datetime.now(UTC), grant.key
         hold, grant.hold = grant.hold, None
         if hold is not None:
-            grant.settling = self._background(self.budgets.settle(hold, cost_pico, now))
+            grant.settling = self.background.spawn(self.budgets.settle(hold, cost_pico, now))
         if grant.admission is not None:
-            self._background(self.limiter.correct(grant.admission, tokens))
-        self._background(self.stats.add(now, cost_pico, model=spec.name, tier=tier,
+            self.background.spawn(self.limiter.correct(grant.admission, tokens))
+        self.background.spawn(self.stats.add(now, cost_pico, model=spec.name, tier=tier,
                                         key=key.id if key else "", team=key.team or "" if key else ""))
-
-    def _background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     async def replay_forever(self, interval_s: float = 2.0) -> None:
         """Replay settlements journaled while Redis was down, as soon as it answers again."""
@@ -194,10 +189,6 @@ class Access:
             self.metrics.child(self.metrics.budget_used, team.name).set(used)
             self.metrics.child(self.metrics.budget_remaining, team.name).set((spend.remaining or 0) / PICO_PER_USD)
 
-    async def drain(self) -> None:
-        """Wait for settlements in flight (shutdown)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 def _outcome(finish: Callable[[list[Any]], Any] | None, replies: list[Any]) -> Any:

@@ -19,6 +19,7 @@ from gateway import backends
 from gateway.access import Access
 from gateway.api import admin, chat, dashboard, estimate, health, ledger, metrics, models
 from gateway.api.errors import install_error_handlers
+from gateway.background import Background
 from gateway.catalog import builtin_config
 from gateway.config import load_config
 from gateway.memory import release_free_memory
@@ -86,15 +87,16 @@ def create_app(settings: Settings) -> GatewayASGI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = UpstreamPool()
         redis = backends.redis_client(settings)
-        prefix = PrefixCache(settings.prefix, tokens, backends.prefix_index(settings, redis), app_metrics)
+        background = Background()  # one set of off-the-path tasks, drained at shutdown
+        prefix = PrefixCache(settings.prefix, tokens, backends.prefix_index(settings, redis), app_metrics, background)
         router = Router(settings, tokens, backends.routing_state(settings, redis), prefix)
         access = Access(backends.key_store(settings, redis), backends.budgets(settings, redis),
                         backends.rate_limiter(settings, redis), backends.spend_stats(settings, redis), app_metrics,
-                        settings.budgets, settings.require_keys)
+                        settings.budgets, settings.require_keys, background)
         ledger = backends.ledger(settings, redis)
         app.state.gw = AppState(
             settings, app_metrics, tokens, pool, build_providers(pool), router, prefix, access, settings.secrets(),
-            redis, backends.response_cache(settings, redis), ledger=ledger,
+            redis, backends.response_cache(settings, redis), ledger=ledger, background=background,
         )
         loop = asyncio.get_running_loop()
         chores = [loop.create_task(access.replay_forever()), loop.create_task(access.refresh_gauges_forever()),
@@ -108,7 +110,7 @@ def create_app(settings: Settings) -> GatewayASGI:
             warm.cancel()
             for chore in chores:
                 chore.cancel()
-            await access.drain()
+            await background.drain()
             await ledger.flush()
             pool.close()
             if redis is not None:

@@ -45,7 +45,7 @@ def store(call: Call, body: dict[str, Any], cost: Cost) -> None:
         return
     value = orjson.dumps({"body": body, "cost_pico": cost.total})
     if len(value) <= settings.cache.max_entry_bytes:
-        call.state.spawn(_write(call, cache, call.cache_key, value))
+        call.state.background.spawn(_write(call, cache, call.cache_key, value))
 
 
 async def _write(call: Call, cache: CacheStore, key: str, value: bytes) -> None:

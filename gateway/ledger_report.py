@@ -13,10 +13,10 @@ from datetime import datetime
 import orjson
 
 from gateway.ledger import FIELDS, Ledger, LedgerRecord
+from gateway.spend_stats import GROUPS
 
 __all__ = ["GROUPS", "Summary", "export", "group_of", "spend_by", "summarise"]
 
-GROUPS = ("model", "key", "team", "tier", "day")
 
 
 def group_of(record: LedgerRecord, group_by: str) -> str:

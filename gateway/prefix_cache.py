@@ -9,12 +9,12 @@ cost nothing here. If the index's Redis is unavailable, prompts are treated as c
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.background import Background
 from gateway.block_hasher import BlockHasher
 from gateway.cache_store import CacheUnavailable
 from gateway.config import PrefixLayer
@@ -56,7 +56,7 @@ class PrefixCache:
     tokens: TokenCounter
     index: PrefixIndex
     metrics: Metrics
-    _pending: set[asyncio.Task[None]] = field(default_factory=set)
+    background: Background = field(default_factory=Background)
     _hasher: BlockHasher | None = None
 
     def __post_init__(self) -> None:
@@ -111,9 +111,7 @@ class PrefixCache:
             if tokens:
                 metrics.child(metrics.prefix_prediction, outcome).inc(tokens)
         marker = blocks.stable_hash if plan.breakpoint_added else b""
-        task = asyncio.get_running_loop().create_task(self._record(spec.name, blocks, marker))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self.background.spawn(self._record(spec.name, blocks, marker))
 
     async def _record(self, model: str, blocks: PromptBlocks, marker: bytes) -> None:
         try:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.access import Access
+from gateway.background import Background
 from gateway.cache_store import CacheStore
 from gateway.config import LedgerConfig
 from gateway.errors import ModelNotFound, ServiceUnavailable
@@ -37,13 +36,7 @@ class AppState:
     redis: Any = None  # redis.asyncio.Redis when configured
     response_cache: CacheStore | None = None  # None when the response cache is disabled
     ledger: Ledger = field(default_factory=lambda: MemoryLedger(LedgerConfig()))  # one record per billed request
-    background: set[asyncio.Task[None]] = field(default_factory=set)
-
-    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run `work` in the background (off a response's path), keeping it referenced until done."""
-        task = asyncio.get_running_loop().create_task(work)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
+    background: Background = field(default_factory=Background)  # work off the responses' path
 
     def resolve_model(self, name: str) -> ModelSpec:
         spec = self.settings.models.get(name)

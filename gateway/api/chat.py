@@ -81,7 +81,7 @@ async def _dispatch(call: Call, request: Request, body: dict[str, Any]) -> Respo
     policy = cache_policy(body, request.headers.get("x-gateway-cache"))
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-    inputs: dict[str, int] = {}  # counted input tokens per model (budget holds)
+    inputs: dict[str, int] = {}  # counted input tokens per model, for budget holds (only with a key)
 
     async def attempt(spec: ModelSpec) -> Response | SSEResponse:
         call.spec, call.body = spec, {**body, "model": spec.upstream_model}
@@ -91,8 +91,6 @@ async def _dispatch(call: Call, request: Request, body: dict[str, Any]) -> Respo
             entry = await lookup(call) if policy.read else None
             if entry is not None:
                 return serve_hit(call, entry, stream, include_usage)
-        if spec.name not in inputs and grant.key is not None:
-            inputs[spec.name] = state.tokens.count_messages(body["messages"], spec.upstream_model, body.get("tools"))
         await access.reserve(grant, spec, inputs.get(spec.name, 0), max_tokens)
         provider = state.providers[spec.wire]
         try:
