@@ -99,8 +99,8 @@ def create_app(settings: Settings) -> GatewayASGI:
             redis, backends.response_cache(settings, redis), ledger=ledger, background=background,
         )
         loop = asyncio.get_running_loop()
-        chores = [loop.create_task(access.replay_forever()), loop.create_task(access.refresh_gauges_forever()),
-                  loop.create_task(ledger.run())]
+        chores = [loop.create_task(access.replay_forever()), loop.create_task(access.refresh_gauges_forever())]
+        ledger_writer = loop.create_task(ledger.run())
         # Encodings take ~0.5 s to load: do it off the event loop after start-up, not before.
         upstream_ids = [m.upstream_model for m in settings.models.values()]
         warm = asyncio.get_running_loop().run_in_executor(None, _warm_up, tokens, upstream_ids)
@@ -111,6 +111,8 @@ def create_app(settings: Settings) -> GatewayASGI:
             for chore in chores:
                 chore.cancel()
             await background.drain()
+            ledger.stop()  # not cancelled: a write cut off mid-way would be lost or doubled
+            await ledger_writer
             await ledger.flush()
             pool.close()
             if redis is not None:

@@ -80,7 +80,12 @@ class Ledger(Protocol):
         """Write what this process has queued."""
 
     async def run(self) -> None:
-        """The background writer (returns at once when there is nothing to do in the background)."""
+        """The background writer, until `stop` (returns at once when there is nothing to do in the
+        background). Stop it with `stop`, never by cancelling it: a cancelled write is either lost
+        or, if Redis had already applied it, written twice when retried."""
+
+    def stop(self) -> None:
+        """Ask `run` to write what is queued and return."""
 
     def pages(self, start: datetime, end: datetime) -> AsyncIterator[list[LedgerRecord]]:
         """Records with start <= time < end, in pages of at most PAGE, oldest day first."""
@@ -103,6 +108,9 @@ class MemoryLedger:
         return None
 
     async def run(self) -> None:
+        return None
+
+    def stop(self) -> None:
         return None
 
     async def pages(self, start: datetime, end: datetime) -> AsyncIterator[list[LedgerRecord]]:

@@ -3,14 +3,16 @@ entry one field `r` holding the record as JSON. Streams are trimmed to about
 `ledger.max_per_day` entries (XADD MAXLEN ~) and expire `ledger.retention_days` days after
 their day ends (EXPIREAT). The `{gw-ledger}` hash tag keeps every day on one Cluster slot.
 
-Requests only append to this process's buffer; `run` writes it in one pipeline every
-`flush_interval_s`. If Redis fails, the batch goes back to the buffer (bounded: the newest
+Requests only append to this process's buffer; `run` writes it in pipelines every
+`flush_interval_s` until `stop` (it is never cancelled: a write cut off mid-way is lost, or
+doubled if retried). If Redis fails, the batch goes back to the buffer (bounded: the newest
 records are dropped first, and said so in the log) and is retried at the next interval.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
@@ -36,6 +38,7 @@ class RedisLedger:
         self._prefix = f"{prefix}:{{gw-ledger}}:"
         self._config = config
         self._pending: deque[LedgerRecord] = deque()
+        self._stopping = asyncio.Event()
 
     def key(self, day: date) -> str:
         return self._prefix + day.isoformat()
@@ -78,9 +81,13 @@ class RedisLedger:
         return True
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self._config.flush_interval_s)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._config.flush_interval_s)
             await self.flush()
+
+    def stop(self) -> None:
+        self._stopping.set()
 
     async def pages(self, start: datetime, end: datetime) -> AsyncIterator[list[LedgerRecord]]:
         low, high = iso(start), iso(end)

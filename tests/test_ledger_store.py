@@ -91,7 +91,8 @@ def test_redis_ledger_batches_trims_and_expires(redis_ledger: Any) -> None:
         assert await client.exists(ledger.key(NOW.date())) == 0  # nothing written until a flush
         writer = asyncio.get_running_loop().create_task(ledger.run())
         await asyncio.sleep(0.3)
-        writer.cancel()
+        ledger.stop()
+        await asyncio.wait_for(writer, 10)  # it finishes what it has queued, then returns
         today_len = await client.xlen(ledger.key(NOW.date()))
         assert 100 <= today_len < 2500  # trimmed to about max_per_day (approximate MAXLEN)
         expire_at = await client.expiretime(ledger.key(NOW.date()))
