@@ -5,8 +5,11 @@ limits (429 `rate_limit_exceeded` with `retry-after`) and its budget and its tea
 
 A budget hold reserves the request's worst case (`pricing.worst_case_cost`) for the model about
 to be called; after the call it is settled at the actual cost, or released if the call failed
-before producing anything billable. Settling runs as its own task so that a client that
-disconnects mid-stream cannot cancel it; the non-streaming path waits for it before answering.
+before producing anything billable. Settling runs as its own task, started before the answer
+is sent and not waited for: the answer does not wait for a Redis round trip, and a client that
+disconnects mid-stream cannot cancel it. Until it lands (about one round trip later) the
+request's hold, its worst case, still counts against the budget, so this can only make a
+budget briefly stricter, never looser.
 """
 
 from __future__ import annotations
@@ -45,7 +48,6 @@ class Grant:
     admission: Admission | None = None
     hold: Hold | None = None
     rate_tokens: int | None = None  # the rate-limit charge still to take (with the first hold)
-    settling: asyncio.Task[None] | None = None
 
     @property
     def team_label(self) -> str:
@@ -146,13 +148,12 @@ class Access:
                 log.warning("could not release budget hold %s: %s", hold.id, exc.message)
 
     def settle(self, grant: Grant, spec: ModelSpec, tier: str, cost_pico: int, tokens: int) -> None:
-        """Record the actual cost. The budget settlement runs as a task (kept in `grant.settling`,
-        awaited before the answer goes out; a disconnecting client cannot cancel it); the
-        rate-limit correction and the spend aggregates follow in the background."""
+        """Record the actual cost: the budget settlement, the rate-limit correction and the
+        spend aggregates run in the background (a disconnecting client cannot cancel them)."""
         now, key = datetime.now(UTC), grant.key
         hold, grant.hold = grant.hold, None
         if hold is not None:
-            grant.settling = self.background.spawn(self.budgets.settle(hold, cost_pico, now))
+            self.background.spawn(self.budgets.settle(hold, cost_pico, now))
         if grant.admission is not None:
             self.background.spawn(self.limiter.correct(grant.admission, tokens))
         self.background.spawn(self.stats.add(now, cost_pico, model=spec.name, tier=tier,

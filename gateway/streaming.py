@@ -7,7 +7,6 @@ goes away, the upstream request is aborted and what was produced is still priced
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncGenerator
 from time import perf_counter
@@ -65,8 +64,6 @@ async def _relay(call: Call, stream: UpstreamStream, include_usage: bool) -> Asy
                 f"upstream {spec.provider} stream ended early for model '{spec.name}'", kind="connection"
             )
         settled = settle(call, stream.usage, stream.usage_dict, stream.produced_text, "missing")
-        if call.grant.settling is not None:  # the spend is on record before the stream ends
-            await asyncio.shield(call.grant.settling)
         if include_usage:
             yield _usage_chunk(call, stream, settled)
         yield _DONE

@@ -81,6 +81,14 @@ def spend(gw: Gateway, secret: str) -> dict[str, Any]:
     return httpx.get(f"{gw.url}/v1/spend", headers={"Authorization": f"Bearer {secret}"}).json()
 
 
+def settled_spend(gw: Gateway, secret: str) -> dict[str, Any]:
+    """/v1/spend once nothing is reserved: settlements land just after their answers."""
+    deadline = time.monotonic() + 5
+    while (now := spend(gw, secret))["reserved_usd"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return now
+
+
 def test_unknown_missing_revoked_and_expired_keys_are_401(pair: tuple[Gateway, Gateway],
                                                           upstream: FakeUpstreamThread) -> None:
     a, b = pair
@@ -147,7 +155,7 @@ def test_concurrent_requests_on_two_processes_never_overspend(
     assert len(ok) + sum(1 for s, _ in results if s == 429) == 64
     assert 1 <= len(ok) <= 10  # at most 10 holds of $0.000049 fit in $0.0005
     assert len(upstream.calls("acc-a-up")) - calls_before == len(ok)  # 429s were not retried
-    recorded = spend(a, secret)
+    recorded = settled_spend(a, secret)
     assert recorded["spend_usd"] == pytest.approx(COST * len(ok), abs=1e-12) and recorded["spend_usd"] <= 0.0005
     assert recorded["spend_usd"] == pytest.approx(sum(ok), abs=1e-12) and recorded["reserved_usd"] == 0
     rejected = a.metric("gateway_budget_rejections_total") + b.metric("gateway_budget_rejections_total")
@@ -192,10 +200,7 @@ def test_disconnect_mid_stream_is_charged_for_what_was_produced(
         for i, _ in enumerate(resp.iter_lines()):
             if i >= 20:
                 break
-    deadline = time.monotonic() + 5
-    while spend(a, secret)["reserved_usd"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    charged = spend(a, secret)
+    charged = settled_spend(a, secret)
     assert charged["reserved_usd"] == 0 and 0 < charged["spend_usd"] < (10 + 400 * 2) / 1e6
     assert admin_spend(a, "key", key_id) == charged["spend_usd"]
 
@@ -215,7 +220,7 @@ def test_a_killed_process_frees_its_hold(upstream: FakeUpstreamThread, redis_url
             ask(b, secret)  # the dead process's hold still counts...
         time.sleep(2.1)  # ...until it expires (hold_ttl_s 2)
         assert ask(b, secret).parse().choices
-        assert spend(b, secret)["spend_usd"] == pytest.approx(COST, abs=1e-12)
+        assert settled_spend(b, secret)["spend_usd"] == pytest.approx(COST, abs=1e-12)
     finally:
         a.stop()
         b.stop()
@@ -264,7 +269,10 @@ def test_redis_outage_fails_closed_and_the_journal_loses_no_spend(upstream: Fake
         redis.wait(5)
         worker.join(10)
         assert in_flight and in_flight[0].parse().usage.cost == pytest.approx(COST, abs=1e-12)
-        assert journal.exists() and journal.read_text().count("\n") == 1  # kept locally
+        deadline = time.monotonic() + 5  # the settlement runs just after the answer
+        while not (journal.exists() and journal.read_text().count("\n") == 1):
+            assert time.monotonic() < deadline, "the settlement was not journaled"
+            time.sleep(0.05)
         time.sleep(0.3)  # past key_cache_ttl_s: nothing can be checked now
         with pytest.raises(openai.InternalServerError) as info:
             ask(gw, secret, "acc-slow")

@@ -69,7 +69,10 @@ def test_a_budget_is_shared_by_both_replicas(pair: Pair, upstream: FakeUpstreamT
         with pytest.raises(openai.RateLimitError) as info:
             pair.ask(gw, secret)
         assert info.value.code == "budget_exceeded"
-    spend = httpx.get(pair.b.url + "/v1/spend", headers={"Authorization": f"Bearer {secret}"}).json()
+    deadline = time.monotonic() + 5  # settlements land just after their answers
+    while (spend := httpx.get(pair.b.url + "/v1/spend", headers={"Authorization": f"Bearer {secret}"}).json())[
+            "reserved_usd"] and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert spend["spend_usd"] == pytest.approx(0.000192, abs=1e-12)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from time import perf_counter
 from typing import Any
@@ -128,8 +127,6 @@ async def _complete(call: Call, provider: Provider) -> Response:
     settled = settle(
         call, completion.usage, completion.usage_dict, lambda: _completion_text(completion.body), "missing"
     )
-    if call.grant.settling is not None:  # the spend is on record before the caller sees the answer
-        await asyncio.shield(call.grant.settling)
     completion.body["usage"] = settled.client_usage()
     store(call, completion.body, settled.cost)
     headers = call.headers()
