@@ -100,6 +100,8 @@ def create_app(settings: Settings) -> GatewayASGI:
         )
         loop = asyncio.get_running_loop()
         chores = [loop.create_task(access.replay_forever()), loop.create_task(access.refresh_gauges_forever())]
+        if app.state.gw.response_cache is not None:
+            chores.append(loop.create_task(app.state.gw.response_cache.run()))
         ledger_writer = loop.create_task(ledger.run())
         # Encodings take ~0.5 s to load: do it off the event loop after start-up, not before.
         upstream_ids = [m.upstream_model for m in settings.models.values()]

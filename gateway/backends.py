@@ -41,7 +41,7 @@ def response_cache(settings: Settings, redis: Any) -> CacheStore | None:
         return None
     if redis is None:
         return MemoryCacheStore(settings.cache.max_memory_bytes)
-    return RedisCacheStore(redis, settings.redis_prefix)
+    return RedisCacheStore(redis, settings.redis_prefix, settings.cache.ttl_s, settings.cache.max_known_keys)
 
 
 def prefix_index(settings: Settings, redis: Any) -> PrefixIndex:

@@ -1,6 +1,7 @@
 """Where cached responses live: Redis when configured (shared by every replica), else an
 in-process LRU. Every entry expires; the memory store is bounded in bytes. A Redis failure is
-raised as `CacheUnavailable` so the caller can bypass the cache and keep serving."""
+raised as `CacheUnavailable` so the caller can bypass the cache and keep serving. With Redis, a
+`StoredKeys` (cache_presence.py) knows which entries exist, so a miss needs no GET."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Protocol
 
+from gateway.cache_presence import StoredKeys
 from gateway.redis_errors import redis_errors
 
 __all__ = ["CacheStore", "CacheUnavailable", "MemoryCacheStore", "RedisCacheStore"]
@@ -21,6 +23,9 @@ class CacheStore(Protocol):
     async def get(self, key: str) -> bytes | None: ...
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+    async def run(self) -> None:
+        """Background upkeep for as long as the app runs (returns at once if there is none)."""
 
 
 class MemoryCacheStore:
@@ -54,13 +59,19 @@ class MemoryCacheStore:
         _, value = self._entries.pop(key)
         self._bytes -= len(value)
 
+    async def run(self) -> None:
+        return None
+
 
 class RedisCacheStore:
-    def __init__(self, redis: Any, prefix: str) -> None:
+    def __init__(self, redis: Any, prefix: str, ttl_s: float = 3600, max_known_keys: int = 200_000) -> None:
         self._redis = redis
         self._prefix = f"{prefix}:rc:"
+        self.presence = StoredKeys(redis, self._prefix, ttl_s, max_known_keys)
 
     async def get(self, key: str) -> bytes | None:
+        if not self.presence.may_exist(key):
+            return None
         try:
             value = await self._redis.get(self._prefix + key)
         except redis_errors() as exc:
@@ -68,7 +79,15 @@ class RedisCacheStore:
         return bytes(value) if value is not None else None
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        ttl_ms = max(int(ttl_s * 1000), 1)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(self._prefix + key, value, px=ttl_ms)
+        pipe.publish(self.presence.channel, self.presence.announcement(key, ttl_ms))
         try:
-            await self._redis.set(self._prefix + key, value, px=max(int(ttl_s * 1000), 1))
+            await pipe.execute()
         except redis_errors() as exc:
             raise CacheUnavailable(repr(exc)) from exc
+        self.presence.note(key, ttl_ms / 1000)
+
+    async def run(self) -> None:
+        await self.presence.run()

@@ -91,6 +91,7 @@ class CacheLayer(_Strict):
     ttl_s: int = Field(3600, gt=0)
     max_entry_bytes: int = Field(1 << 20, gt=0)  # larger answers are not stored
     max_memory_bytes: int = Field(64 << 20, gt=0)  # bound of the in-process store (no Redis)
+    max_known_keys: int = Field(200_000, gt=0)  # Redis: entry names each replica knows (a miss then skips Redis)
 
 
 class PrefixLayer(_Strict):

@@ -1,0 +1,156 @@
+"""The response cache's local knowledge of what Redis holds (gateway/cache_presence.py): a miss
+costs no Redis command, entries stored by another replica become known through the channel,
+entries that existed before start-up through SCAN, and losing Redis falls back to reading it."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+from conftest import Gateway, _redis_answers, free_port
+from redis.asyncio import Redis
+from test_response_cache import ask, cache_config
+
+from gateway.cache_store import CacheUnavailable, RedisCacheStore
+from gateway.fake_upstream import FakeUpstreamThread
+
+
+async def until(check: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        done = check()
+        if not isinstance(done, bool):
+            done = await done
+        if done:
+            return
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.02)
+
+
+def start_redis(port: int) -> subprocess.Popen[bytes]:
+    binary = shutil.which("redis-server")
+    assert binary, "this test stops Redis, so it needs its own redis-server binary (apt-get install redis-server)"
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not _redis_answers("127.0.0.1", port):
+        assert time.monotonic() < deadline, "private redis-server did not start"
+        time.sleep(0.05)
+    return proc
+
+
+@pytest.fixture
+def private_redis() -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
+    port = free_port()
+    procs = [start_redis(port)]
+    yield port, procs
+    for proc in procs:
+        proc.kill()
+        proc.wait(5)
+
+
+def test_misses_skip_redis_and_stores_by_others_become_known(redis_url: str) -> None:
+    async def main() -> None:
+        prefix = f"test-{uuid.uuid4().hex[:8]}"
+        client_a, client_b = Redis.from_url(redis_url), Redis.from_url(redis_url)
+        a = RedisCacheStore(client_a, prefix, ttl_s=60)
+        b = RedisCacheStore(client_b, prefix, ttl_s=60)  # another replica
+        await a.set("before", b"old answer", 60)  # exists before B starts
+        assert b.presence.may_exist("anything")  # not synced yet: B must ask Redis
+        follower = asyncio.get_running_loop().create_task(b.run())
+        await until(lambda: b.presence.synced, "B never synced")
+        assert b.presence.may_exist("before") and await b.get("before") == b"old answer"  # found by SCAN
+        assert not b.presence.may_exist("never-stored") and await b.get("never-stored") is None
+        await a.set("fresh", b"new answer", 0.5)
+        await until(lambda: b.presence.may_exist("fresh"), "B never heard of A's store")
+        assert await b.get("fresh") == b"new answer"
+        await asyncio.sleep(0.55)
+        assert not b.presence.may_exist("fresh")  # expired with its TTL
+        follower.cancel()
+        for client in (client_a, client_b):
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_too_many_entries_fall_back_to_reading_redis(redis_url: str) -> None:
+    async def main() -> None:
+        client = Redis.from_url(redis_url)
+        store = RedisCacheStore(client, f"test-{uuid.uuid4().hex[:8]}", ttl_s=60, max_known_keys=2)
+        follower = asyncio.get_running_loop().create_task(store.run())
+        await until(lambda: store.presence.synced, "never synced")
+        await store.set("k1", b"1", 60)
+        await store.set("k2", b"2", 60)
+        assert store.presence.synced and not store.presence.may_exist("k3")
+        await store.set("k3", b"3", 60)  # over max_known_keys: no longer sure what is missing
+        assert not store.presence.synced and store.presence.may_exist("k4")
+        assert await store.get("k3") == b"3" and await store.get("k4") is None
+        follower.cancel()
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_redis_lost_and_back(private_redis: tuple[int, list[subprocess.Popen[bytes]]]) -> None:
+    port, procs = private_redis
+
+    async def main() -> None:
+        client = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=2, socket_connect_timeout=2)
+        store = RedisCacheStore(client, "gw", ttl_s=60)
+        follower = asyncio.get_running_loop().create_task(store.run())
+        await until(lambda: store.presence.synced, "never synced")
+        procs[0].kill()
+        procs[0].wait(5)
+        await until(lambda: not store.presence.synced, "never noticed Redis went away")
+        assert store.presence.may_exist("k")  # so a lookup asks Redis, and says it is unavailable
+        with pytest.raises(CacheUnavailable):
+            await store.get("k")
+        procs.append(start_redis(port))
+        await until(lambda: store.presence.synced, "never synced again")
+        other = RedisCacheStore(Redis.from_url(f"redis://127.0.0.1:{port}/0"), "gw")
+        await other.set("k", b"answer", 60)
+        await until(lambda: store.presence.may_exist("k"), "announcements did not resume")
+        assert await store.get("k") == b"answer"
+        follower.cancel()
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_gateway_miss_sends_no_get(private_redis: tuple[int, list[subprocess.Popen[bytes]]],
+                                     upstream: FakeUpstreamThread) -> None:
+    port, _ = private_redis
+    gw = Gateway(cache_config(upstream, redis_url=f"redis://127.0.0.1:{port}/0"))
+
+    async def gets() -> int:
+        client = Redis.from_url(f"redis://127.0.0.1:{port}/0")
+        stats = await client.info("commandstats")
+        await client.aclose()
+        return int(stats.get("cmdstat_get", {}).get("calls", 0))
+
+    async def subscribed() -> None:
+        client = Redis.from_url(f"redis://127.0.0.1:{port}/0")
+        await until(lambda: _numsub(client), "the gateway never subscribed")
+        await client.aclose()
+        await asyncio.sleep(0.2)  # its SCAN follows the subscription
+
+    async def _numsub(client: Any) -> bool:
+        return bool((await client.pubsub_numsub("gw:rc:stored"))[0][1])
+
+    try:
+        asyncio.run(subscribed())
+        before = asyncio.run(gets())
+        contents = [f"q-{uuid.uuid4()}" for _ in range(3)]
+        for content in contents:
+            assert ask(gw, content).headers["x-gateway-cache"] == "miss"
+        assert asyncio.run(gets()) == before  # three misses, not one GET
+        assert ask(gw, contents[0]).headers["x-gateway-cache"] == "hit"
+        assert asyncio.run(gets()) == before + 1  # the hit reads its entry
+    finally:
+        gw.stop()
