@@ -44,8 +44,18 @@ class RoutePlan:
     count: int  # candidates that qualified (`ranked` may hold only the first few)
     prefix: PrefixPlan | None = None  # prompt-cache predictions (long prompts only)
     failovers: list[str] = field(default_factory=list)  # "model (reason)" for each failed attempt
+    _said: tuple[str, int, str] | None = field(default=None, repr=False, compare=False)
 
     def reason(self, chosen: str) -> str:
+        """The x-gateway-route text (also the ledger's route reason: formatted once per outcome)."""
+        said = self._said
+        if said is not None and said[0] == chosen and said[1] == len(self.failovers):
+            return said[2]
+        text = self._format_reason(chosen)
+        self._said = (chosen, len(self.failovers), text)
+        return text
+
+    def _format_reason(self, chosen: str) -> str:
         cost = next(c.estimated_cost_pico for c in self.ranked if c.model == chosen)
         n = self.count
         text = (f"{self.tier.policy.name}; {n} candidate{'s' if n != 1 else ''}, {len(self.excluded)} excluded; "

@@ -252,7 +252,7 @@ class UpstreamPool:
         else:
             conn.close()
 
-    async def _connect(self, endpoint: Endpoint, timeout: float) -> _Connection:
+    async def _connect(self, endpoint: Endpoint, timeout: float | None) -> _Connection:
         loop = asyncio.get_running_loop()
         context = None
         if endpoint.tls:
@@ -267,8 +267,9 @@ class UpstreamPool:
             raise UpstreamConnectError(f"cannot connect to {endpoint.host}:{endpoint.port}: {exc}") from exc
         return conn
 
-    async def post(self, endpoint: Endpoint, body: bytes, timeout: float) -> UpstreamResponse:
-        """Send the request and wait for the status line and headers (not the body)."""
+    async def post(self, endpoint: Endpoint, body: bytes, timeout: float | None) -> UpstreamResponse:
+        """Send the request and wait for the status line and headers (not the body), for at most
+        `timeout` seconds (None: the caller bounds the whole exchange with its own timeout)."""
         request = b"".join((endpoint.head, str(len(body)).encode(), b"\r\n\r\n", body))
         idle = self._idle.get(endpoint.key)
         while idle:  # a pooled connection the upstream closed meanwhile is retried on a new one
@@ -281,14 +282,19 @@ class UpstreamPool:
                 continue
         return await self._send(endpoint, await self._connect(endpoint, timeout), request, timeout)
 
-    async def _send(self, endpoint: Endpoint, conn: _Connection, request: bytes, timeout: float) -> UpstreamResponse:
+    async def _send(
+        self, endpoint: Endpoint, conn: _Connection, request: bytes, timeout: float | None
+    ) -> UpstreamResponse:
         response = conn.response = UpstreamResponse(self, endpoint, conn)
         conn.parser = httptools.HttpResponseParser(conn)
         assert conn.transport is not None
         conn.transport.write(request)
         try:
-            async with asyncio.timeout(timeout):
+            if timeout is None:
                 await response._head
+            else:
+                async with asyncio.timeout(timeout):
+                    await response._head
         except BaseException:
             response.close()
             raise

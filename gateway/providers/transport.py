@@ -33,8 +33,8 @@ class HTTPTransport:
     async def post_json(self, model: ModelSpec, endpoint: Endpoint, body: dict[str, Any]) -> Any:
         """POST and return the parsed JSON answer; any failure becomes a GatewayError."""
         with upstream_errors(model):
-            async with asyncio.timeout(model.timeout_s):
-                response = await self._pool.post(endpoint, orjson.dumps(body), model.timeout_s)
+            async with asyncio.timeout(model.timeout_s):  # head and body together
+                response = await self._pool.post(endpoint, orjson.dumps(body), None)
                 try:
                     raw = await response.read()
                 finally:
