@@ -3,7 +3,7 @@ entry one field `r` holding the record as JSON. Streams are trimmed to about
 `ledger.max_per_day` entries (XADD MAXLEN ~) and expire `ledger.retention_days` days after
 their day ends (EXPIREAT). The `{gw-ledger}` hash tag keeps every day on one Cluster slot.
 
-Requests only append to this process's buffer; `run` writes it in pipelines every
+Requests only append to this process's buffer; `run` writes it (one Lua call per chunk and day) every
 `flush_interval_s` until `stop` (it is never cancelled: a write cut off mid-way is lost, or
 doubled if retried). If Redis fails, the batch goes back to the buffer (bounded: the newest
 records are dropped first, and said so in the log) and is retried at the next interval.
@@ -23,13 +23,22 @@ import orjson
 
 from gateway.config import LedgerConfig
 from gateway.ledger import PAGE, LedgerRecord, iso
-from gateway.redis_errors import redis_errors
+from gateway.redis_batch import Lua, ScriptBatch
 
 __all__ = ["RedisLedger"]
 
 log = logging.getLogger("gateway.ledger")
 _MAX_PENDING = 100_000  # records held in this process while Redis does not answer
-_CHUNK = 16  # records per pipeline (about 0.5 ms of work between two turns of the event loop)
+_CHUNK = 64  # records per round trip (~0.2 ms of work here, and as long for Redis to run the script)
+# KEYS = the day's stream; ARGV = max entries (approximate), expiry (unix s), then the records.
+_APPEND = Lua.of("""
+local key, maxlen = KEYS[1], ARGV[1]
+for i = 3, #ARGV do
+  redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'r', ARGV[i])
+end
+redis.call('EXPIREAT', key, ARGV[2])
+return #ARGV - 2
+""")
 
 
 class RedisLedger:
@@ -50,8 +59,8 @@ class RedisLedger:
             log.warning("ledger buffer full (Redis unavailable?): record of request %s dropped", record.request_id)
 
     async def flush(self) -> None:
-        """Write the buffer, in pipelines of `_CHUNK` records with the event loop free between
-        them (one big pipeline would hold up every request in flight for milliseconds)."""
+        """Write the buffer, `_CHUNK` records per round trip, with the event loop free between
+        them (one big write would hold up every request in flight, here and in Redis)."""
         while self._pending:
             batch = [self._pending.popleft() for _ in range(min(_CHUNK, len(self._pending)))]
             if not await self._write(batch):
@@ -59,26 +68,28 @@ class RedisLedger:
             await asyncio.sleep(0)
 
     async def _write(self, batch: list[LedgerRecord]) -> bool:
-        pipe = self._redis.pipeline(transaction=False)
-        days: set[str] = set()
+        """One script call per day in the batch, all in one round trip. Records of a call that
+        failed (Redis unavailable) go back to the front of the buffer."""
+        by_day: dict[str, list[LedgerRecord]] = {}
         for record in batch:
-            day = record.time[:10]
-            days.add(day)
-            pipe.xadd(self._prefix + day, {"r": orjson.dumps(record)},
-                      maxlen=self._config.max_per_day, approximate=True)
-        for day in days:
+            by_day.setdefault(record.time[:10], []).append(record)
+        calls = ScriptBatch(self._redis)
+        for day, records in by_day.items():
             end = datetime.combine(date.fromisoformat(day), time(), UTC) + timedelta(
                 days=self._config.retention_days + 1)
-            pipe.expireat(self._prefix + day, int(end.timestamp()))
-        try:
-            await pipe.execute()
-        except redis_errors() as exc:
-            room = _MAX_PENDING - len(self._pending)
-            self._pending.extendleft(reversed(batch[:room]))
-            log.warning("ledger: %d record(s) not written yet (Redis unavailable: %r)%s", len(batch), exc,
-                        f"; {len(batch) - room} dropped" if room < len(batch) else "")
-            return False
-        return True
+            calls.add(_APPEND, [self._prefix + day],
+                      [self._config.max_per_day, int(end.timestamp()), *map(orjson.dumps, records)])
+        results = await calls.run()
+        unwritten = [r for records, result in zip(by_day.values(), results, strict=True)
+                     if isinstance(result, Exception) for r in records]
+        if not unwritten:
+            return True
+        room = _MAX_PENDING - len(self._pending)
+        self._pending.extendleft(reversed(unwritten[:room]))
+        failure = next(r for r in results if isinstance(r, Exception))
+        log.warning("ledger: %d record(s) not written yet (Redis unavailable: %r)%s", len(unwritten), failure,
+                    f"; {len(unwritten) - room} dropped" if room < len(unwritten) else "")
+        return False
 
     async def run(self) -> None:
         while not self._stopping.is_set():

@@ -4,11 +4,25 @@ failed for that reason are sent again, so no call takes effect twice."""
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.redis_errors import redis_errors
 
-__all__ = ["ScriptBatch"]
+__all__ = ["Lua", "ScriptBatch"]
+
+
+@dataclass(frozen=True, slots=True)
+class Lua:
+    """A script as `ScriptBatch` needs it (what a client's `register_script` gives works too)."""
+
+    script: str
+    sha: str
+
+    @classmethod
+    def of(cls, script: str) -> Lua:
+        return cls(script, hashlib.sha1(script.encode()).hexdigest())
 
 
 class ScriptBatch:
