@@ -206,3 +206,34 @@ def test_streamed_request_fails_over_before_the_first_byte(router_gw: Gateway, u
         assert "failover from balanced" in response.headers["x-gateway-route"]
         text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
     assert text == "from cheap"
+
+
+def test_a_slow_model_times_out_into_failover_within_the_overall_deadline(upstream: FakeUpstreamThread) -> None:
+    config = routing_config(upstream)
+    del config["tiers"]["custom"]  # its policy module is the router_gw fixture's
+    for m in config["models"]:
+        m["timeout_s"] = 0.3
+    config["routing"]["deadline_s"] = 5
+    gw = Gateway(config)
+    try:
+        upstream.script("r-balanced", {"latency_ms": 2000})
+        raw = routed(gw, model="standard", messages=SHORT, max_tokens=1000)
+        assert raw.headers["x-gateway-model"] == "cheap"  # balanced timed out after 0.3 s
+        assert "failover from balanced (timeout)" in raw.headers["x-gateway-route"]
+
+        for m in config["models"]:
+            m["timeout_s"] = 30
+        config["routing"]["deadline_s"] = 0.6
+        gw.stop()
+        gw = Gateway(config)
+        calls_before = len(upstream.calls("r-cheap"))
+        started = time.monotonic()
+        with pytest.raises(openai.InternalServerError) as info:
+            gw.client(max_retries=0).chat.completions.create(model="standard", messages=SHORT, max_tokens=1000)
+        took = time.monotonic() - started
+        assert info.value.status_code == 504 and "routing deadline of 0.6s exceeded" in str(info.value)
+        assert 0.6 <= took < 1.9  # the deadline, not balanced's 2 s answer nor its 30 s timeout
+        assert len(upstream.calls("r-cheap")) == calls_before  # no attempt after the deadline
+    finally:
+        upstream.script("r-balanced", {})
+        gw.stop()
