@@ -25,9 +25,20 @@ def redis_client(settings: Settings) -> Any:
     """A redis.asyncio client when Redis is configured (imported only then)."""
     if not settings.redis_url:
         return None
+    import redis
     from redis.asyncio import Redis
 
-    return Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    # Its version given once: otherwise recent redis-py (8.1 here) reads its package metadata for every
+    # new connection, on the event loop (0.5 ms warm, 16 ms seen cold on the development VM).
+    # Older releases read it once, at import.
+    identity: dict[str, Any] = {}
+    try:
+        from redis.driver_info import DriverInfo
+
+        identity["driver_info"] = DriverInfo(lib_version=redis.__version__)
+    except ImportError:
+        pass
+    return Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2, **identity)
 
 
 def routing_state(settings: Settings, redis: Any) -> RoutingState:

@@ -154,3 +154,20 @@ def test_a_gateway_miss_sends_no_get(private_redis: tuple[int, list[subprocess.P
         assert asyncio.run(gets()) == before + 1  # the hit reads its entry
     finally:
         gw.stop()
+
+
+def test_new_redis_connections_do_not_read_package_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
+    """redis-py looks its own version up on disk for every new connection unless told it; that
+    read ran on the event loop (16 ms cold on the development VM) whenever the pool grew."""
+    from importlib import metadata
+    from types import SimpleNamespace
+
+    from gateway.backends import redis_client
+
+    looked_up: list[str] = []
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: looked_up.append(name) or real(name))
+    client = redis_client(SimpleNamespace(redis_url="redis://127.0.0.1:6379/0"))  # type: ignore[arg-type]
+    for _ in range(3):
+        client.connection_pool.make_connection()
+    assert looked_up == []
