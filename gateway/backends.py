@@ -30,15 +30,12 @@ def redis_client(settings: Settings) -> Any:
 
     # Its version given once: otherwise recent redis-py (8.1 here) reads its package metadata for every
     # new connection, on the event loop (0.5 ms warm, 16 ms seen cold on the development VM).
-    # Older releases read it once, at import.
-    identity: dict[str, Any] = {}
     try:
         from redis.driver_info import DriverInfo
-
-        identity["driver_info"] = DriverInfo(lib_version=redis.__version__)
-    except ImportError:
-        pass
-    return Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2, **identity)
+    except ImportError:  # older releases read it once, at import
+        return Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    return Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2,
+                          driver_info=DriverInfo(lib_version=redis.__version__))
 
 
 def routing_state(settings: Settings, redis: Any) -> RoutingState:
