@@ -144,6 +144,26 @@ def _redis_answers(host: str, port: int) -> bool:
         return False
 
 
+def start_redis_server(port: int, data_dir: str | Path | None = None) -> subprocess.Popen[bytes]:
+    """A private redis-server on `port`, answering when this returns (for tests that stop or fill
+    Redis: never the shared one). With `data_dir` it keeps an append-only file there, so a restart
+    on the same port and directory keeps what it had."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("this test needs its own redis-server binary (apt-get install redis-server)")
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    args += (["--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "always"] if data_dir
+             else ["--appendonly", "no"])
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not _redis_answers("127.0.0.1", port):
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("a private redis-server did not start")
+        time.sleep(0.05)
+    return proc
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """REDIS_URL if set, else 127.0.0.1:6379 if it answers, else a private redis-server."""
@@ -158,14 +178,7 @@ def redis_url() -> Iterator[str]:
         pytest.fail("these tests need Redis: set REDIS_URL, start redis-server on 127.0.0.1:6379, "
                     "or install redis-server (apt-get install redis-server)")
     port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not _redis_answers("127.0.0.1", port):
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the private redis-server did not start")
-        time.sleep(0.05)
+    proc = start_redis_server(port)
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(10)

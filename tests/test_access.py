@@ -226,29 +226,11 @@ def test_a_killed_process_frees_its_hold(upstream: FakeUpstreamThread, redis_url
         b.stop()
 
 
-def _redis_server(port: int, data_dir: str) -> Any:
-    import shutil
-    import subprocess
-
-    from conftest import _redis_answers
-
-    binary = shutil.which("redis-server")
-    assert binary, "this test stops Redis, so it needs its own redis-server binary (apt-get install redis-server)"
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", data_dir,
-                             "--appendonly", "yes", "--appendfsync", "always"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not _redis_answers("127.0.0.1", port):
-        assert time.monotonic() < deadline, "private redis-server did not start"
-        time.sleep(0.05)
-    return proc
-
-
 def test_redis_outage_fails_closed_and_the_journal_loses_no_spend(upstream: FakeUpstreamThread, tmp_path: Any) -> None:
-    from conftest import free_port
+    from conftest import free_port, start_redis_server
 
     port = free_port()
-    redis = _redis_server(port, str(tmp_path))
+    redis = start_redis_server(port, tmp_path)
     journal = tmp_path / "journal.jsonl"
     config = access_config(upstream, f"redis://127.0.0.1:{port}/0", models=[
         model("acc-slow", "openai", upstream, upstream_model="acc-slow-up", pricing={"input_per_mtok": 1,
@@ -277,7 +259,7 @@ def test_redis_outage_fails_closed_and_the_journal_loses_no_spend(upstream: Fake
         with pytest.raises(openai.InternalServerError) as info:
             ask(gw, secret, "acc-slow")
         assert info.value.status_code == 503 and "unavailable" in str(info.value.body)
-        redis = _redis_server(port, str(tmp_path))  # back, with its data
+        redis = start_redis_server(port, tmp_path)  # back, with its data
         deadline = time.monotonic() + 10
         while spend(gw, secret).get("spend_usd") != pytest.approx(2 * COST, abs=1e-12):
             assert time.monotonic() < deadline, spend(gw, secret)

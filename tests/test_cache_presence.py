@@ -5,7 +5,6 @@ entries that existed before start-up through SCAN, and losing Redis falls back t
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import time
 import uuid
@@ -13,10 +12,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import Gateway, _redis_answers, free_port
+from conftest import Gateway, free_port, start_redis_server
 from redis.asyncio import Redis
 from test_response_cache import ask, cache_config
 
+from gateway.cache_presence import StoredKeys
 from gateway.cache_store import CacheUnavailable, RedisCacheStore
 from gateway.fake_upstream import FakeUpstreamThread
 
@@ -33,22 +33,10 @@ async def until(check: Callable[[], bool | Awaitable[bool]], what: str, timeout:
         await asyncio.sleep(0.02)
 
 
-def start_redis(port: int) -> subprocess.Popen[bytes]:
-    binary = shutil.which("redis-server")
-    assert binary, "this test stops Redis, so it needs its own redis-server binary (apt-get install redis-server)"
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not _redis_answers("127.0.0.1", port):
-        assert time.monotonic() < deadline, "private redis-server did not start"
-        time.sleep(0.05)
-    return proc
-
-
 @pytest.fixture
 def private_redis() -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
     port = free_port()
-    procs = [start_redis(port)]
+    procs = [start_redis_server(port)]
     yield port, procs
     for proc in procs:
         proc.kill()
@@ -97,6 +85,25 @@ def test_too_many_entries_fall_back_to_reading_redis(redis_url: str) -> None:
     asyncio.run(main())
 
 
+def test_a_full_index_rescans_until_there_is_room(redis_url: str) -> None:
+    async def main() -> None:
+        client, prefix = Redis.from_url(redis_url), f"test-{uuid.uuid4().hex[:8]}"
+        store = RedisCacheStore(client, prefix, ttl_s=60)
+        store.presence = StoredKeys(client, f"{prefix}:rc:", 60, max_keys=2, rescan_when_full_s=0.2)
+        follower = asyncio.get_running_loop().create_task(store.run())
+        await until(lambda: store.presence.synced, "never synced")
+        for key in ("k1", "k2", "k3"):
+            await store.set(key, key.encode(), 60)
+        assert not store.presence.synced  # full: reads ask Redis
+        await client.delete(f"{prefix}:rc:k1", f"{prefix}:rc:k2")
+        await until(lambda: store.presence.synced, "a rescan never found room")  # only k3 is left
+        assert store.presence.may_exist("k3") and not store.presence.may_exist("k1")
+        follower.cancel()
+        await client.aclose()
+
+    asyncio.run(main())
+
+
 def test_redis_lost_and_back(private_redis: tuple[int, list[subprocess.Popen[bytes]]]) -> None:
     port, procs = private_redis
 
@@ -111,7 +118,7 @@ def test_redis_lost_and_back(private_redis: tuple[int, list[subprocess.Popen[byt
         assert store.presence.may_exist("k")  # so a lookup asks Redis, and says it is unavailable
         with pytest.raises(CacheUnavailable):
             await store.get("k")
-        procs.append(start_redis(port))
+        procs.append(start_redis_server(port))
         await until(lambda: store.presence.synced, "never synced again")
         other = RedisCacheStore(Redis.from_url(f"redis://127.0.0.1:{port}/0"), "gw")
         await other.set("k", b"answer", 60)

@@ -134,10 +134,8 @@ def test_entries_expire(cache_gw: Gateway) -> None:
 
 
 def test_redis_store_is_shared_and_outages_bypass(upstream: FakeUpstreamThread, redis_url: str) -> None:
-    import shutil
-    import subprocess
 
-    from conftest import _redis_answers, free_port
+    from conftest import free_port, start_redis_server
 
     config = cache_config(upstream, redis_url=redis_url, redis_prefix=f"test-{uuid.uuid4().hex[:8]}")
     a, b = Gateway(config), Gateway(config)
@@ -148,15 +146,10 @@ def test_redis_store_is_shared_and_outages_bypass(upstream: FakeUpstreamThread, 
     finally:
         a.stop()
         b.stop()
-    binary = shutil.which("redis-server")
-    assert binary, "this test stops Redis, so it needs its own redis-server binary"
     port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_redis_server(port)
     gw = None
     try:
-        while not _redis_answers("127.0.0.1", port):
-            time.sleep(0.05)
         gw = Gateway(cache_config(upstream, redis_url=f"redis://127.0.0.1:{port}/0"))
         content = f"q-{uuid.uuid4()}"
         ask(gw, content)
@@ -165,10 +158,7 @@ def test_redis_store_is_shared_and_outages_bypass(upstream: FakeUpstreamThread, 
         down = ask(gw, content)
         assert down.headers["x-gateway-cache"] == "bypass" and down.parse().choices
         assert gw.metric("gateway_cache_errors_total", cache="response") >= 1
-        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                                 "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while not _redis_answers("127.0.0.1", port):
-            time.sleep(0.05)
+        proc = start_redis_server(port)
         assert ask(gw, content).headers["x-gateway-cache"] == "miss"  # back by itself (Redis restarted empty)
         assert ask(gw, content).headers["x-gateway-cache"] == "hit"
         assert httpx.get(f"{gw.url}/readyz").status_code == 200

@@ -54,21 +54,12 @@ def test_cooldown_and_learned_output_are_shared_across_processes(
 
 
 def test_routing_survives_redis_going_away(upstream: FakeUpstreamThread, tmp_path: Any) -> None:
-    import shutil
-    import subprocess
-    import time
 
-    from conftest import _redis_answers, free_port
+    from conftest import free_port, start_redis_server
 
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("this test stops Redis, so it needs its own redis-server binary (apt-get install redis-server)")
     port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_redis_server(port)
     try:
-        while not _redis_answers("127.0.0.1", port):
-            time.sleep(0.05)
         config: dict[str, Any] = {**routing_config(upstream), "redis_url": f"redis://127.0.0.1:{port}/0"}
         config["tiers"] = {"premium": {"min_quality": 88}}
         config["routing"] = {**config.get("routing", {}), "shared_state_refresh_s": 0}  # every request asks Redis

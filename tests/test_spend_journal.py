@@ -4,15 +4,13 @@ replayed, once each, when Redis is back. Stops a PRIVATE redis-server, never the
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import _redis_answers, free_port
+from conftest import free_port, start_redis_server
 from redis.asyncio import Redis
 
 from gateway.budgets_redis import RedisBudgets
@@ -25,22 +23,12 @@ class PrivateRedis:
     """A redis-server with an append-only file, so a restart keeps what it had."""
 
     def __init__(self, data_dir: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("this test stops Redis, so it needs its own redis-server binary (apt-get install redis-server)")
-        self.binary, self.dir, self.port = binary, data_dir, free_port()
+        self.dir, self.port = data_dir, free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc = self.start()
 
     def start(self) -> subprocess.Popen[bytes]:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", "",
-                "--appendonly", "yes", "--appendfsync", "always"]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not _redis_answers("127.0.0.1", self.port):
-            assert time.monotonic() < deadline, "private redis-server did not start"
-            time.sleep(0.05)
-        return proc
+        return start_redis_server(self.port, self.dir)
 
     def stop(self) -> None:
         self.proc.terminate()
