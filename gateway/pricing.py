@@ -11,14 +11,15 @@ reasoning, and reasoning.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
 __all__ = [
-    "PICO_PER_USD", "Cost", "Price", "Rates", "Usage", "cache_effect", "estimate_cost", "estimate_costs", "price_usage",
-    "usd_text", "worst_case_cost",
+    "PICO_PER_USD", "Cost", "FlatRates", "Price", "Rates", "Usage", "cache_effect", "estimate_cost", "estimate_costs",
+    "price_usage", "usd_text", "worst_case_cost",
 ]
 
 PICO_PER_USD = 10**12
@@ -200,6 +201,48 @@ def estimate_costs(prices: Sequence[Price], inputs: Sequence[int], outputs: Sequ
         n * (r := p.base if not p.tiers else p.rates_for(n)).input + o * r.output
         for p, n, o in zip(prices, inputs, outputs, strict=True)
     ]
+
+
+class FlatRates:
+    """Models priced without long-context tiers, for ranking by estimated cost: input tokens x
+    input rate + expected output tokens x output rate, as `estimate_cost` computes it with
+    nothing cached. Each estimate is a line in the input token count, so an order found for one
+    prompt length holds over a whole range of lengths, which `cheapest` returns with it."""
+
+    @classmethod
+    def of(cls, prices: Sequence[Price]) -> FlatRates | None:
+        """None if any of the prices has long-context tiers (then use `estimate_costs`)."""
+        return None if any(p.tiers for p in prices) else cls(prices)
+
+    def __init__(self, prices: Sequence[Price]) -> None:
+        self._rates = tuple((p.base.input, p.base.output) for p in prices)
+
+    def estimate(self, i: int, input_tokens: int, output_tokens: int) -> int:
+        """Model `i`'s estimated cost in pico-USD."""
+        rate_in, rate_out = self._rates[i]
+        return input_tokens * rate_in + output_tokens * rate_out
+
+    def cheapest(self, input_tokens: int, outputs: Sequence[int], limit: int | None) -> tuple[list[int], int, int]:
+        """The indices of the `limit` cheapest models, cheapest first (equal costs keep the
+        models' order), and the range of input token counts (lo, hi) over which the same
+        models come first, in the same order, for the same `outputs`."""
+        n, rates = input_tokens, self._rates
+        costs = [n * a + o * b for (a, b), o in zip(rates, outputs, strict=True)]
+        order = sorted(range(len(costs)), key=costs.__getitem__)  # stable: ties keep index order
+        top = order[:limit]
+        # Each model must stay ahead of the next in `top`, and the last of `top` ahead of the
+        # rest: p before q while n' * (a_p - a_q) + (k_p - k_q) <= 0 (< 0 if q has the lower
+        # index), k being the output part. Exact integer bounds on n'.
+        pairs = [*zip(top, top[1:], strict=False), *((top[-1], r) for r in order[len(top):] if top)]
+        lo, hi = 0, sys.maxsize
+        for p, q in pairs:
+            (a_p, b_p), (a_q, b_q) = rates[p], rates[q]
+            slope, gap, slack = a_p - a_q, outputs[p] * b_p - outputs[q] * b_q, 0 if p < q else -1
+            if slope > 0:
+                hi = min(hi, (slack - gap) // slope)
+            elif slope < 0:
+                lo = max(lo, -((gap - slack) // slope))
+        return top, lo, hi
 
 
 def worst_case_cost(price: Price, input_tokens: int, output_tokens: int) -> int:

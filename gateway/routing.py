@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.errors import InvalidRequest, PermissionDenied, ServiceUnavailable
 from gateway.prefix_cache import PrefixCache, PrefixPlan
-from gateway.pricing import Price, estimate_cost, estimate_costs, usd_text
+from gateway.pricing import FlatRates, Price, estimate_cost, estimate_costs, usd_text
 from gateway.prompt_cache_rules import OPENAI_MIN_TOKENS, Prediction
 from gateway.routing_state import RoutingState, Snapshot
 from gateway.settings import ModelSpec, Settings, TierSpec
@@ -95,11 +95,13 @@ class _TierModels:
     rows: tuple[tuple[ModelSpec, str], ...]  # available candidates, best quality first, and their encoding
     excluded: tuple[Excluded, ...]
     names: tuple[str, ...]
-    encodings: dict[str, str]  # encoding -> a model id that uses it (token counts are per encoding)
+    encodings: tuple[str, ...]  # of the rows, each once (token counts are per encoding)
     min_context: float  # the smallest input window among the rows
     min_output: float  # the smallest maximum output among the rows
     prices: tuple[Price, ...]  # of the rows
     by_cost: bool  # the tier's policy ranks by estimated cost alone: the router sorts, cheaply
+    flat: FlatRates | None  # the rows' prices, when none has long-context tiers
+    qualities: tuple[float, ...]  # of the rows
 
     @classmethod
     def build(cls, tier: TierSpec, models: list[ModelSpec]) -> _TierModels:
@@ -115,10 +117,11 @@ class _TierModels:
         rows = tuple((m, encoding_name_for(m.upstream_model)) for m in ranked)
         return cls(
             in_tier, rows, tuple(excluded), tuple(m.name for m, _ in rows),
-            {enc: m.upstream_model for m, enc in reversed(rows)},
+            tuple(dict.fromkeys(enc for _, enc in rows)),
             min((m.max_input_tokens or inf for m, _ in rows), default=inf),
             min((m.max_output_tokens or inf for m, _ in rows), default=inf),
             tuple(m.price for m, _ in rows), bool(getattr(tier.policy, "ranks_by_cost", False)),
+            FlatRates.of([m.price for m, _ in rows]), tuple(m.quality or 0.0 for m, _ in rows),
         )
 
 
@@ -160,6 +163,11 @@ class Router:
         models = sorted(settings.models.values(), key=lambda m: m.name)
         self._tiers = {tier.name: _TierModels.build(tier, models) for tier in settings.tiers.values()}
         self._baselines = {t.name: self._baseline(t, self._tiers[t.name].in_tier) for t in settings.tiers.values()}
+        # Per tier: the expected outputs of all its rows, for (snapshot.outputs, snapshot.version).
+        self._expected: dict[str, tuple[dict[str, float], int, list[int]]] = {}
+        # The latest cost order found, by (tier, limit, max_tokens or 0): (outputs, lo, hi, order),
+        # the order holding for those expected outputs and input token counts lo..hi.
+        self._orders: dict[tuple[str, int | None, int], tuple[list[int], int, int, list[int]]] = {}
 
     def observe_output(self, model: str, output_tokens: int) -> None:
         """A completed call: reset the model's failure streak, learn its output length."""
@@ -179,23 +187,33 @@ class Router:
         (what a request may try), a policy that ranks by cost gets only that many built.
         `allowed`: the only models the caller's key may use (None: any)."""
         models = self._tiers[tier.name]
-        snapshot = await self.state.snapshot(models.names)
+        snapshot = self.state.current(models.names) or await self.state.snapshot(models.names)
         max_tokens = _max_tokens(body)
-        counts = {enc: self._tokens.count_messages(body["messages"], model, body.get("tools"))
-                  for enc, model in models.encodings.items()}
+        messages, tools = body["messages"], body.get("tools")
+        counts = {enc: self._tokens.count_messages_in(messages, enc, tools) for enc in models.encodings}
         excluded = list(models.excluded)
         rows, prices = self._live(models, snapshot, needed_capabilities(body), counts, max_tokens, excluded, allowed)
         if not rows:
             raise _no_candidate(tier, excluded)
-        inputs = [counts[enc] for _, enc in rows]
+        inputs = [counts[enc] for _, enc in rows] if len(counts) > 1 else [*counts.values()] * len(rows)
         if max_tokens:
             outs = [max_tokens] * len(rows)
+        elif rows is models.rows:
+            outs = self._expected_outputs(tier.name, models, snapshot)
         else:
-            default, learned = self._settings.routing.default_output_tokens, snapshot.outputs
-            outs = [round(learned.get(spec.name, default)) for spec, _ in rows]
+            outs = self._outputs_of(rows, snapshot)
         prefix = None
         if self._prefix is not None and max(counts.values()) >= OPENAI_MIN_TOKENS:
             prefix = await self._prefix.plan([spec for spec, _ in rows], body)
+        elif models.by_cost and models.flat is not None and rows is models.rows and len(counts) == 1:
+            # The common case (nothing excluded per request, no prompt-cache predictions): the
+            # cost order found for an earlier request holds while the prompt length stays in
+            # its range and the expected outputs are the same; price only the first `limit`.
+            n, flat, names, latency = inputs[0], models.flat, models.names, self._latency
+            top = self._cost_order(tier.name, flat, n, outs, limit, max_tokens or 0)
+            candidates = [Candidate(names[i], models.qualities[i], flat.estimate(i, n, outs[i]), n, outs[i],
+                                    latency.get(names[i])) for i in top]
+            return RoutePlan(tier, candidates, excluded, self._baselines[tier.name], len(rows))
         if prefix is None:
             costs, cached = estimate_costs(prices, inputs, outs), None
         else:
@@ -208,6 +226,35 @@ class Router:
                                 latency.get(rows[i][0].name), *(cached[i] if cached else (0, 0))) for i in order]
         ranked = candidates if models.by_cost else tier.policy.rank(candidates, tier.route)
         return RoutePlan(tier, ranked, excluded, self._baselines[tier.name], len(rows), prefix)
+
+    def _outputs_of(self, rows: Sequence[tuple[ModelSpec, str]], snapshot: Snapshot) -> list[int]:
+        default, learned = self._settings.routing.default_output_tokens, snapshot.outputs
+        return [round(learned.get(spec.name, default)) for spec, _ in rows]
+
+    def _expected_outputs(self, tier: str, models: _TierModels, snapshot: Snapshot) -> list[int]:
+        """Expected output tokens of all the tier's rows; recomputed only when the snapshot's
+        expectations changed (read-only: shared by the requests until then)."""
+        memo = self._expected.get(tier)
+        if memo is not None and memo[0] is snapshot.outputs and memo[1] == snapshot.version:
+            return memo[2]
+        outs = self._outputs_of(models.rows, snapshot)
+        self._expected[tier] = (snapshot.outputs, snapshot.version, outs)
+        return outs
+
+    def _cost_order(
+        self, tier: str, flat: FlatRates, n: int, outs: list[int], limit: int | None, max_tokens: int
+    ) -> list[int]:
+        """The first `limit` rows by estimated cost for `n` input tokens and `outs` expected
+        output tokens (the request's `max_tokens` for all, or learned: then `max_tokens` is 0)."""
+        key = (tier, limit, max_tokens)
+        found = self._orders.get(key)
+        if found is not None and found[1] <= n <= found[2] and (found[0] is outs or found[0] == outs):
+            return found[3]
+        top, lo, hi = flat.cheapest(n, outs, limit)
+        if len(self._orders) >= 256:
+            self._orders.clear()
+        self._orders[key] = (outs, lo, hi, top)
+        return top
 
     def _live(
         self, models: _TierModels, snapshot: Snapshot, needs: set[str], counts: dict[str, int],
@@ -231,7 +278,8 @@ class Router:
 
     async def estimate(self, spec: ModelSpec, body: dict[str, Any]) -> dict[str, Any]:
         """POST /v1/estimate for a model asked for by name: its cost, no routing."""
-        snapshot = await self.state.snapshot((spec.name,))
+        names = (spec.name,)
+        snapshot = self.state.current(names) or await self.state.snapshot(names)
         tokens = self._tokens.count_messages(body["messages"], spec.upstream_model, body.get("tools"))
         output = _max_tokens(body) or self._expected_output(spec.name, snapshot)
         prefix = await self._prefix.plan([spec], body) if self._prefix and tokens >= OPENAI_MIN_TOKENS else None

@@ -24,10 +24,15 @@ _ALPHA = 0.2  # weight of the newest observation in the running output estimate
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     cooling: dict[str, float]  # model -> seconds of cooldown left
-    outputs: dict[str, float]  # model -> expected output tokens
+    outputs: dict[str, float]  # model -> expected output tokens (read-only; may be the live dict)
+    version: int = 0  # with the same `outputs` object: changes whenever a rounded expectation does
 
 
 class RoutingState(Protocol):
+    def current(self, models: Sequence[str]) -> Snapshot | None:
+        """The snapshot if it is at hand without I/O, else None (then await `snapshot`)."""
+        ...
+
     async def snapshot(self, models: Sequence[str]) -> Snapshot: ...
 
     async def failed(self, model: str) -> bool:
@@ -48,11 +53,23 @@ class MemoryRoutingState:
     _failures: dict[str, int] = field(default_factory=dict)
     _cool_until: dict[str, float] = field(default_factory=dict)
     _outputs: dict[str, float] = field(default_factory=dict)
+    _version: int = 0  # bumped when a model's rounded expected output changes
+    _calm: Snapshot | None = None  # the snapshot while nothing cools down, for `_version`
+
+    def current(self, models: Sequence[str]) -> Snapshot:
+        if self._cool_until:
+            now = time.monotonic()
+            self._cool_until = {m: until for m, until in self._cool_until.items() if until > now}
+            if self._cool_until:
+                cooling = {m: until - now for m, until in self._cool_until.items() if m in models}
+                return Snapshot(cooling, self._outputs, self._version)
+        calm = self._calm
+        if calm is None or calm.version != self._version:
+            calm = self._calm = Snapshot({}, self._outputs, self._version)  # read-only use; no copies
+        return calm
 
     async def snapshot(self, models: Sequence[str]) -> Snapshot:
-        now = time.monotonic()
-        cooling = {m: until - now for m, until in self._cool_until.items() if until > now and m in models}
-        return Snapshot(cooling, self._outputs)  # read-only use; no copy needed
+        return self.current(models)
 
     async def failed(self, model: str) -> bool:
         count = self._failures.get(model, 0) + 1
@@ -69,7 +86,9 @@ class MemoryRoutingState:
     def record_success(self, model: str, output_tokens: int) -> None:
         self._failures.pop(model, None)
         old = self._outputs.get(model)
-        self._outputs[model] = output_tokens if old is None else old + _ALPHA * (output_tokens - old)
+        new = self._outputs[model] = output_tokens if old is None else old + _ALPHA * (output_tokens - old)
+        if old is None or round(new) != round(old):
+            self._version += 1
 
 
 # KEYS[1] = failures counter, KEYS[2] = cooldown flag; ARGV = threshold, cooldown ms, counter ttl ms
@@ -117,15 +136,21 @@ class RedisRoutingState:
     def _key(self, kind: str, model: str) -> str:
         return f"{self._prefix}:{kind}:{model}"
 
-    async def snapshot(self, models: Sequence[str]) -> Snapshot:
+    def current(self, models: Sequence[str]) -> Snapshot | None:
         cached = self._cache.get(models)
         if cached is not None and time.monotonic() - cached[0] < self._config.shared_state_refresh_s:
             return cached[1]
+        return None
+
+    async def snapshot(self, models: Sequence[str]) -> Snapshot:
+        cached = self.current(models)
+        if cached is not None:
+            return cached
         try:
             snapshot = await self._snapshot(models)
         except redis_errors() as exc:
             log.warning("routing state: Redis unavailable, using this process's memory: %r", exc)
-            return await self._local.snapshot(models)
+            return self._local.current(models)
         self._cache[models] = (time.monotonic(), snapshot)
         return snapshot
 

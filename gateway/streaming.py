@@ -26,12 +26,12 @@ __all__ = ["start_stream"]
 _DONE = b"data: [DONE]\n\n"
 
 
-async def start_stream(call: Call, provider: Provider) -> SSEResponse:
+async def start_stream(call: Call, provider: Provider, deadline: float | None = None) -> SSEResponse:
     assert call.spec is not None
     options = call.body.get("stream_options") or {}
     include_usage = bool(options.get("include_usage"))
     call.upstream_started = perf_counter()
-    stream = await provider.stream(call.spec, call.body)  # refusals here are plain JSON errors
+    stream = await provider.stream(call.spec, call.body, deadline)  # refusals here are plain JSON errors
     return SSEResponse(_relay(call, stream, include_usage), call.headers())
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
@@ -123,7 +123,10 @@ class TokenCounter:
     def count_messages(
         self, messages: list[Any], model: str, tools: list[Any] | None = None
     ) -> int:
-        enc_name = encoding_name_for(model)
+        return self.count_messages_in(messages, encoding_name_for(model), tools)
+
+    def count_messages_in(self, messages: list[Any], enc_name: str, tools: list[Any] | None = None) -> int:
+        """`count_messages` by encoding name (routing counts once per encoding, not per model)."""
         enc, memo = self.encoding(enc_name), self._memos[enc_name]
 
         def n(text: str) -> int:
@@ -137,7 +140,7 @@ class TokenCounter:
 
         total = _REPLY_PRIMING
         for message in messages:
-            if not isinstance(message, Mapping):
+            if not isinstance(message, dict):
                 continue
             total += _PER_MESSAGE
             for key, value in message.items():
@@ -162,7 +165,7 @@ def _content_tokens(content: Any, n: Any) -> int:
     total = 0
     if isinstance(content, list):
         for part in content:
-            if not isinstance(part, Mapping):
+            if not isinstance(part, dict):
                 continue
             if part.get("type") == "text":
                 total += n(str(part.get("text") or ""))
@@ -175,8 +178,8 @@ def _content_tokens(content: Any, n: Any) -> int:
 def _tool_call_tokens(calls: list[Any], n: Any) -> int:
     total = 0
     for call in calls:
-        fn = call.get("function") if isinstance(call, Mapping) else None
-        if isinstance(fn, Mapping):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if isinstance(fn, dict):
             total += n(str(fn.get("name") or "")) + n(str(fn.get("arguments") or ""))
     return total
 
@@ -185,8 +188,8 @@ def _tool_definition_tokens(tools: list[Any], n: Any, k: tuple[int, ...]) -> int
     func_init, prop_init, prop_key, enum_init, enum_item, func_end = k
     total = 0
     for tool in tools:
-        fn = tool.get("function") if isinstance(tool, Mapping) else None
-        if not isinstance(fn, Mapping):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(fn, dict):
             continue
         total += func_init
         desc = str(fn.get("description") or "").removesuffix(".")
@@ -195,7 +198,7 @@ def _tool_definition_tokens(tools: list[Any], n: Any, k: tuple[int, ...]) -> int
         if props:
             total += prop_init
             for key, spec in props.items():
-                spec = spec if isinstance(spec, Mapping) else {}
+                spec = spec if isinstance(spec, dict) else {}
                 total += prop_key
                 for item in spec.get("enum") or ():
                     total += enum_item + n(str(item))

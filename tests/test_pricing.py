@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from decimal import Decimal
 
 from gateway.price_table import load_price_table, price_from_entry
-from gateway.pricing import Cost, Price, Rates, Usage, estimate_cost, per_mtok_to_pico, price_usage
+from gateway.pricing import Cost, FlatRates, Price, Rates, Usage, estimate_cost, per_mtok_to_pico, price_usage
 
 RATES = Rates(input=3_000_000, cached_input=300_000, cache_write_5m=3_750_000, cache_write_1h=6_000_000,
               output=15_000_000, reasoning=15_000_000)
@@ -79,3 +80,31 @@ def test_estimate_equals_pricing_the_same_usage() -> None:
     price = Price(RATES, tiers=((1000, Rates(9, 9, 9, 9, 99, 99)),))
     for inp, out in [(0, 0), (10, 5), (1000, 7), (1001, 7)]:
         assert estimate_cost(price, inp, out) == price_usage(Usage(input=inp, output=out), price).total
+
+
+def _full_order(prices: list[Price], n: int, outs: list[int]) -> list[int]:
+    costs = [price_usage(Usage(input=n, output=o), p).total for p, o in zip(prices, outs, strict=True)]
+    return sorted(range(len(prices)), key=lambda i: (costs[i], i))
+
+
+def test_flat_rates_rank_by_estimate_and_say_how_far_the_order_holds() -> None:
+    rng = random.Random(7)
+    assert FlatRates.of([Price(RATES, tiers=((1000, RATES),))]) is None  # long-context tiers: not flat
+    for _ in range(300):
+        k = rng.randint(1, 8)
+        rates = [(rng.choice([0, 50_000, 100_000, 150_000, 3_000_000]), rng.randint(0, 20) * 100_000) for _ in range(k)]
+        prices = [Price(Rates(a, 0, 0, 0, b, b)) for a, b in rates]
+        outs = [rng.choice([1, 50, 256, 300]) for _ in range(k)]
+        limit = rng.choice([None, 1, 2, 3])
+        flat = FlatRates.of(prices)
+        assert flat is not None
+        n = rng.randint(0, 5000)
+        top, lo, hi = flat.cheapest(n, outs, limit)
+        assert top == _full_order(prices, n, outs)[:limit] and lo <= n <= hi
+        assert [flat.estimate(i, n, outs[i]) for i in top] == [estimate_cost(prices[i], n, outs[i]) for i in top]
+        for m in {lo, hi, n + 1, max(n - 1, 0), min(hi, 10**7)}:  # the order holds inside the range ...
+            assert _full_order(prices, m, outs)[:limit] == top
+        if lo > 0:  # ... and not one token beyond it
+            assert _full_order(prices, lo - 1, outs)[:limit] != top
+        if hi < 10**7:
+            assert _full_order(prices, hi + 1, outs)[:limit] != top

@@ -234,6 +234,15 @@ def test_a_slow_model_times_out_into_failover_within_the_overall_deadline(upstre
         assert info.value.status_code == 504 and "routing deadline of 0.6s exceeded" in str(info.value)
         assert 0.6 <= took < 1.9  # the deadline, not balanced's 2 s answer nor its 30 s timeout
         assert len(upstream.calls("r-cheap")) == calls_before  # no attempt after the deadline
+
+        started = time.monotonic()  # a stream: the deadline bounds the wait for its head
+        with pytest.raises(openai.InternalServerError) as info:
+            gw.client(max_retries=0).chat.completions.create(
+                model="standard", messages=SHORT, max_tokens=1000, stream=True)
+        took = time.monotonic() - started
+        assert info.value.status_code == 504 and "routing deadline of 0.6s exceeded" in str(info.value)
+        assert 0.6 <= took < 1.9
+        assert len(upstream.calls("r-cheap")) == calls_before
     finally:
         upstream.script("r-balanced", {})
         gw.stop()

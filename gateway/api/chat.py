@@ -82,7 +82,7 @@ async def _dispatch(call: Call, request: Request, body: dict[str, Any]) -> Respo
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     inputs: dict[str, int] = {}  # counted input tokens per model, for budget holds (only with a key)
 
-    async def attempt(spec: ModelSpec) -> Response | SSEResponse:
+    async def attempt(spec: ModelSpec, deadline: float | None = None) -> Response | SSEResponse:
         call.spec, call.body = spec, {**body, "model": spec.upstream_model}
         add_breakpoint(call.prefix, spec, call.body)
         if state.response_cache is not None and (policy.read or policy.write):
@@ -93,7 +93,7 @@ async def _dispatch(call: Call, request: Request, body: dict[str, Any]) -> Respo
         await access.reserve(grant, spec, inputs.get(spec.name, 0), max_tokens)
         provider = state.providers[spec.wire]
         try:
-            return await (start_stream(call, provider) if stream else _complete(call, provider))
+            return await (start_stream(call, provider, deadline) if stream else _complete(call, provider, deadline))
         except BaseException:
             await access.release(grant)
             raise
@@ -118,11 +118,11 @@ async def _dispatch(call: Call, request: Request, body: dict[str, Any]) -> Respo
     return await run_with_failover(call, plan, attempt)
 
 
-async def _complete(call: Call, provider: Provider) -> Response:
+async def _complete(call: Call, provider: Provider, deadline: float | None) -> Response:
     spec, body = call.spec, call.body
     assert spec is not None
     call.upstream_started = perf_counter()
-    completion = await provider.complete(spec, body)
+    completion = await provider.complete(spec, body, deadline)
     upstream_time = perf_counter() - call.upstream_started
     settled = settle(
         call, completion.usage, completion.usage_dict, lambda: _completion_text(completion.body), "missing"

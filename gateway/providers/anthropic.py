@@ -33,19 +33,21 @@ class AnthropicProvider:
     def __init__(self, transport: HTTPTransport) -> None:
         self._transport = transport
 
-    async def complete(self, model: ModelSpec, body: dict[str, Any]) -> Completion:
+    async def complete(self, model: ModelSpec, body: dict[str, Any], deadline: float | None = None) -> Completion:
         request = to_anthropic_request(model, body)
         endpoint = self._transport.endpoint(model, "/v1/messages", _headers(model))
-        data = await self._transport.post_json(model, endpoint, request)
+        data = await self._transport.post_json(model, endpoint, request, deadline)
         if not isinstance(data, dict) or data.get("type") != "message":
             raise bad_response(model, "not a message")
         out, usage = to_openai_completion(data)
         return Completion(out, usage, usage.to_openai() if usage else None)
 
-    async def stream(self, model: ModelSpec, body: dict[str, Any]) -> AnthropicStream:
+    async def stream(
+        self, model: ModelSpec, body: dict[str, Any], deadline: float | None = None
+    ) -> AnthropicStream:
         request = to_anthropic_request(model, {**body, "stream": True})
         endpoint = self._transport.endpoint(model, "/v1/messages", _headers(model))
-        return AnthropicStream(model, await self._transport.open_stream(model, endpoint, request))
+        return AnthropicStream(model, await self._transport.open_stream(model, endpoint, request, deadline))
 
 
 class AnthropicStream(SSEStream):

@@ -43,8 +43,12 @@ class UpstreamStream(Protocol):
 
 
 class Provider(Protocol):
-    async def complete(self, model: ModelSpec, body: dict[str, Any]) -> Completion: ...
+    """`deadline` (event-loop time, from routing's overall deadline) cuts the model's own
+    `timeout_s` short: the call gives up at whichever comes first. For a stream it bounds
+    the wait for the head only, as `timeout_s` does."""
 
-    async def stream(self, model: ModelSpec, body: dict[str, Any]) -> UpstreamStream:
+    async def complete(self, model: ModelSpec, body: dict[str, Any], deadline: float | None = None) -> Completion: ...
+
+    async def stream(self, model: ModelSpec, body: dict[str, Any], deadline: float | None = None) -> UpstreamStream:
         """Raises a GatewayError before returning if the upstream refused the request."""
         ...

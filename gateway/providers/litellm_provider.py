@@ -16,6 +16,7 @@ import orjson
 from gateway.pricing import Usage
 from gateway.providers.base import Completion
 from gateway.providers.errors import upstream_errors
+from gateway.providers.transport import time_limit
 from gateway.settings import ModelSpec
 
 __all__ = ["PROVIDER_TYPE", "LitellmProvider", "LitellmStream"]
@@ -36,12 +37,12 @@ def _litellm() -> Any:
     return litellm
 
 
-def _kwargs(model: ModelSpec, body: dict[str, Any]) -> dict[str, Any]:
+def _kwargs(model: ModelSpec, body: dict[str, Any], deadline: float | None) -> dict[str, Any]:
     kwargs: dict[str, Any] = {k: body[k] for k in _PASSTHROUGH if body.get(k) is not None}
     kwargs.update(
         model=f"{model.provider}/{model.upstream_model}",
         messages=body["messages"],
-        timeout=model.timeout_s,
+        timeout=time_limit(model, deadline),
         num_retries=0,
     )
     if model.api_key:
@@ -61,15 +62,15 @@ class LitellmProvider:
     def __init__(self, transport: Any = None) -> None:
         del transport  # litellm manages its own HTTP clients
 
-    async def complete(self, model: ModelSpec, body: dict[str, Any]) -> Completion:
+    async def complete(self, model: ModelSpec, body: dict[str, Any], deadline: float | None = None) -> Completion:
         with upstream_errors(model):
-            response = await _litellm().acompletion(**_kwargs(model, body))
+            response = await _litellm().acompletion(**_kwargs(model, body, deadline))
         data = response.model_dump(exclude_none=False)
         usage, usage_dict = _usage(data.pop("usage", None))
         return Completion(data, usage, usage_dict)
 
-    async def stream(self, model: ModelSpec, body: dict[str, Any]) -> LitellmStream:
-        kwargs = _kwargs(model, body)
+    async def stream(self, model: ModelSpec, body: dict[str, Any], deadline: float | None = None) -> LitellmStream:
+        kwargs = _kwargs(model, body, deadline)
         kwargs.update(stream=True, stream_options={"include_usage": True})
         with upstream_errors(model):
             return LitellmStream(model, await _litellm().acompletion(**kwargs))

@@ -33,9 +33,9 @@ class OpenAIProvider:
     def __init__(self, transport: HTTPTransport) -> None:
         self._transport = transport
 
-    async def complete(self, model: ModelSpec, body: dict[str, Any]) -> Completion:
+    async def complete(self, model: ModelSpec, body: dict[str, Any], deadline: float | None = None) -> Completion:
         endpoint = self._transport.endpoint(model, "/chat/completions", _headers(model))
-        data = await self._transport.post_json(model, endpoint, body)
+        data = await self._transport.post_json(model, endpoint, body, deadline)
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
             raise bad_response(model, "no choices")
         usage = data.get("usage")
@@ -43,11 +43,13 @@ class OpenAIProvider:
             return Completion(data, None, None)
         return Completion(data, Usage.from_openai(usage), usage)
 
-    async def stream(self, model: ModelSpec, body: dict[str, Any]) -> OpenAIStream:
+    async def stream(
+        self, model: ModelSpec, body: dict[str, Any], deadline: float | None = None
+    ) -> OpenAIStream:
         options = body.get("stream_options")
         body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         endpoint = self._transport.endpoint(model, "/chat/completions", _headers(model))
-        return OpenAIStream(model, await self._transport.open_stream(model, endpoint, body))
+        return OpenAIStream(model, await self._transport.open_stream(model, endpoint, body, deadline))
 
 
 class OpenAIStream(SSEStream):

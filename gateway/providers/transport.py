@@ -12,9 +12,16 @@ from gateway.providers.errors import status_error, upstream_errors
 from gateway.settings import ModelSpec
 from gateway.upstream_http import Endpoint, UpstreamPool, UpstreamResponse
 
-__all__ = ["HTTPTransport"]
+__all__ = ["HTTPTransport", "time_limit"]
 
 USER_AGENT = "llm-gateway/0.1"
+
+
+def time_limit(model: ModelSpec, deadline: float | None) -> float:
+    """Seconds a call may take: the model's timeout, cut short by a deadline (event-loop time)."""
+    if deadline is None:
+        return model.timeout_s
+    return max(min(model.timeout_s, deadline - asyncio.get_running_loop().time()), 0.001)
 
 
 class HTTPTransport:
@@ -30,10 +37,12 @@ class HTTPTransport:
             found = self._endpoints[key] = Endpoint(f"{model.api_base}{path}", headers)
         return found
 
-    async def post_json(self, model: ModelSpec, endpoint: Endpoint, body: dict[str, Any]) -> Any:
+    async def post_json(
+        self, model: ModelSpec, endpoint: Endpoint, body: dict[str, Any], deadline: float | None = None
+    ) -> Any:
         """POST and return the parsed JSON answer; any failure becomes a GatewayError."""
         with upstream_errors(model):
-            async with asyncio.timeout(model.timeout_s):  # head and body together
+            async with asyncio.timeout(time_limit(model, deadline)):  # head and body together
                 response = await self._pool.post(endpoint, orjson.dumps(body), None)
                 try:
                     raw = await response.read()
@@ -43,10 +52,12 @@ class HTTPTransport:
                 raise status_error(model, response.status, raw, response.headers)
             return orjson.loads(raw)
 
-    async def open_stream(self, model: ModelSpec, endpoint: Endpoint, body: dict[str, Any]) -> UpstreamResponse:
+    async def open_stream(
+        self, model: ModelSpec, endpoint: Endpoint, body: dict[str, Any], deadline: float | None = None
+    ) -> UpstreamResponse:
         """POST and return the open response once its headers say 200."""
         with upstream_errors(model):
-            response = await self._pool.post(endpoint, orjson.dumps(body), model.timeout_s)
+            response = await self._pool.post(endpoint, orjson.dumps(body), time_limit(model, deadline))
             if response.status != 200:
                 try:
                     async with asyncio.timeout(model.timeout_s):

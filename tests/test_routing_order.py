@@ -1,0 +1,67 @@
+"""The router's cost order, reused across requests while it holds, against brute force: every
+request's candidates must be exactly what pricing each model for that request gives."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gateway.config import parse_config
+from gateway.price_table import load_price_table
+from gateway.pricing import estimate_cost
+from gateway.routing import Router
+from gateway.routing_state import MemoryRoutingState
+from gateway.settings import resolve_settings
+from gateway.tokens import TokenCounter
+
+# (name, quality, input $/Mtok, output $/Mtok): the cheapest flips with the prompt length
+MODELS = [("in-cheap", 70, 0.10, 4.00), ("even", 72, 1.00, 1.00), ("out-cheap", 75, 3.00, 0.20),
+          ("dear", 90, 5.00, 20.00), ("low", 40, 0.01, 0.01)]
+
+
+def _router() -> Router:
+    config = parse_config({
+        "models": [{"name": n, "provider": "openai", "api_base": "http://127.0.0.1:9/v1", "api_key": "k",
+                    "quality": q, "pricing": {"input_per_mtok": i, "output_per_mtok": o}} for n, q, i, o in MODELS],
+        "tiers": {"t": {"min_quality": 60}},
+        "routing": {"default_output_tokens": 100, "max_attempts": 2},
+    })
+    settings = resolve_settings(config, load_price_table())
+    return Router(settings, TokenCounter(), MemoryRoutingState(settings.routing))
+
+
+def _brute_force(router: Router, body: dict[str, Any], limit: int | None) -> list[tuple[str, int]]:
+    tokens = router._tokens.count_messages(body["messages"], "in-cheap")
+    learned = router.state.current(()).outputs
+    specs = [router._settings.models[n] for n, q, _, _ in MODELS if q >= 60]
+    costs = sorted((estimate_cost(s.price, tokens, body.get("max_tokens") or round(learned.get(s.name, 100))),
+                    -(s.quality or 0), s.name) for s in specs)
+    return [(name, cost) for cost, _, name in costs][:limit]
+
+
+def test_every_request_gets_the_order_pricing_gives_it() -> None:
+    router = _router()
+    tier = router.tier("t")
+    assert tier is not None
+
+    async def sweep(flips: set[str]) -> None:
+        for max_tokens in (None, 5, 5000):
+            for limit in (2, None):
+                seen = set()
+                for words in (3000, *range(0, 400, 7), *range(400, 0, -13), 3000, 1, 3000):  # up, down, jumps
+                    body: dict[str, Any] = {"messages": [{"role": "user", "content": "word " * words}]}
+                    if max_tokens:
+                        body["max_tokens"] = max_tokens
+                    plan = await router.plan(tier, body, limit)
+                    got = [(c.model, c.estimated_cost_pico) for c in plan.ranked]
+                    assert got == _brute_force(router, body, limit), (max_tokens, limit, words)
+                    assert plan.count == 4 and {e.model for e in plan.excluded} == {"low"}
+                    seen.add(got[0][0])
+                if max_tokens is None:
+                    assert seen == flips
+
+    asyncio.run(sweep({"out-cheap", "even", "in-cheap"}))  # the choice flips with the prompt length
+    for _ in range(3):  # learned outputs: in-cheap writes long answers, out-cheap short ones
+        router.observe_output("in-cheap", 4000)
+        router.observe_output("out-cheap", 3)
+        asyncio.run(sweep({"out-cheap", "even"}))
