@@ -42,9 +42,10 @@ async def run_with_failover(call: Call, plan: RoutePlan, attempt: Attempt[T]) ->
     router, metrics = call.state.router, call.state.metrics
     loop = asyncio.get_running_loop()
     deadline = loop.time() + routing.deadline_s
-    tries = plan.ranked[: routing.max_attempts]
+    tries = min(plan.size, routing.max_attempts)
     call.plan = plan
-    for i, candidate in enumerate(tries):
+    for i in range(tries):
+        candidate = plan.first if i == 0 else plan.ranked[i]  # the others are built only if needed
         call.spec = spec = call.state.settings.models[candidate.model]
         try:
             return await attempt(spec, deadline)
@@ -59,7 +60,7 @@ async def run_with_failover(call: Call, plan: RoutePlan, attempt: Attempt[T]) ->
         if wait is not None:
             await router.state.cool(spec.name, wait)
         await router.state.failed(spec.name)
-        if i == len(tries) - 1 or loop.time() >= deadline - _SLACK:
+        if i == tries - 1 or loop.time() >= deadline - _SLACK:
             raise exc
         call.upstream_failed(exc)
         metrics.child(metrics.failovers, plan.tier.name).inc()

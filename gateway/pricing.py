@@ -138,9 +138,9 @@ def usd_text(pico: int) -> str:
     """The exact decimal USD string of a pico-USD amount, e.g. '0.00000396' (no float, no Decimal)."""
     if not pico:
         return "0"
-    whole, frac = divmod(abs(pico), PICO_PER_USD)
-    digits = f"{frac:012d}".rstrip("0")
-    return ("-" if pico < 0 else "") + (f"{whole}.{digits}" if digits else str(whole))
+    digits = str(abs(pico)).rjust(13, "0")  # at least one digit before the 12 decimals
+    whole, frac = digits[:-12], digits[-12:].rstrip("0")
+    return ("-" if pico < 0 else "") + (f"{whole}.{frac}" if frac else whole)
 
 
 def _usd(pico: int) -> float:
@@ -148,9 +148,10 @@ def _usd(pico: int) -> float:
     return pico / PICO_PER_USD
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Cost:
-    """Integer pico-USD per bucket."""
+    """Integer pico-USD per bucket. Treat it as read-only. (Not `frozen`: a frozen dataclass
+    costs ~1.7 us more to build, and every request builds one, a routed one two.)"""
 
     input: int = 0
     cached_input: int = 0
@@ -268,11 +269,11 @@ def cache_effect(usage: Usage, price: Price) -> tuple[int, int]:
 
 def price_usage(usage: Usage, price: Price) -> Cost:
     """Price one usage record for one model. The only function that computes money."""
-    r = price.rates_for(usage.prompt_tokens)
-    return Cost(
-        input=usage.input * r.input,
-        cached_input=usage.cached_input * r.cached_input,
-        cache_write=usage.cache_write_5m * r.cache_write_5m + usage.cache_write_1h * r.cache_write_1h,
-        output=usage.output * r.output,
-        reasoning=usage.reasoning * r.reasoning,
+    r = price.rates_for(usage.prompt_tokens) if price.tiers else price.base
+    return Cost(  # input, cached_input, cache_write, output, reasoning (positional: cheaper)
+        usage.input * r.input,
+        usage.cached_input * r.cached_input,
+        usage.cache_write_5m * r.cache_write_5m + usage.cache_write_1h * r.cache_write_1h,
+        usage.output * r.output,
+        usage.reasoning * r.reasoning,
     )

@@ -9,7 +9,7 @@ request does not fit.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from math import inf
 from typing import Any
@@ -35,16 +35,29 @@ class Excluded:
     kind: str  # quality | unavailable | cooling | capability | context | permission
 
 
-@dataclass
+@dataclass(slots=True)
 class RoutePlan:
     tier: TierSpec
-    ranked: list[Candidate]
+    first: Candidate  # the best
     excluded: list[Excluded]
     baseline: ModelSpec | None  # what savings are measured against
-    count: int  # candidates that qualified (`ranked` may hold only the first few)
+    count: int  # candidates that qualified
+    size: int  # candidates ranked: `count`, or fewer with a limit
     prefix: PrefixPlan | None = None  # prompt-cache predictions (long prompts only)
     failovers: list[str] = field(default_factory=list)  # "model (reason)" for each failed attempt
+    head: str = ""  # the route reason up to the estimate, when known beforehand (see _TierModels)
+    _ranked: list[Candidate] | None = None
+    _rest: Callable[[], list[Candidate]] | None = None  # builds the ranking after `first` when first read
     _said: tuple[str, int, str] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ranked(self) -> list[Candidate]:
+        """All `size` candidates, best first. Most requests only ever need `first`, so the
+        common path builds the rest only when this is read (failover, estimates)."""
+        if self._ranked is None:
+            self._ranked = [self.first, *(self._rest() if self._rest is not None else ())]
+            self._rest = None
+        return self._ranked
 
     def reason(self, chosen: str) -> str:
         """The x-gateway-route text (also the ledger's route reason: formatted once per outcome)."""
@@ -56,10 +69,10 @@ class RoutePlan:
         return text
 
     def _format_reason(self, chosen: str) -> str:
-        cost = next(c.estimated_cost_pico for c in self.ranked if c.model == chosen)
-        n = self.count
-        text = (f"{self.tier.policy.name}; {n} candidate{'s' if n != 1 else ''}, {len(self.excluded)} excluded; "
-                f"est ${usd_text(cost)}")
+        first = self.first
+        cost = first.estimated_cost_pico if first.model == chosen else next(
+            c.estimated_cost_pico for c in self.ranked if c.model == chosen)
+        text = (self.head or _reason_head(self.tier, self.count, len(self.excluded))) + usd_text(cost)
         if self.failovers:
             text += "; failover from " + ", ".join(self.failovers)
         return text
@@ -69,7 +82,7 @@ class RoutePlan:
         def usd(pico: int) -> float:
             return pico / 10**12
 
-        best = self.ranked[0]
+        best = self.first
         return {
             "model": best.model,
             "tier": self.tier.name,
@@ -100,8 +113,9 @@ class _TierModels:
     min_output: float  # the smallest maximum output among the rows
     prices: tuple[Price, ...]  # of the rows
     by_cost: bool  # the tier's policy ranks by estimated cost alone: the router sorts, cheaply
-    flat: FlatRates | None  # the rows' prices, when none has long-context tiers
+    flat: FlatRates | None  # the rows' prices, when by_cost and none has long-context tiers
     qualities: tuple[float, ...]  # of the rows
+    head: str  # the route reason's start when no model is excluded per request
 
     @classmethod
     def build(cls, tier: TierSpec, models: list[ModelSpec]) -> _TierModels:
@@ -115,14 +129,19 @@ class _TierModels:
         # Best quality first (then name): policies sort stably, so this order breaks their ties.
         ranked = sorted((m for m in in_tier if not m.unavailable_reason), key=lambda m: (-(m.quality or 0.0), m.name))
         rows = tuple((m, encoding_name_for(m.upstream_model)) for m in ranked)
+        by_cost = bool(getattr(tier.policy, "ranks_by_cost", False))
         return cls(
             in_tier, rows, tuple(excluded), tuple(m.name for m, _ in rows),
             tuple(dict.fromkeys(enc for _, enc in rows)),
             min((m.max_input_tokens or inf for m, _ in rows), default=inf),
             min((m.max_output_tokens or inf for m, _ in rows), default=inf),
-            tuple(m.price for m, _ in rows), bool(getattr(tier.policy, "ranks_by_cost", False)),
-            FlatRates.of([m.price for m, _ in rows]), tuple(m.quality or 0.0 for m, _ in rows),
+            tuple(m.price for m, _ in rows), by_cost, FlatRates.of([m.price for m, _ in rows]) if by_cost else None,
+            tuple(m.quality or 0.0 for m, _ in rows), _reason_head(tier, len(rows), len(excluded)),
         )
+
+
+def _reason_head(tier: TierSpec, count: int, excluded: int) -> str:
+    return f"{tier.policy.name}; {count} candidate{'s' if count != 1 else ''}, {excluded} excluded; est $"
 
 
 def _clamp(prediction: Prediction, input_tokens: int) -> tuple[int, int]:
@@ -189,12 +208,21 @@ class Router:
         models = self._tiers[tier.name]
         snapshot = self.state.current(models.names) or await self.state.snapshot(models.names)
         max_tokens = _max_tokens(body)
-        messages, tools = body["messages"], body.get("tools")
-        counts = {enc: self._tokens.count_messages_in(messages, enc, tools) for enc in models.encodings}
+        messages, tools, encodings = body["messages"], body.get("tools"), models.encodings
+        if len(encodings) == 1:
+            longest = self._tokens.count_messages_in(messages, encodings[0], tools)
+            counts = {encodings[0]: longest}
+        else:
+            counts = {enc: self._tokens.count_messages_in(messages, enc, tools) for enc in encodings}
+            longest = max(counts.values())
         excluded = list(models.excluded)
-        rows, prices = self._live(models, snapshot, needed_capabilities(body), counts, max_tokens, excluded, allowed)
+        rows, prices = self._live(models, snapshot, needed_capabilities(body), counts, longest, max_tokens, excluded,
+                                  allowed)
         if not rows:
             raise _no_candidate(tier, excluded)
+        if rows is models.rows and models.flat is not None and len(counts) == 1 and (
+                self._prefix is None or longest < OPENAI_MIN_TOKENS):
+            return self._flat_plan(tier, models, snapshot, longest, max_tokens, excluded, limit)
         inputs = [counts[enc] for _, enc in rows] if len(counts) > 1 else [*counts.values()] * len(rows)
         if max_tokens:
             outs = [max_tokens] * len(rows)
@@ -203,17 +231,8 @@ class Router:
         else:
             outs = self._outputs_of(rows, snapshot)
         prefix = None
-        if self._prefix is not None and max(counts.values()) >= OPENAI_MIN_TOKENS:
+        if self._prefix is not None and longest >= OPENAI_MIN_TOKENS:
             prefix = await self._prefix.plan([spec for spec, _ in rows], body)
-        elif models.by_cost and models.flat is not None and rows is models.rows and len(counts) == 1:
-            # The common case (nothing excluded per request, no prompt-cache predictions): the
-            # cost order found for an earlier request holds while the prompt length stays in
-            # its range and the expected outputs are the same; price only the first `limit`.
-            n, flat, names, latency = inputs[0], models.flat, models.names, self._latency
-            top = self._cost_order(tier.name, flat, n, outs, limit, max_tokens or 0)
-            candidates = [Candidate(names[i], models.qualities[i], flat.estimate(i, n, outs[i]), n, outs[i],
-                                    latency.get(names[i])) for i in top]
-            return RoutePlan(tier, candidates, excluded, self._baselines[tier.name], len(rows))
         if prefix is None:
             costs, cached = estimate_costs(prices, inputs, outs), None
         else:
@@ -225,7 +244,27 @@ class Router:
         candidates = [Candidate(rows[i][0].name, rows[i][0].quality or 0.0, costs[i], inputs[i], outs[i],
                                 latency.get(rows[i][0].name), *(cached[i] if cached else (0, 0))) for i in order]
         ranked = candidates if models.by_cost else tier.policy.rank(candidates, tier.route)
-        return RoutePlan(tier, ranked, excluded, self._baselines[tier.name], len(rows), prefix)
+        return RoutePlan(tier, ranked[0], excluded, self._baselines[tier.name], len(rows), len(ranked), prefix,
+                         _ranked=ranked)
+
+    def _flat_plan(
+        self, tier: TierSpec, models: _TierModels, snapshot: Snapshot, n: int, max_tokens: int | None,
+        excluded: list[Excluded], limit: int | None,
+    ) -> RoutePlan:
+        """The common case: a policy ranking by cost, nothing excluded per request, one prompt
+        length for all, no prompt-cache predictions. The cost order found for an earlier request
+        holds while the prompt length stays in its range and the expected outputs are the same;
+        only the first is priced and built now, the others when read."""
+        flat, names, qualities, latency = models.flat, models.names, models.qualities, self._latency
+        assert flat is not None
+        outs = [max_tokens] * len(models.rows) if max_tokens else self._expected_outputs(tier.name, models, snapshot)
+        top = self._cost_order(tier.name, flat, n, outs, limit, max_tokens or 0)
+
+        def candidate(i: int) -> Candidate:
+            return Candidate(names[i], qualities[i], flat.estimate(i, n, outs[i]), n, outs[i], latency.get(names[i]))
+
+        return RoutePlan(tier, candidate(top[0]), excluded, self._baselines[tier.name], len(models.rows), len(top),
+                         head=models.head, _rest=lambda: [candidate(i) for i in top[1:]])
 
     def _outputs_of(self, rows: Sequence[tuple[ModelSpec, str]], snapshot: Snapshot) -> list[int]:
         default, learned = self._settings.routing.default_output_tokens, snapshot.outputs
@@ -257,11 +296,11 @@ class Router:
         return top
 
     def _live(
-        self, models: _TierModels, snapshot: Snapshot, needs: set[str], counts: dict[str, int],
+        self, models: _TierModels, snapshot: Snapshot, needs: set[str], counts: dict[str, int], longest: int,
         max_tokens: int | None, excluded: list[Excluded], allowed: Sequence[str] | None,
     ) -> tuple[Sequence[tuple[ModelSpec, str]], Sequence[Price]]:
         """The rows that can serve this request (and their prices); the others go to `excluded`."""
-        fits = max(counts.values()) + (max_tokens or 0) <= models.min_context and (
+        fits = longest + (max_tokens or 0) <= models.min_context and (
             not max_tokens or max_tokens <= models.min_output)
         if allowed is None and fits and not (snapshot.cooling or needs):
             return models.rows, models.prices  # the common case: nothing to check per model

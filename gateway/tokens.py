@@ -52,25 +52,25 @@ class _Memo(Generic[T]):
     entries go first."""
 
     def __init__(self, max_chars: int) -> None:
-        self._items: dict[str, T] = {}
+        self.items: dict[str, T] = {}  # text -> result; read it, change it only through `put`
         self._chars = 0
         self._max_chars = max_chars
         self._lock = threading.Lock()
 
     def get(self, text: str) -> T | None:
-        return self._items.get(text)
+        return self.items.get(text)
 
     def put(self, text: str, value: T) -> None:
         if len(text) > self._max_chars // 8:
             return  # no single text may flush the rest
         with self._lock:
-            if text not in self._items:
-                self._items[text] = value
+            if text not in self.items:
+                self.items[text] = value
                 self._chars += len(text)
             while self._chars > self._max_chars:
-                oldest = next(iter(self._items))
+                oldest = next(iter(self.items))
                 self._chars -= len(oldest)
-                del self._items[oldest]
+                del self.items[oldest]
 
 
 class TokenCounter:
@@ -127,14 +127,15 @@ class TokenCounter:
 
     def count_messages_in(self, messages: list[Any], enc_name: str, tools: list[Any] | None = None) -> int:
         """`count_messages` by encoding name (routing counts once per encoding, not per model)."""
-        enc, memo = self.encoding(enc_name), self._memos[enc_name]
+        memo = self._memos[enc_name]
+        known = memo.items
 
         def n(text: str) -> int:
             if not text:
                 return 0
-            count = memo.get(text)
+            count = known.get(text)
             if count is None:
-                count = len(enc.encode(text, disallowed_special=()))
+                count = len(self.encoding(enc_name).encode(text, disallowed_special=()))
                 memo.put(text, count)
             return count
 
@@ -144,8 +145,8 @@ class TokenCounter:
                 continue
             total += _PER_MESSAGE
             for key, value in message.items():
-                if key == "content":
-                    total += _content_tokens(value, n)
+                if key == "content":  # a resent text is one dict lookup
+                    total += (known.get(value) or n(value)) if isinstance(value, str) else _content_tokens(value, n)
                 elif key == "tool_calls" and isinstance(value, list):
                     total += _tool_call_tokens(value, n)
                 elif key == "role" and value in _ONE_TOKEN_ROLES:

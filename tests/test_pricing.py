@@ -6,7 +6,7 @@ import random
 from decimal import Decimal
 
 from gateway.price_table import load_price_table, price_from_entry
-from gateway.pricing import Cost, FlatRates, Price, Rates, Usage, estimate_cost, per_mtok_to_pico, price_usage
+from gateway.pricing import Cost, FlatRates, Price, Rates, Usage, estimate_cost, per_mtok_to_pico, price_usage, usd_text
 
 RATES = Rates(input=3_000_000, cached_input=300_000, cache_write_5m=3_750_000, cache_write_1h=6_000_000,
               output=15_000_000, reasoning=15_000_000)
@@ -108,3 +108,9 @@ def test_flat_rates_rank_by_estimate_and_say_how_far_the_order_holds() -> None:
             assert _full_order(prices, lo - 1, outs)[:limit] != top
         if hi < 10**7:
             assert _full_order(prices, hi + 1, outs)[:limit] != top
+
+
+def test_usd_text_is_the_exact_decimal() -> None:
+    for pico, text in [(0, "0"), (1, "0.000000000001"), (10**12, "1"), (1_234_560_000, "0.00123456"),
+                       (-5 * 10**11, "-0.5"), (123 * 10**12 + 7, "123.000000000007")]:
+        assert usd_text(pico) == text

@@ -69,6 +69,6 @@ def test_count_memo_gives_the_same_figures_and_stays_bounded() -> None:
     again = [counter.count_messages([{"role": "user", "content": t}], "gpt-4o") for t in texts]
     assert first == again
     memo = counter._memos["o200k_base"]
-    assert 0 < memo._chars <= 800 and len(memo._items) < len(texts)
+    assert 0 < memo._chars <= 800 and len(memo.items) < len(texts)
     fresh = TokenCounter(memo_chars=0)  # nothing memoised: the same figures
     assert [fresh.count_messages([{"role": "user", "content": t}], "gpt-4o") for t in texts] == first

@@ -111,8 +111,9 @@ async def _dispatch(call: Call, request: Request, body: dict[str, Any]) -> Respo
     call.tier = tier.name
     allowed = grant.key.models if grant.key is not None else None
     plan = await state.router.plan(tier, body, state.settings.routing.max_attempts, allowed)
-    inputs.update((c.model, c.input_tokens) for c in plan.ranked)
-    first = plan.ranked[0]
+    if grant.key is not None:  # budget holds count the prompt per model
+        inputs.update((c.model, c.input_tokens) for c in plan.ranked)
+    first = plan.first
     access.admit(grant, first.input_tokens + first.expected_output_tokens)
     call.baseline, call.prefix = plan.baseline, plan.prefix
     return await run_with_failover(call, plan, attempt)
