@@ -37,12 +37,12 @@ def _litellm() -> Any:
     return litellm
 
 
-def _kwargs(model: ModelSpec, body: dict[str, Any], deadline: float | None) -> dict[str, Any]:
+def _kwargs(model: ModelSpec, body: dict[str, Any], limit: float) -> dict[str, Any]:
     kwargs: dict[str, Any] = {k: body[k] for k in _PASSTHROUGH if body.get(k) is not None}
     kwargs.update(
         model=f"{model.provider}/{model.upstream_model}",
         messages=body["messages"],
-        timeout=time_limit(model, deadline),
+        timeout=limit,
         num_retries=0,
     )
     if model.api_key:
@@ -64,16 +64,20 @@ class LitellmProvider:
 
     async def complete(self, model: ModelSpec, body: dict[str, Any], deadline: float | None = None) -> Completion:
         with upstream_errors(model):
-            response = await _litellm().acompletion(**_kwargs(model, body, deadline))
+            limit = time_limit(model, deadline)
+            async with asyncio.timeout(limit):  # httpx's timeout is per phase, this is the whole call
+                response = await _litellm().acompletion(**_kwargs(model, body, limit))
         data = response.model_dump(exclude_none=False)
         usage, usage_dict = _usage(data.pop("usage", None))
         return Completion(data, usage, usage_dict)
 
     async def stream(self, model: ModelSpec, body: dict[str, Any], deadline: float | None = None) -> LitellmStream:
-        kwargs = _kwargs(model, body, deadline)
-        kwargs.update(stream=True, stream_options={"include_usage": True})
         with upstream_errors(model):
-            return LitellmStream(model, await _litellm().acompletion(**kwargs))
+            limit = time_limit(model, deadline)
+            kwargs = _kwargs(model, body, limit)
+            kwargs.update(stream=True, stream_options={"include_usage": True})
+            async with asyncio.timeout(limit):  # until the stream is open
+                return LitellmStream(model, await _litellm().acompletion(**kwargs))
 
 
 class LitellmStream:

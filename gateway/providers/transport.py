@@ -18,10 +18,14 @@ USER_AGENT = "llm-gateway/0.1"
 
 
 def time_limit(model: ModelSpec, deadline: float | None) -> float:
-    """Seconds a call may take: the model's timeout, cut short by a deadline (event-loop time)."""
+    """Seconds a call may take: the model's timeout, cut short by a deadline (event-loop time).
+    A deadline already passed is a timeout at once: nothing is sent upstream."""
     if deadline is None:
         return model.timeout_s
-    return max(min(model.timeout_s, deadline - asyncio.get_running_loop().time()), 0.001)
+    left = deadline - asyncio.get_running_loop().time()
+    if left <= 0:
+        raise TimeoutError("the routing deadline passed before the call")
+    return min(model.timeout_s, left)
 
 
 class HTTPTransport:
@@ -55,15 +59,18 @@ class HTTPTransport:
     async def open_stream(
         self, model: ModelSpec, endpoint: Endpoint, body: dict[str, Any], deadline: float | None = None
     ) -> UpstreamResponse:
-        """POST and return the open response once its headers say 200."""
+        """POST and return the open response once its headers say 200. Connecting, the head and
+        an error's body share one time limit; the body of a 200 then has the model's read timeout
+        between chunks."""
         with upstream_errors(model):
-            response = await self._pool.post(endpoint, orjson.dumps(body), time_limit(model, deadline))
-            if response.status != 200:
-                try:
-                    async with asyncio.timeout(model.timeout_s):
+            async with asyncio.timeout(time_limit(model, deadline)):
+                response = await self._pool.post(endpoint, orjson.dumps(body), None)
+                if response.status != 200:
+                    try:
                         raw = await response.read()
-                finally:
-                    response.release()
+                    finally:
+                        response.release()
+            if response.status != 200:
                 raise status_error(model, response.status, raw, response.headers)
         response.read_timeout = model.timeout_s
         return response
