@@ -18,7 +18,7 @@ from gateway.errors import GatewayError, RateLimited, UpstreamError, UpstreamTim
 from gateway.routing import RoutePlan
 from gateway.settings import ModelSpec
 
-__all__ = ["run_with_failover"]
+__all__ = ["fail_over", "first_attempt"]
 
 T = TypeVar("T")
 Attempt = Callable[[ModelSpec, float], Awaitable[T]]  # (model, deadline in event-loop time)
@@ -37,20 +37,26 @@ def _retry_after(exc: GatewayError) -> float | None:
         return None
 
 
-async def run_with_failover(call: Call, plan: RoutePlan, attempt: Attempt[T]) -> T:
-    routing = call.state.settings.routing
-    router, metrics = call.state.router, call.state.metrics
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + routing.deadline_s
-    tries = min(plan.size, routing.max_attempts)
+def first_attempt(call: Call, plan: RoutePlan) -> tuple[ModelSpec, float]:
+    """Start a routed request: the model to try first and the overall deadline (event-loop time).
+    The caller makes that attempt itself and hands any GatewayError to `fail_over`, so the
+    common request (the first candidate answers) has no extra coroutine in between."""
     call.plan = plan
-    for i in range(tries):
-        candidate = plan.first if i == 0 else plan.ranked[i]  # the others are built only if needed
-        call.spec = spec = call.state.settings.models[candidate.model]
-        try:
-            return await attempt(spec, deadline)
-        except GatewayError as err:
-            exc = err
+    call.spec = spec = call.state.settings.models[plan.first.model]
+    return spec, asyncio.get_running_loop().time() + call.state.settings.routing.deadline_s
+
+
+async def fail_over(call: Call, plan: RoutePlan, attempt: Attempt[T], exc: GatewayError, deadline: float) -> T:
+    """The first attempt failed with `exc`: account for it and try the next candidates while
+    attempts and time remain; raise the last failure (or one that is not worth retrying)."""
+    routing = call.state.settings.routing
+    router, metrics, models = call.state.router, call.state.metrics, call.state.settings.models
+    loop = asyncio.get_running_loop()
+    tries = min(plan.size, routing.max_attempts)
+    i = 0
+    while True:
+        spec = call.spec
+        assert spec is not None
         if isinstance(exc, UpstreamTimeout) and loop.time() >= deadline - _SLACK:
             exc = UpstreamTimeout(f"routing deadline of {routing.deadline_s:g}s exceeded in tier "
                                   f"'{plan.tier.name}' (last tried '{spec.name}')")
@@ -65,4 +71,9 @@ async def run_with_failover(call: Call, plan: RoutePlan, attempt: Attempt[T]) ->
         call.upstream_failed(exc)
         metrics.child(metrics.failovers, plan.tier.name).inc()
         plan.failovers.append(f"{spec.name} ({exc.kind or exc.code})")
-    raise AssertionError("unreachable: the last attempt returns or raises")
+        i += 1
+        call.spec = spec = models[plan.ranked[i].model]  # the others are built only now
+        try:
+            return await attempt(spec, deadline)
+        except GatewayError as err:
+            exc = err

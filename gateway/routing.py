@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from math import inf
 from typing import Any
 
@@ -35,20 +35,31 @@ class Excluded:
     kind: str  # quality | unavailable | cooling | capability | context | permission
 
 
-@dataclass(slots=True)
 class RoutePlan:
-    tier: TierSpec
-    first: Candidate  # the best
-    excluded: list[Excluded]
-    baseline: ModelSpec | None  # what savings are measured against
-    count: int  # candidates that qualified
-    size: int  # candidates ranked: `count`, or fewer with a limit
-    prefix: PrefixPlan | None = None  # prompt-cache predictions (long prompts only)
-    failovers: list[str] = field(default_factory=list)  # "model (reason)" for each failed attempt
-    head: str = ""  # the route reason up to the estimate, when known beforehand (see _TierModels)
-    _ranked: list[Candidate] | None = None
-    _rest: Callable[[], list[Candidate]] | None = None  # builds the ranking after `first` when first read
-    _said: tuple[str, int, str] | None = field(default=None, repr=False, compare=False)
+    """A routing decision: the best candidate, the others (built when first read), what was
+    excluded and why, and what savings are measured against. Built once per routed request, so
+    a plain slots class with a positional constructor (a dataclass with keywords costs more)."""
+
+    __slots__ = ("tier", "first", "excluded", "baseline", "count", "size", "prefix", "failovers", "head",
+                 "_ranked", "_rest", "_said")
+
+    def __init__(
+        self, tier: TierSpec, first: Candidate, excluded: Sequence[Excluded], baseline: ModelSpec | None,
+        count: int, size: int, prefix: PrefixPlan | None, head: str,
+        ranked: list[Candidate] | None, rest: Callable[[], list[Candidate]] | None,
+    ) -> None:
+        self.tier = tier
+        self.first = first  # the best
+        self.excluded = excluded
+        self.baseline = baseline  # what savings are measured against
+        self.count = count  # candidates that qualified
+        self.size = size  # candidates ranked: `count`, or fewer with a limit
+        self.prefix = prefix  # prompt-cache predictions (long prompts only)
+        self.failovers: list[str] = []  # "model (reason)" for each failed attempt
+        self.head = head  # the route reason up to the estimate, when known beforehand (see _TierModels)
+        self._ranked = ranked
+        self._rest = rest  # builds the ranking after `first` when first read
+        self._said: tuple[str, int, str] | None = None
 
     @property
     def ranked(self) -> list[Candidate]:
@@ -116,6 +127,7 @@ class _TierModels:
     flat: FlatRates | None  # the rows' prices, when by_cost and none has long-context tiers
     qualities: tuple[float, ...]  # of the rows
     head: str  # the route reason's start when no model is excluded per request
+    flat_encoding: str | None  # the one encoding of all rows, when `flat` (the fast path's condition)
 
     @classmethod
     def build(cls, tier: TierSpec, models: list[ModelSpec]) -> _TierModels:
@@ -129,14 +141,16 @@ class _TierModels:
         # Best quality first (then name): policies sort stably, so this order breaks their ties.
         ranked = sorted((m for m in in_tier if not m.unavailable_reason), key=lambda m: (-(m.quality or 0.0), m.name))
         rows = tuple((m, encoding_name_for(m.upstream_model)) for m in ranked)
+        encodings = tuple(dict.fromkeys(enc for _, enc in rows))
         by_cost = bool(getattr(tier.policy, "ranks_by_cost", False))
+        flat = FlatRates.of([m.price for m, _ in rows]) if by_cost else None
         return cls(
-            in_tier, rows, tuple(excluded), tuple(m.name for m, _ in rows),
-            tuple(dict.fromkeys(enc for _, enc in rows)),
+            in_tier, rows, tuple(excluded), tuple(m.name for m, _ in rows), encodings,
             min((m.max_input_tokens or inf for m, _ in rows), default=inf),
             min((m.max_output_tokens or inf for m, _ in rows), default=inf),
-            tuple(m.price for m, _ in rows), by_cost, FlatRates.of([m.price for m, _ in rows]) if by_cost else None,
+            tuple(m.price for m, _ in rows), by_cost, flat,
             tuple(m.quality or 0.0 for m, _ in rows), _reason_head(tier, len(rows), len(excluded)),
+            encodings[0] if flat is not None and len(encodings) == 1 else None,
         )
 
 
@@ -162,6 +176,14 @@ def needed_capabilities(body: dict[str, Any]) -> set[str]:
         if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "image_url" for p in content):
             needs.add("vision")
     return needs
+
+
+def _special(body: dict[str, Any]) -> bool:
+    """Whether the request may need a capability (then ask `needed_capabilities`); False for the
+    common request, without building a set."""
+    if body.get("tools") or body.get("functions") or body.get("response_format") is not None:
+        return True
+    return any(m.get("content").__class__ is list for m in body["messages"] if isinstance(m, dict))
 
 
 def _max_tokens(body: dict[str, Any]) -> int | None:
@@ -208,6 +230,13 @@ class Router:
         models = self._tiers[tier.name]
         snapshot = self.state.current(models.names) or await self.state.snapshot(models.names)
         max_tokens = _max_tokens(body)
+        enc = models.flat_encoding
+        if enc is not None and allowed is None and not snapshot.cooling:  # the common case, cheaply
+            n = self._tokens.count_messages_in(body["messages"], enc, body.get("tools"))
+            if (n + (max_tokens or 0) <= models.min_context and (not max_tokens or max_tokens <= models.min_output)
+                    and (self._prefix is None or n < OPENAI_MIN_TOKENS)
+                    and not (_special(body) and needed_capabilities(body))):
+                return self._flat_plan(tier, models, snapshot, n, max_tokens, limit)
         messages, tools, encodings = body["messages"], body.get("tools"), models.encodings
         if len(encodings) == 1:
             longest = self._tokens.count_messages_in(messages, encodings[0], tools)
@@ -220,9 +249,6 @@ class Router:
                                   allowed)
         if not rows:
             raise _no_candidate(tier, excluded)
-        if rows is models.rows and models.flat is not None and len(counts) == 1 and (
-                self._prefix is None or longest < OPENAI_MIN_TOKENS):
-            return self._flat_plan(tier, models, snapshot, longest, max_tokens, excluded, limit)
         inputs = [counts[enc] for _, enc in rows] if len(counts) > 1 else [*counts.values()] * len(rows)
         if max_tokens:
             outs = [max_tokens] * len(rows)
@@ -245,14 +271,15 @@ class Router:
                                 latency.get(rows[i][0].name), *(cached[i] if cached else (0, 0))) for i in order]
         ranked = candidates if models.by_cost else tier.policy.rank(candidates, tier.route)
         return RoutePlan(tier, ranked[0], excluded, self._baselines[tier.name], len(rows), len(ranked), prefix,
-                         _ranked=ranked)
+                         "", ranked, None)
 
     def _flat_plan(
         self, tier: TierSpec, models: _TierModels, snapshot: Snapshot, n: int, max_tokens: int | None,
-        excluded: list[Excluded], limit: int | None,
+        limit: int | None,
     ) -> RoutePlan:
-        """The common case: a policy ranking by cost, nothing excluded per request, one prompt
-        length for all, no prompt-cache predictions. The cost order found for an earlier request
+        """The common case: a policy ranking by cost, nothing excluded per request (no key
+        restriction, nothing cooling, no capability needed, the prompt fits every window), one
+        prompt length for all, no prompt-cache predictions. The cost order found for an earlier request
         holds while the prompt length stays in its range and the expected outputs are the same;
         only the first is priced and built now, the others when read."""
         flat, names, qualities, latency = models.flat, models.names, models.qualities, self._latency
@@ -260,11 +287,14 @@ class Router:
         outs = [max_tokens] * len(models.rows) if max_tokens else self._expected_outputs(tier.name, models, snapshot)
         top = self._cost_order(tier.name, flat, n, outs, limit, max_tokens or 0)
 
-        def candidate(i: int) -> Candidate:
-            return Candidate(names[i], qualities[i], flat.estimate(i, n, outs[i]), n, outs[i], latency.get(names[i]))
+        def rest() -> list[Candidate]:
+            return [Candidate(names[i], qualities[i], flat.estimate(i, n, outs[i]), n, outs[i], latency.get(names[i]))
+                    for i in top[1:]]
 
-        return RoutePlan(tier, candidate(top[0]), excluded, self._baselines[tier.name], len(models.rows), len(top),
-                         head=models.head, _rest=lambda: [candidate(i) for i in top[1:]])
+        i = top[0]
+        first = Candidate(names[i], qualities[i], flat.estimate(i, n, outs[i]), n, outs[i], latency.get(names[i]))
+        return RoutePlan(tier, first, models.excluded, self._baselines[tier.name], len(models.rows), len(top), None,
+                         models.head, None, rest)
 
     def _outputs_of(self, rows: Sequence[tuple[ModelSpec, str]], snapshot: Snapshot) -> list[int]:
         default, learned = self._settings.routing.default_output_tokens, snapshot.outputs

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
@@ -126,7 +126,38 @@ class TokenCounter:
         return self.count_messages_in(messages, encoding_name_for(model), tools)
 
     def count_messages_in(self, messages: list[Any], enc_name: str, tools: list[Any] | None = None) -> int:
-        """`count_messages` by encoding name (routing counts once per encoding, not per model)."""
+        """`count_messages` by encoding name (routing counts once per encoding, not per model).
+        The common message, a role and a resent text, costs two dict lookups."""
+        known = self._memos[enc_name].items
+        n: Callable[[str], int] | None = None  # counts any text, memoised; made when first needed
+        total = _REPLY_PRIMING
+        for message in messages:
+            if not isinstance(message, dict):
+                continue
+            total += _PER_MESSAGE
+            for key, value in message.items():
+                if key == "role" and value in _ONE_TOKEN_ROLES:
+                    total += 1
+                    continue
+                if key == "content" and value.__class__ is str:
+                    count = known.get(value)
+                    if count is not None:
+                        total += count
+                        continue
+                n = n or self._text_counter(enc_name)
+                if key == "content":
+                    total += _content_tokens(value, n)
+                elif key == "tool_calls" and isinstance(value, list):
+                    total += _tool_call_tokens(value, n)
+                elif isinstance(value, str):
+                    total += n(value)
+                    if key == "name":
+                        total += _PER_NAME
+        if tools:
+            total += _tool_definition_tokens(tools, n or self._text_counter(enc_name), _TOOLS[enc_name])
+        return total
+
+    def _text_counter(self, enc_name: str) -> Callable[[str], int]:
         memo = self._memos[enc_name]
         known = memo.items
 
@@ -139,26 +170,7 @@ class TokenCounter:
                 memo.put(text, count)
             return count
 
-        total = _REPLY_PRIMING
-        for message in messages:
-            if not isinstance(message, dict):
-                continue
-            total += _PER_MESSAGE
-            for key, value in message.items():
-                if key == "content":  # a resent text is one dict lookup
-                    total += (known.get(value) or n(value)) if isinstance(value, str) else _content_tokens(value, n)
-                elif key == "tool_calls" and isinstance(value, list):
-                    total += _tool_call_tokens(value, n)
-                elif key == "role" and value in _ONE_TOKEN_ROLES:
-                    total += 1
-                elif isinstance(value, str):
-                    total += n(value)
-                    if key == "name":
-                        total += _PER_NAME
-        if tools:
-            total += _tool_definition_tokens(tools, n, _TOOLS[enc_name])
-        return total
-
+        return n
 
 def _content_tokens(content: Any, n: Any) -> int:
     if isinstance(content, str):

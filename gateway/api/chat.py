@@ -16,7 +16,7 @@ from gateway.cache_hits import lookup, serve_hit, store
 from gateway.call import Call, read_body, request_id
 from gateway.chat_request import parse_chat_request
 from gateway.errors import GatewayError
-from gateway.failover import run_with_failover
+from gateway.failover import fail_over, first_attempt
 from gateway.prefix_cache import add_breakpoint
 from gateway.providers.base import Provider
 from gateway.response_cache import cache_key, cache_policy
@@ -116,7 +116,11 @@ async def _dispatch(call: Call, request: Request, body: dict[str, Any]) -> Respo
     first = plan.first
     access.admit(grant, first.input_tokens + first.expected_output_tokens)
     call.baseline, call.prefix = plan.baseline, plan.prefix
-    return await run_with_failover(call, plan, attempt)
+    spec, deadline = first_attempt(call, plan)
+    try:
+        return await attempt(spec, deadline)
+    except GatewayError as exc:
+        return await fail_over(call, plan, attempt, exc, deadline)
 
 
 async def _complete(call: Call, provider: Provider, deadline: float | None) -> Response:
