@@ -154,6 +154,19 @@ class _TierModels:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Order:
+    """A tier's cost order for the expected outputs `outs` (learned from `learned` at snapshot
+    `version`, or the request's max_tokens for all), holding for prompts of lo..hi tokens."""
+
+    learned: dict[str, float]
+    version: int
+    lo: int
+    hi: int
+    outs: list[int]
+    top: list[int]  # row indices, cheapest first
+
+
 def _reason_head(tier: TierSpec, count: int, excluded: int) -> str:
     return f"{tier.policy.name}; {count} candidate{'s' if count != 1 else ''}, {excluded} excluded; est $"
 
@@ -183,7 +196,10 @@ def _special(body: dict[str, Any]) -> bool:
     common request, without building a set."""
     if body.get("tools") or body.get("functions") or body.get("response_format") is not None:
         return True
-    return any(m.get("content").__class__ is list for m in body["messages"] if isinstance(m, dict))
+    for message in body["messages"]:
+        if isinstance(message, dict) and message.get("content").__class__ is list:
+            return True
+    return False
 
 
 def _max_tokens(body: dict[str, Any]) -> int | None:
@@ -206,9 +222,8 @@ class Router:
         self._baselines = {t.name: self._baseline(t, self._tiers[t.name].in_tier) for t in settings.tiers.values()}
         # Per tier: the expected outputs of all its rows, for (snapshot.outputs, snapshot.version).
         self._expected: dict[str, tuple[dict[str, float], int, list[int]]] = {}
-        # The latest cost order found, by (tier, limit, max_tokens or 0): (outputs, lo, hi, order),
-        # the order holding for those expected outputs and input token counts lo..hi.
-        self._orders: dict[tuple[str, int | None, int], tuple[list[int], int, int, list[int]]] = {}
+        # The latest cost order found, by (tier, limit, max_tokens or 0): _Order.
+        self._orders: dict[tuple[str, int | None, int], _Order] = {}
 
     def observe_output(self, model: str, output_tokens: int) -> None:
         """A completed call: reset the model's failure streak, learn its output length."""
@@ -284,8 +299,12 @@ class Router:
         only the first is priced and built now, the others when read."""
         flat, names, qualities, latency = models.flat, models.names, models.qualities, self._latency
         assert flat is not None
-        outs = [max_tokens] * len(models.rows) if max_tokens else self._expected_outputs(tier.name, models, snapshot)
-        top = self._cost_order(tier.name, flat, n, outs, limit, max_tokens or 0)
+        found = self._orders.get((tier.name, limit, max_tokens or 0))
+        if found is not None and found.lo <= n <= found.hi and (
+                max_tokens or found.learned is snapshot.outputs and found.version == snapshot.version):
+            outs, top = found.outs, found.top  # the order found for an earlier request holds
+        else:
+            outs, top = self._cost_order(tier.name, models, snapshot, n, max_tokens, limit)
 
         def rest() -> list[Candidate]:
             return [Candidate(names[i], qualities[i], flat.estimate(i, n, outs[i]), n, outs[i], latency.get(names[i]))
@@ -311,19 +330,23 @@ class Router:
         return outs
 
     def _cost_order(
-        self, tier: str, flat: FlatRates, n: int, outs: list[int], limit: int | None, max_tokens: int
-    ) -> list[int]:
-        """The first `limit` rows by estimated cost for `n` input tokens and `outs` expected
-        output tokens (the request's `max_tokens` for all, or learned: then `max_tokens` is 0)."""
-        key = (tier, limit, max_tokens)
+        self, tier: str, models: _TierModels, snapshot: Snapshot, n: int, max_tokens: int | None, limit: int | None
+    ) -> tuple[list[int], list[int]]:
+        """The expected outputs of the tier's rows (the request's `max_tokens` for all, or
+        learned) and the first `limit` rows by estimated cost for `n` input tokens; kept for the
+        next requests with the range of prompt lengths over which the same order holds."""
+        assert models.flat is not None
+        outs = [max_tokens] * len(models.rows) if max_tokens else self._expected_outputs(tier, models, snapshot)
+        key = (tier, limit, max_tokens or 0)
         found = self._orders.get(key)
-        if found is not None and found[1] <= n <= found[2] and (found[0] is outs or found[0] == outs):
-            return found[3]
-        top, lo, hi = flat.cheapest(n, outs, limit)
+        if found is not None and found.lo <= n <= found.hi and found.outs == outs:  # a new snapshot, same figures
+            top, lo, hi = found.top, found.lo, found.hi
+        else:
+            top, lo, hi = models.flat.cheapest(n, outs, limit)
         if len(self._orders) >= 256:
             self._orders.clear()
-        self._orders[key] = (outs, lo, hi, top)
-        return top
+        self._orders[key] = _Order(snapshot.outputs, snapshot.version, lo, hi, outs, top)
+        return outs, top
 
     def _live(
         self, models: _TierModels, snapshot: Snapshot, needs: set[str], counts: dict[str, int], longest: int,
