@@ -9,7 +9,7 @@ request does not fit.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from math import inf
 from typing import Any
@@ -46,7 +46,7 @@ class RoutePlan:
     def __init__(
         self, tier: TierSpec, first: Candidate, excluded: Sequence[Excluded], baseline: ModelSpec | None,
         count: int, size: int, prefix: PrefixPlan | None, head: str,
-        ranked: list[Candidate] | None, rest: Callable[[], list[Candidate]] | None,
+        ranked: list[Candidate] | None, rest: _Rest | None,
     ) -> None:
         self.tier = tier
         self.first = first  # the best
@@ -58,7 +58,7 @@ class RoutePlan:
         self.failovers: list[str] = []  # "model (reason)" for each failed attempt
         self.head = head  # the route reason up to the estimate, when known beforehand (see _TierModels)
         self._ranked = ranked
-        self._rest = rest  # builds the ranking after `first` when first read
+        self._rest = rest  # what builds the ranking after `first` when first read
         self._said: tuple[str, int, str] | None = None
 
     @property
@@ -66,8 +66,12 @@ class RoutePlan:
         """All `size` candidates, best first. Most requests only ever need `first`, so the
         common path builds the rest only when this is read (failover, estimates)."""
         if self._ranked is None:
-            self._ranked = [self.first, *(self._rest() if self._rest is not None else ())]
-            self._rest = None
+            if self._rest is None:
+                self._ranked = [self.first]
+            else:
+                models, top, n, outs, latency = self._rest
+                self._ranked = [self.first, *models.candidates(top[1:], n, outs, latency)]
+                self._rest = None
         return self._ranked
 
     def reason(self, chosen: str) -> str:
@@ -110,6 +114,9 @@ class RoutePlan:
         }
 
 
+_Rest = tuple["_TierModels", list[int], int, list[int], dict[str, float]]  # models, order, n, outs, latency
+
+
 @dataclass(frozen=True)
 class _TierModels:
     """A tier's models, split once at start-up: the static exclusions (quality, no key) and the
@@ -128,6 +135,15 @@ class _TierModels:
     qualities: tuple[float, ...]  # of the rows
     head: str  # the route reason's start when no model is excluded per request
     flat_encoding: str | None  # the one encoding of all rows, when `flat` (the fast path's condition)
+
+    def candidate(self, i: int, n: int, out: int, latency: dict[str, float]) -> Candidate:
+        """Row `i` for a prompt of `n` tokens and `out` expected output tokens (`flat` prices)."""
+        assert self.flat is not None
+        name = self.names[i]
+        return Candidate(name, self.qualities[i], self.flat.estimate(i, n, out), n, out, latency.get(name))
+
+    def candidates(self, rows: list[int], n: int, outs: list[int], latency: dict[str, float]) -> list[Candidate]:
+        return [self.candidate(i, n, outs[i], latency) for i in rows]
 
     @classmethod
     def build(cls, tier: TierSpec, models: list[ModelSpec]) -> _TierModels:
@@ -297,23 +313,15 @@ class Router:
         prompt length for all, no prompt-cache predictions. The cost order found for an earlier request
         holds while the prompt length stays in its range and the expected outputs are the same;
         only the first is priced and built now, the others when read."""
-        flat, names, qualities, latency = models.flat, models.names, models.qualities, self._latency
-        assert flat is not None
         found = self._orders.get((tier.name, limit, max_tokens or 0))
         if found is not None and found.lo <= n <= found.hi and (
                 max_tokens or found.learned is snapshot.outputs and found.version == snapshot.version):
             outs, top = found.outs, found.top  # the order found for an earlier request holds
         else:
             outs, top = self._cost_order(tier.name, models, snapshot, n, max_tokens, limit)
-
-        def rest() -> list[Candidate]:
-            return [Candidate(names[i], qualities[i], flat.estimate(i, n, outs[i]), n, outs[i], latency.get(names[i]))
-                    for i in top[1:]]
-
-        i = top[0]
-        first = Candidate(names[i], qualities[i], flat.estimate(i, n, outs[i]), n, outs[i], latency.get(names[i]))
-        return RoutePlan(tier, first, models.excluded, self._baselines[tier.name], len(models.rows), len(top), None,
-                         models.head, None, rest)
+        i, latency = top[0], self._latency
+        return RoutePlan(tier, models.candidate(i, n, outs[i], latency), models.excluded, self._baselines[tier.name],
+                         len(models.rows), len(top), None, models.head, None, (models, top, n, outs, latency))
 
     def _outputs_of(self, rows: Sequence[tuple[ModelSpec, str]], snapshot: Snapshot) -> list[int]:
         default, learned = self._settings.routing.default_output_tokens, snapshot.outputs
