@@ -111,10 +111,9 @@ async def _dispatch(call: Call, request: Request, body: dict[str, Any]) -> Respo
     call.tier = tier.name
     allowed = grant.key.models if grant.key is not None else None
     plan = await state.router.plan(tier, body, state.settings.routing.max_attempts, allowed)
-    if grant.key is not None:  # budget holds count the prompt per model
+    if grant.key is not None:  # budget holds count the prompt per model; rate limits the first estimate
         inputs.update((c.model, c.input_tokens) for c in plan.ranked)
-    first = plan.first
-    access.admit(grant, first.input_tokens + first.expected_output_tokens)
+        access.admit(grant, plan.first.input_tokens + plan.first.expected_output_tokens)
     call.baseline, call.prefix = plan.baseline, plan.prefix
     spec, deadline = first_attempt(call, plan)
     try:
