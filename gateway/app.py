@@ -26,6 +26,7 @@ from gateway.memory import release_free_memory
 from gateway.metrics import Metrics
 from gateway.prefix_cache import PrefixCache
 from gateway.price_table import load_price_table
+from gateway.providers.litellm_provider import load_litellm
 from gateway.providers.registry import build_providers
 from gateway.routing import Router
 from gateway.settings import Settings, resolve_settings
@@ -71,8 +72,11 @@ class GatewayASGI:
         await self.api(scope, receive, send)
 
 
-def _warm_up(tokens: TokenCounter, upstream_ids: list[str]) -> None:
+def _warm_up(tokens: TokenCounter, upstream_ids: list[str], litellm: bool) -> None:
     tokens.warm_up(upstream_ids)
+    if litellm:
+        load_litellm()
+        log.info("litellm imported (a configured model uses it)")
     gc.collect()
     release_free_memory()  # start-up garbage (price table, rank dicts) back to the OS
     # What exists now lives as long as the process: keep it out of the collector's full passes.
@@ -105,7 +109,8 @@ def create_app(settings: Settings) -> GatewayASGI:
         ledger_writer = loop.create_task(ledger.run())
         # Encodings take ~0.5 s to load: do it off the event loop after start-up, not before.
         upstream_ids = [m.upstream_model for m in settings.models.values()]
-        warm = asyncio.get_running_loop().run_in_executor(None, _warm_up, tokens, upstream_ids)
+        litellm = any(m.wire == "litellm" and not m.unavailable_reason for m in settings.models.values())
+        warm = asyncio.get_running_loop().run_in_executor(None, _warm_up, tokens, upstream_ids, litellm)
         try:
             yield
         finally:

@@ -165,3 +165,10 @@ class UpstreamTimeout(GatewayError):
     error_type = "upstream_timeout"
     code = "upstream_timeout"
     kind = "timeout"
+
+
+class DeadlineExceeded(UpstreamTimeout):
+    """A tier's routing deadline passed before the next candidate was called: a 504 like any
+    timeout, but no model's failure (no metric `kind`, no failure streak, no failover)."""
+
+    kind = None

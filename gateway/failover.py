@@ -14,7 +14,14 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from gateway.call import Call
-from gateway.errors import GatewayError, RateLimited, UpstreamError, UpstreamTimeout
+from gateway.errors import (
+    DeadlineExceeded,
+    GatewayError,
+    RateLimited,
+    RateLimitExceeded,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from gateway.routing import RoutePlan
 from gateway.settings import ModelSpec
 
@@ -26,7 +33,10 @@ _SLACK = 0.005  # a timer may fire this early (libuv keeps time in whole millise
 
 
 def _retryable(exc: GatewayError) -> bool:
-    return isinstance(exc, RateLimited | UpstreamError | UpstreamTimeout)
+    """An upstream failure. Neither the caller's own key limit nor a deadline that passed before
+    the call is one: they neither fail over nor count against (or cool) the model for everyone."""
+    return isinstance(exc, RateLimited | UpstreamError | UpstreamTimeout) and not isinstance(
+        exc, RateLimitExceeded | DeadlineExceeded)
 
 
 def _retry_after(exc: GatewayError) -> float | None:
@@ -57,7 +67,10 @@ async def fail_over(call: Call, plan: RoutePlan, attempt: Attempt[T], exc: Gatew
     while True:
         spec = call.spec
         assert spec is not None
-        if isinstance(exc, UpstreamTimeout) and loop.time() >= deadline - _SLACK:
+        if isinstance(exc, DeadlineExceeded):
+            exc = DeadlineExceeded(f"routing deadline of {routing.deadline_s:g}s exceeded in tier "
+                                   f"'{plan.tier.name}' before '{spec.name}' was called")
+        elif isinstance(exc, UpstreamTimeout) and loop.time() >= deadline - _SLACK:
             exc = UpstreamTimeout(f"routing deadline of {routing.deadline_s:g}s exceeded in tier "
                                   f"'{plan.tier.name}' (last tried '{spec.name}')")
         if not _retryable(exc):

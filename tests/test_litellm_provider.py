@@ -1,7 +1,9 @@
-"""Providers outside the fast path go through litellm's translation (imported lazily)."""
+"""Providers outside the fast path go through litellm's translation (imported after start-up, in
+the warm-up thread, when such a model has a key)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import openai
@@ -20,6 +22,19 @@ def litellm_gateway(upstream: FakeUpstreamThread) -> Iterator[Gateway]:
     }]})
     yield gw
     gw.stop()
+
+
+def test_litellm_is_imported_after_start_up_not_by_the_first_request(litellm_gateway: Gateway) -> None:
+    """The import (4-7 s of CPU) would otherwise block the event loop inside the first request's
+    time limit. (First in this module: no request has reached the model yet.)"""
+    deadline = time.monotonic() + 60
+    while "litellm imported" not in litellm_gateway.logs():
+        assert time.monotonic() < deadline, litellm_gateway.logs()
+        time.sleep(0.1)
+    started = time.monotonic()
+    answer = litellm_gateway.client().chat.completions.create(
+        model="via-litellm", messages=[{"role": "user", "content": "hi"}])
+    assert answer.choices[0].message.content and time.monotonic() - started < 2.0
 
 
 def test_completion_stream_and_errors_through_litellm(litellm_gateway: Gateway, upstream: FakeUpstreamThread) -> None:

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import UpstreamTimeout
+from gateway.errors import DeadlineExceeded, GatewayError, InvalidRequest, RateLimited, UpstreamTimeout
 from gateway.fake_upstream import FakeUpstreamThread
 from gateway.pricing import Price, Rates
+from gateway.providers.litellm_provider import load_litellm
 from gateway.providers.registry import build_providers
 from gateway.settings import ModelSpec
 from gateway.upstream_http import UpstreamPool
@@ -66,3 +67,71 @@ def test_a_near_deadline_cuts_the_model_timeout(upstream: FakeUpstreamThread, wi
     took = asyncio.run(main())
     assert 0.29 <= took < 1.5  # the deadline's 0.3 s, not the model's 30 s nor the 3 s answer
     assert len(upstream.calls(spec.upstream_model)) == 1
+
+
+async def _stalled_error_server(status: int) -> tuple[asyncio.Server, str]:
+    """A real HTTP server that sends an error's head and the start of its body, then stalls."""
+    reason = {400: "Bad Request", 429: "Too Many Requests"}[status]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(f"HTTP/1.1 {status} {reason}\r\nretry-after: 7\r\ncontent-type: application/json\r\n"
+                     "content-length: 100\r\n\r\n{\"error\": ".encode())
+        await writer.drain()
+        await asyncio.sleep(10)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+@pytest.mark.parametrize("status", [400, 429])
+def test_an_error_whose_body_is_too_slow_keeps_its_status(wire: str, stream: bool, status: int) -> None:
+    async def main() -> tuple[GatewayError, float]:
+        server, base = await _stalled_error_server(status)
+        spec = ModelSpec(name=f"dl-slow-{status}", provider=wire, wire=wire, upstream_model="m",
+                         api_base=base + ("" if wire == "anthropic" else "/v1"), api_key="sk-test",
+                         price=Price(Rates(1, 1, 1, 1, 2, 2)), timeout_s=30)
+        started = time.monotonic()
+        try:
+            with pytest.raises(GatewayError) as info:
+                await _call(spec, stream, asyncio.get_running_loop().time() + 0.3)
+            return info.value, time.monotonic() - started
+        finally:
+            server.close()
+
+    error, took = asyncio.run(main())
+    assert 0.29 <= took < 1.5
+    if status == 429:  # still the model's rate limit, with its retry-after (it cools the model)
+        assert isinstance(error, RateLimited) and error.headers == {"retry-after": "7"}
+    else:  # still the client's fault: not retried on another model
+        assert isinstance(error, InvalidRequest) and error.status_code == 400
+
+
+def test_a_passed_deadline_is_no_models_failure(upstream: FakeUpstreamThread) -> None:
+    spec = _spec(upstream, "openai", "dl-passed-kind")
+
+    async def main() -> None:
+        with pytest.raises(DeadlineExceeded) as info:
+            await _call(spec, False, asyncio.get_running_loop().time() - 0.01)
+        assert info.value.status_code == 504 and info.value.kind is None  # no upstream-error metric
+
+    asyncio.run(main())
+
+
+def test_an_open_litellm_stream_waits_the_models_timeout_between_chunks(upstream: FakeUpstreamThread) -> None:
+    """The deadline bounds opening the stream; after that, as on the HTTP adapters, the model's
+    own timeout_s bounds each wait for the next chunk (0.4 s apart here, 0.3 s deadline)."""
+    spec = _spec(upstream, "litellm", "dl-itl-litellm")
+    upstream.script(spec.upstream_model, {"output_tokens": 3, "ttft_ms": 0, "itl_ms": 400})
+    load_litellm()  # its import (seconds) is not what this test times
+
+    async def main() -> tuple[int, bool, str]:
+        stream = await _call(spec, True, asyncio.get_running_loop().time() + 0.3)
+        events = [event async for event in stream]
+        return len(events), stream.finished, stream.produced_text()
+
+    events, finished, text = asyncio.run(main())
+    assert finished and text == "tok0 tok1 tok2" and events >= 3  # litellm adds role and finish chunks

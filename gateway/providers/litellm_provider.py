@@ -1,6 +1,7 @@
 """Any other provider litellm knows (Gemini, Bedrock, Vertex, Cohere, ...), through litellm's
-translation. litellm is imported lazily, on the first request for such a model, never at start-up
-and never for OpenAI-compatible or Anthropic traffic. Its exceptions are translated in
+translation. litellm is never imported for OpenAI-compatible or Anthropic traffic: only when a model
+that uses it has a key, then in the warm-up thread after start-up (or by the first request for
+such a model, if that comes first). Its exceptions are translated in
 `gateway.providers.errors.upstream_errors`.
 """
 
@@ -19,7 +20,7 @@ from gateway.providers.errors import upstream_errors
 from gateway.providers.transport import time_limit
 from gateway.settings import ModelSpec
 
-__all__ = ["PROVIDER_TYPE", "LitellmProvider", "LitellmStream"]
+__all__ = ["PROVIDER_TYPE", "LitellmProvider", "LitellmStream", "load_litellm"]
 
 PROVIDER_TYPE = "litellm"
 _PASSTHROUGH = (
@@ -29,7 +30,9 @@ _PASSTHROUGH = (
 )
 
 
-def _litellm() -> Any:
+def load_litellm() -> Any:
+    """The litellm module, imported offline (4-7 s of CPU the first time: the app does it in its
+    warm-up thread when a model uses litellm, so no request waits for it inside its time limit)."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
     import litellm
@@ -66,7 +69,7 @@ class LitellmProvider:
         with upstream_errors(model):
             limit = time_limit(model, deadline)
             async with asyncio.timeout(limit):  # httpx's timeout is per phase, this is the whole call
-                response = await _litellm().acompletion(**_kwargs(model, body, limit))
+                response = await load_litellm().acompletion(**_kwargs(model, body, limit))
         data = response.model_dump(exclude_none=False)
         usage, usage_dict = _usage(data.pop("usage", None))
         return Completion(data, usage, usage_dict)
@@ -74,10 +77,10 @@ class LitellmProvider:
     async def stream(self, model: ModelSpec, body: dict[str, Any], deadline: float | None = None) -> LitellmStream:
         with upstream_errors(model):
             limit = time_limit(model, deadline)
-            kwargs = _kwargs(model, body, limit)
+            kwargs = _kwargs(model, body, model.timeout_s)  # httpx's read timeout: between chunks
             kwargs.update(stream=True, stream_options={"include_usage": True})
             async with asyncio.timeout(limit):  # until the stream is open
-                return LitellmStream(model, await _litellm().acompletion(**kwargs))
+                return LitellmStream(model, await load_litellm().acompletion(**kwargs))
 
 
 class LitellmStream:

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from gateway.errors import DeadlineExceeded
 from gateway.providers.errors import status_error, upstream_errors
 from gateway.settings import ModelSpec
 from gateway.upstream_http import Endpoint, UpstreamPool, UpstreamResponse
@@ -24,7 +25,7 @@ def time_limit(model: ModelSpec, deadline: float | None) -> float:
         return model.timeout_s
     left = deadline - asyncio.get_running_loop().time()
     if left <= 0:
-        raise TimeoutError("the routing deadline passed before the call")
+        raise DeadlineExceeded(f"the routing deadline passed before model '{model.name}' was called")
     return min(model.timeout_s, left)
 
 
@@ -45,13 +46,19 @@ class HTTPTransport:
         self, model: ModelSpec, endpoint: Endpoint, body: dict[str, Any], deadline: float | None = None
     ) -> Any:
         """POST and return the parsed JSON answer; any failure becomes a GatewayError."""
+        response: UpstreamResponse | None = None
         with upstream_errors(model):
-            async with asyncio.timeout(time_limit(model, deadline)):  # head and body together
-                response = await self._pool.post(endpoint, orjson.dumps(body), None)
-                try:
-                    raw = await response.read()
-                finally:
-                    response.release()
+            try:
+                async with asyncio.timeout(time_limit(model, deadline)):  # head and body together
+                    response = await self._pool.post(endpoint, orjson.dumps(body), None)
+                    try:
+                        raw = await response.read()
+                    finally:
+                        response.release()
+            except TimeoutError:
+                if response is None or response.status == 200:
+                    raise
+                raw = b""  # an error's body too slow to read: its status still says what happened
             if response.status != 200:
                 raise status_error(model, response.status, raw, response.headers)
             return orjson.loads(raw)
@@ -62,14 +69,20 @@ class HTTPTransport:
         """POST and return the open response once its headers say 200. Connecting, the head and
         an error's body share one time limit; the body of a 200 then has the model's read timeout
         between chunks."""
+        response: UpstreamResponse | None = None
         with upstream_errors(model):
-            async with asyncio.timeout(time_limit(model, deadline)):
-                response = await self._pool.post(endpoint, orjson.dumps(body), None)
-                if response.status != 200:
-                    try:
-                        raw = await response.read()
-                    finally:
-                        response.release()
+            try:
+                async with asyncio.timeout(time_limit(model, deadline)):
+                    response = await self._pool.post(endpoint, orjson.dumps(body), None)
+                    if response.status != 200:
+                        try:
+                            raw = await response.read()
+                        finally:
+                            response.release()
+            except TimeoutError:
+                if response is None or response.status == 200:
+                    raise
+                raw = b""  # as in post_json
             if response.status != 200:
                 raise status_error(model, response.status, raw, response.headers)
         response.read_timeout = model.timeout_s

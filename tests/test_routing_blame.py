@@ -1,0 +1,93 @@
+"""What a routed request may blame on a model: only the model's own failures. A key's own rate
+limit and a deadline spent before the call are not the model's: no failover, no failure streak,
+no cooling, no upstream-error metric."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from typing import Any
+
+import httpx
+from conftest import Gateway, free_port, model, start_redis_server
+
+from gateway.fake_upstream import FakeUpstreamThread
+
+MASTER = "master-test-key-123456"
+
+
+def _config(upstream: FakeUpstreamThread, redis_url: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "models": [model(name, "openai", upstream, upstream_model=f"{name}-up", quality=q,
+                         pricing={"input_per_mtok": price, "output_per_mtok": 2})
+                   for name, q, price in (("blame-a", 80, 1), ("blame-b", 90, 3))],
+        "tiers": {"blame-tier": {"min_quality": 70}},
+        "redis_url": redis_url, "redis_prefix": f"test-{uuid.uuid4().hex[:8]}",
+        **extra,
+    }
+
+
+def _ask(gw: Gateway, secret: str, content: str = "hi") -> httpx.Response:
+    """temperature 0: answers may come from the response cache (when enabled)."""
+    return httpx.post(gw.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {secret}"},
+                      json={"model": "blame-tier", "messages": [{"role": "user", "content": content}],
+                            "max_tokens": 5, "temperature": 0}, timeout=30)
+
+
+def test_a_keys_own_rate_limit_on_a_tier_is_not_failed_over(upstream: FakeUpstreamThread, redis_url: str) -> None:
+    gw = Gateway(_config(upstream, redis_url, master_key=MASTER, require_keys=True,
+                         cache={"response": {"enabled": False}}))
+    try:
+        made = httpx.post(gw.url + "/admin/keys", json={"rpm": 2}, headers={"Authorization": f"Bearer {MASTER}"})
+        secret = made.json()["key"]
+        answers = [_ask(gw, secret) for _ in range(2)]
+        assert [(r.status_code, r.headers["x-gateway-model"]) for r in answers] == [(200, "blame-a")] * 2
+        refused = _ask(gw, secret)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
+        assert "x-gateway-model" not in refused.headers or refused.headers["x-gateway-model"] == "blame-a"
+        # Neither model was called for it, nothing failed over, nothing cools down.
+        assert len(upstream.calls("blame-a-up")) == 2 and upstream.calls("blame-b-up") == []
+        assert gw.metric("gateway_failovers_total") == 0
+        assert gw.metric("gateway_upstream_errors_total") == 0
+        other = httpx.post(gw.url + "/admin/keys", json={}, headers={"Authorization": f"Bearer {MASTER}"})
+        served = _ask(gw, other.json()["key"])
+        assert served.status_code == 200 and served.headers["x-gateway-model"] == "blame-a"
+        assert served.headers["x-gateway-route"].startswith("cheapest; 2 candidates, 0 excluded; est $")
+    finally:
+        gw.stop()
+
+
+def test_a_deadline_spent_before_the_call_blames_no_model(upstream: FakeUpstreamThread) -> None:
+    """A cached answer's lookup waits on a stopped Redis (its 2 s socket timeout) past the 0.5 s
+    routing deadline: the cache is bypassed, the first candidate is never called, and so it is
+    not blamed."""
+    port = free_port()
+    redis = start_redis_server(port)
+    gw = Gateway(_config(upstream, f"redis://127.0.0.1:{port}/0",
+                         routing={"deadline_s": 0.5, "failure_threshold": 1, "cooldown_s": 60,
+                                  "shared_state_refresh_s": 60}))
+    try:
+        first = _ask(gw, "x", "warm")  # routing state read once, kept for 60 s; the answer is cached
+        assert first.status_code == 200 and first.headers["x-gateway-model"] == "blame-a"
+        time.sleep(0.3)  # the cache write runs in the background
+        os.kill(redis.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        try:
+            late = _ask(gw, "x", "warm")
+        finally:
+            os.kill(redis.pid, signal.SIGCONT)
+        assert time.monotonic() - started >= 1.5  # the cache lookup's wait, not the deadline
+        assert late.status_code == 504, late.text
+        assert late.json()["error"]["message"] == (
+            "routing deadline of 0.5s exceeded in tier 'blame-tier' before 'blame-a' was called")
+        assert len(upstream.calls("blame-a-up")) == 1 and upstream.calls("blame-b-up") == []
+        assert gw.metric("gateway_upstream_errors_total") == 0 and gw.metric("gateway_failovers_total") == 0
+        again = _ask(gw, "x", "after")  # failure_threshold 1: a blamed blame-a would cool for 60 s
+        assert again.status_code == 200 and again.headers["x-gateway-model"] == "blame-a"
+        assert again.headers["x-gateway-route"].startswith("cheapest; 2 candidates, 0 excluded;")
+    finally:
+        gw.stop()
+        redis.kill()
+        redis.wait(10)
