@@ -246,7 +246,10 @@ def test_redis_outage_fails_closed_and_the_journal_loses_no_spend(upstream: Fake
         in_flight: list[Any] = []
         worker = threading.Thread(target=lambda: in_flight.append(ask(gw, secret, "acc-slow")))
         worker.start()
-        time.sleep(0.5)
+        deadline = time.monotonic() + 5  # its budget hold is taken before the upstream call
+        while len(upstream.calls("acc-slow-up")) < 2:
+            assert time.monotonic() < deadline, "the second request did not reach the upstream"
+            time.sleep(0.02)
         redis.kill()  # mid-request: its settlement cannot reach Redis
         redis.wait(5)
         worker.join(10)
