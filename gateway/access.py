@@ -94,7 +94,8 @@ class Access:
         results = await self._hold_and_admit(grant, spec, input_tokens, max_tokens, tokens)
         hold, admission = results[0], results[1] if len(results) > 1 else None
         grant.hold = hold if isinstance(hold, Hold) else None
-        grant.admission = admission if isinstance(admission, Admission) else None
+        if tokens is not None:  # charged once per request: a failover's hold keeps the first charge
+            grant.admission = admission if isinstance(admission, Admission) else None
         failure = next((r for r in results if isinstance(r, BaseException)), None)
         if failure is None:
             return

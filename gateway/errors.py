@@ -164,7 +164,7 @@ class UpstreamTimeout(GatewayError):
     status_code = 504
     error_type = "upstream_timeout"
     code = "upstream_timeout"
-    kind = "timeout"
+    kind: str | None = "timeout"
 
 
 class DeadlineExceeded(UpstreamTimeout):

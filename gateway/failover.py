@@ -4,13 +4,16 @@ attempts and an overall deadline. The deadline is handed to each attempt, whose 
 gives up at the earlier of the deadline and the model's own timeout (one timer per call, not
 two). A 429's `retry-after` cools that model for that long; a model failing
 `failure_threshold` times in a row cools down for `cooldown_s` (shared across processes when
-routing state is in Redis).
+routing state is in Redis). Only the model's own failures count: not the caller's key limit,
+not a deadline spent before the call, not a call the deadline cut short after less than half
+the time a first attempt gets.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import TypeVar
 
 from gateway.call import Call
@@ -71,8 +74,12 @@ async def fail_over(call: Call, plan: RoutePlan, attempt: Attempt[T], exc: Gatew
             exc = DeadlineExceeded(f"routing deadline of {routing.deadline_s:g}s exceeded in tier "
                                    f"'{plan.tier.name}' before '{spec.name}' was called")
         elif isinstance(exc, UpstreamTimeout) and loop.time() >= deadline - _SLACK:
-            exc = UpstreamTimeout(f"routing deadline of {routing.deadline_s:g}s exceeded in tier "
-                                  f"'{plan.tier.name}' (last tried '{spec.name}')")
+            # The deadline, not the model's own timeout, ended the call: the model is to blame
+            # only if it had at least half the time a first attempt gets.
+            fair = perf_counter() - call.upstream_started >= min(spec.timeout_s, routing.deadline_s) / 2
+            exc = (UpstreamTimeout if fair else DeadlineExceeded)(
+                f"routing deadline of {routing.deadline_s:g}s exceeded in tier '{plan.tier.name}' "
+                f"(last tried '{spec.name}')")
         if not _retryable(exc):
             raise exc
         wait = _retry_after(exc)

@@ -52,13 +52,15 @@ class RateLimiter(Protocol):
         ...
 
 
-def _too_big(key: VirtualKey, tokens: int) -> None:
-    if key.tpm is not None and tokens > key.tpm:
-        raise RateLimitExceeded(
-            f"This request may use up to {tokens} tokens, more than the {key.tpm} tokens per minute allowed "
-            f"for key {key.id}; lower max_tokens or the prompt.",
-            retry_after_s=60,
-        )
+def _too_big(key: VirtualKey, tokens: int) -> RateLimitExceeded | None:
+    """The refusal of a request no minute could admit, if it is one."""
+    if key.tpm is None or tokens <= key.tpm:
+        return None
+    return RateLimitExceeded(
+        f"This request may use up to {tokens} tokens, more than the {key.tpm} tokens per minute allowed "
+        f"for key {key.id}; lower max_tokens or the prompt.",
+        retry_after_s=60,
+    )
 
 
 def _refused(key: VirtualKey, wait_ms: float) -> RateLimitExceeded:
@@ -81,7 +83,9 @@ class MemoryRateLimiter:
         self._tat: dict[tuple[str, str], float] = {}
 
     async def admit(self, key: VirtualKey, tokens: int) -> Admission:
-        _too_big(key, tokens)
+        too_big = _too_big(key, tokens)
+        if too_big is not None:
+            raise too_big
         now = time.monotonic() * 1000
         steps = {}
         for kind, limit, cost in (("rpm", key.rpm, 1), ("tpm", key.tpm, tokens)):
@@ -170,7 +174,13 @@ class RedisRateLimiter:
         """Queue the admission in `batch` (to share a round trip); the returned function turns the
         batch's results into the Admission, or raises RateLimitExceeded."""
         admission = Admission(key.id, key.tpm, tokens)
-        _too_big(key, tokens)
+        too_big = _too_big(key, tokens)
+        if too_big is not None:  # refused like any other admission: through the finisher
+
+            def refuse(results: list[Any]) -> Admission:
+                raise too_big
+
+            return refuse
         args = ["" if key.rpm is None else key.rpm, "" if key.tpm is None else key.tpm, tokens]
         index = batch.add(self._admit, self._keys(key.id), args)
 

@@ -283,8 +283,10 @@ def test_tpm_limit_counts_prompt_and_max_tokens(pair: tuple[Gateway, Gateway], u
     with pytest.raises(openai.RateLimitError) as info:
         ask(b, secret)  # 84 + 28 > 100
     assert info.value.code == "rate_limit_exceeded" and "retry-after" in info.value.response.headers
+    refused = a.metric("gateway_rate_limit_rejections_total")
     with pytest.raises(openai.RateLimitError, match="more than the 100 tokens per minute"):
         a.client(api_key=secret).chat.completions.create(model="acc-a", messages=HI, max_tokens=200)
+    assert a.metric("gateway_rate_limit_rejections_total") == refused + 1
 
 
 def test_keys_cli_creates_and_revokes(pair: tuple[Gateway, Gateway], upstream: FakeUpstreamThread) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import uuid
 from typing import Any
@@ -29,11 +30,11 @@ def _config(upstream: FakeUpstreamThread, redis_url: str, **extra: Any) -> dict[
     }
 
 
-def _ask(gw: Gateway, secret: str, content: str = "hi") -> httpx.Response:
+def _ask(gw: Gateway, secret: str, content: str = "hi", max_tokens: int = 5) -> httpx.Response:
     """temperature 0: answers may come from the response cache (when enabled)."""
     return httpx.post(gw.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {secret}"},
                       json={"model": "blame-tier", "messages": [{"role": "user", "content": content}],
-                            "max_tokens": 5, "temperature": 0}, timeout=30)
+                            "max_tokens": max_tokens, "temperature": 0}, timeout=30)
 
 
 def test_a_keys_own_rate_limit_on_a_tier_is_not_failed_over(upstream: FakeUpstreamThread, redis_url: str) -> None:
@@ -91,3 +92,63 @@ def test_a_deadline_spent_before_the_call_blames_no_model(upstream: FakeUpstream
         gw.stop()
         redis.kill()
         redis.wait(10)
+
+
+def test_a_deadline_mostly_spent_before_the_call_blames_no_model(upstream: FakeUpstreamThread) -> None:
+    """The budget hold waits 0.42 s on a paused Redis of the 0.5 s deadline; the model, 150 ms
+    slow, gets the ~80 ms left and is cut short: under half of what a first attempt gets, so
+    not its failure (had it been blamed, failure_threshold 1 would cool it for 60 s)."""
+    port = free_port()
+    redis = start_redis_server(port)
+    gw = Gateway(_config(upstream, f"redis://127.0.0.1:{port}/0", master_key=MASTER, require_keys=True,
+                         cache={"response": {"enabled": False}},
+                         budgets={"key_cache_ttl_s": 60},
+                         routing={"deadline_s": 0.5, "failure_threshold": 1, "cooldown_s": 60,
+                                  "shared_state_refresh_s": 60}))
+    try:
+        made = httpx.post(gw.url + "/admin/keys", json={"budget_usd": 1},
+                          headers={"Authorization": f"Bearer {MASTER}"})
+        secret = made.json()["key"]
+        assert _ask(gw, secret, "warm").headers["x-gateway-model"] == "blame-a"  # key and routing state cached
+        upstream.script("blame-a-up", {"latency_ms": 150})
+        resume = threading.Timer(0.42, os.kill, (redis.pid, signal.SIGCONT))
+        os.kill(redis.pid, signal.SIGSTOP)
+        resume.start()
+        try:
+            late = _ask(gw, secret, "late")
+        finally:
+            resume.join()
+        assert late.status_code == 504, late.text
+        assert late.json()["error"]["message"].startswith("routing deadline of 0.5s exceeded in tier 'blame-tier'")
+        assert gw.metric("gateway_upstream_errors_total") == 0 and gw.metric("gateway_failovers_total") == 0
+        upstream.script("blame-a-up", {})
+        again = _ask(gw, secret, "after")
+        assert again.status_code == 200 and again.headers["x-gateway-model"] == "blame-a"
+        assert again.headers["x-gateway-route"].startswith("cheapest; 2 candidates, 0 excluded;")
+    finally:
+        gw.stop()
+        redis.kill()
+        redis.wait(10)
+
+
+def test_a_failed_over_request_is_charged_its_actual_tokens(upstream: FakeUpstreamThread, redis_url: str) -> None:
+    """TPM 100: each request is admitted at 8 counted input + 50 max_tokens = 58 tokens and
+    corrected to what it used (28) when it settles, also after a failover. Uncorrected, the
+    second request (58 + 58 > 100) would be refused."""
+    usage = {"prompt_tokens": 8, "completion_tokens": 20, "total_tokens": 28}
+    gw = Gateway(_config(upstream, redis_url, master_key=MASTER, require_keys=True,
+                         cache={"response": {"enabled": False}}))
+    try:
+        made = httpx.post(gw.url + "/admin/keys", json={"tpm": 100}, headers={"Authorization": f"Bearer {MASTER}"})
+        secret = made.json()["key"]
+        upstream.script("blame-a-up", {"fault": "500", "fault_times": 1, "usage": usage})
+        upstream.script("blame-b-up", {"usage": usage})
+        first = _ask(gw, secret, max_tokens=50)
+        assert first.status_code == 200 and first.headers["x-gateway-model"] == "blame-b"
+        assert "failover from blame-a" in first.headers["x-gateway-route"]
+        time.sleep(0.5)  # the correction is written in the background
+        second = _ask(gw, secret, max_tokens=50)
+        assert second.status_code == 200, second.text
+        assert second.headers["x-gateway-model"] == "blame-a"  # its one fault is spent
+    finally:
+        gw.stop()

@@ -1,8 +1,8 @@
 """Any other provider litellm knows (Gemini, Bedrock, Vertex, Cohere, ...), through litellm's
 translation. litellm is never imported for OpenAI-compatible or Anthropic traffic: only when a model
-that uses it has a key, then in the warm-up thread after start-up (or by the first request for
-such a model, if that comes first). Its exceptions are translated in
-`gateway.providers.errors.upstream_errors`.
+that uses it has a key, then in the warm-up thread after start-up (a request for such a model that
+comes first waits for it in a worker thread, never on the event loop). Its exceptions are
+translated in `gateway.providers.errors.upstream_errors`.
 """
 
 from __future__ import annotations
@@ -64,23 +64,34 @@ def _usage(raw: Any) -> tuple[Usage | None, dict[str, Any] | None]:
 class LitellmProvider:
     def __init__(self, transport: Any = None) -> None:
         del transport  # litellm manages its own HTTP clients
+        self._litellm: Any = None
+
+    async def _module(self) -> Any:
+        """litellm, imported in a worker thread if needed: a request that arrives while the
+        warm-up thread is still importing it waits there, not on the event loop (and not on
+        its time limit: the wait is nobody's timeout)."""
+        if self._litellm is None:
+            self._litellm = await asyncio.to_thread(load_litellm)
+        return self._litellm
 
     async def complete(self, model: ModelSpec, body: dict[str, Any], deadline: float | None = None) -> Completion:
+        litellm = await self._module()
         with upstream_errors(model):
             limit = time_limit(model, deadline)
             async with asyncio.timeout(limit):  # httpx's timeout is per phase, this is the whole call
-                response = await load_litellm().acompletion(**_kwargs(model, body, limit))
+                response = await litellm.acompletion(**_kwargs(model, body, limit))
         data = response.model_dump(exclude_none=False)
         usage, usage_dict = _usage(data.pop("usage", None))
         return Completion(data, usage, usage_dict)
 
     async def stream(self, model: ModelSpec, body: dict[str, Any], deadline: float | None = None) -> LitellmStream:
+        litellm = await self._module()
         with upstream_errors(model):
             limit = time_limit(model, deadline)
             kwargs = _kwargs(model, body, model.timeout_s)  # httpx's read timeout: between chunks
             kwargs.update(stream=True, stream_options={"include_usage": True})
             async with asyncio.timeout(limit):  # until the stream is open
-                return LitellmStream(model, await load_litellm().acompletion(**kwargs))
+                return LitellmStream(model, await litellm.acompletion(**kwargs))
 
 
 class LitellmStream:
