@@ -37,25 +37,33 @@ def _ask(gw: Gateway, secret: str, content: str = "hi", max_tokens: int = 5) -> 
                             "max_tokens": max_tokens, "temperature": 0}, timeout=30)
 
 
+def _new_key(gw: Gateway, **fields: Any) -> str:
+    made = httpx.post(gw.url + "/admin/keys", json=fields, headers={"Authorization": f"Bearer {MASTER}"})
+    assert made.status_code == 201, made.text
+    return str(made.json()["key"])
+
+
+def _assert_nobody_blamed(gw: Gateway, secret: str) -> None:
+    """No upstream error, no failover, and the next request goes to the cheapest model, nothing
+    excluded (failure_threshold 1 in these tests: a blamed model would be cooling down)."""
+    assert gw.metric("gateway_upstream_errors_total") == 0 and gw.metric("gateway_failovers_total") == 0
+    again = _ask(gw, secret, "after")
+    assert again.status_code == 200 and again.headers["x-gateway-model"] == "blame-a"
+    assert again.headers["x-gateway-route"].startswith("cheapest; 2 candidates, 0 excluded; est $")
+
+
 def test_a_keys_own_rate_limit_on_a_tier_is_not_failed_over(upstream: FakeUpstreamThread, redis_url: str) -> None:
     gw = Gateway(_config(upstream, redis_url, master_key=MASTER, require_keys=True,
-                         cache={"response": {"enabled": False}}))
+                         cache={"response": {"enabled": False}}, routing={"failure_threshold": 1}))
     try:
-        made = httpx.post(gw.url + "/admin/keys", json={"rpm": 2}, headers={"Authorization": f"Bearer {MASTER}"})
-        secret = made.json()["key"]
+        secret = _new_key(gw, rpm=2)
         answers = [_ask(gw, secret) for _ in range(2)]
         assert [(r.status_code, r.headers["x-gateway-model"]) for r in answers] == [(200, "blame-a")] * 2
         refused = _ask(gw, secret)
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
         assert "x-gateway-model" not in refused.headers or refused.headers["x-gateway-model"] == "blame-a"
-        # Neither model was called for it, nothing failed over, nothing cools down.
-        assert len(upstream.calls("blame-a-up")) == 2 and upstream.calls("blame-b-up") == []
-        assert gw.metric("gateway_failovers_total") == 0
-        assert gw.metric("gateway_upstream_errors_total") == 0
-        other = httpx.post(gw.url + "/admin/keys", json={}, headers={"Authorization": f"Bearer {MASTER}"})
-        served = _ask(gw, other.json()["key"])
-        assert served.status_code == 200 and served.headers["x-gateway-model"] == "blame-a"
-        assert served.headers["x-gateway-route"].startswith("cheapest; 2 candidates, 0 excluded; est $")
+        assert len(upstream.calls("blame-a-up")) == 2 and upstream.calls("blame-b-up") == []  # none called for it
+        _assert_nobody_blamed(gw, _new_key(gw))
     finally:
         gw.stop()
 
@@ -84,10 +92,7 @@ def test_a_deadline_spent_before_the_call_blames_no_model(upstream: FakeUpstream
         assert late.json()["error"]["message"] == (
             "routing deadline of 0.5s exceeded in tier 'blame-tier' before 'blame-a' was called")
         assert len(upstream.calls("blame-a-up")) == 1 and upstream.calls("blame-b-up") == []
-        assert gw.metric("gateway_upstream_errors_total") == 0 and gw.metric("gateway_failovers_total") == 0
-        again = _ask(gw, "x", "after")  # failure_threshold 1: a blamed blame-a would cool for 60 s
-        assert again.status_code == 200 and again.headers["x-gateway-model"] == "blame-a"
-        assert again.headers["x-gateway-route"].startswith("cheapest; 2 candidates, 0 excluded;")
+        _assert_nobody_blamed(gw, "x")
     finally:
         gw.stop()
         redis.kill()
@@ -106,9 +111,7 @@ def test_a_deadline_mostly_spent_before_the_call_blames_no_model(upstream: FakeU
                          routing={"deadline_s": 0.5, "failure_threshold": 1, "cooldown_s": 60,
                                   "shared_state_refresh_s": 60}))
     try:
-        made = httpx.post(gw.url + "/admin/keys", json={"budget_usd": 1},
-                          headers={"Authorization": f"Bearer {MASTER}"})
-        secret = made.json()["key"]
+        secret = _new_key(gw, budget_usd=1)
         assert _ask(gw, secret, "warm").headers["x-gateway-model"] == "blame-a"  # key and routing state cached
         upstream.script("blame-a-up", {"latency_ms": 150})
         resume = threading.Timer(0.42, os.kill, (redis.pid, signal.SIGCONT))
@@ -120,11 +123,8 @@ def test_a_deadline_mostly_spent_before_the_call_blames_no_model(upstream: FakeU
             resume.join()
         assert late.status_code == 504, late.text
         assert late.json()["error"]["message"].startswith("routing deadline of 0.5s exceeded in tier 'blame-tier'")
-        assert gw.metric("gateway_upstream_errors_total") == 0 and gw.metric("gateway_failovers_total") == 0
         upstream.script("blame-a-up", {})
-        again = _ask(gw, secret, "after")
-        assert again.status_code == 200 and again.headers["x-gateway-model"] == "blame-a"
-        assert again.headers["x-gateway-route"].startswith("cheapest; 2 candidates, 0 excluded;")
+        _assert_nobody_blamed(gw, secret)
     finally:
         gw.stop()
         redis.kill()
@@ -139,8 +139,7 @@ def test_a_failed_over_request_is_charged_its_actual_tokens(upstream: FakeUpstre
     gw = Gateway(_config(upstream, redis_url, master_key=MASTER, require_keys=True,
                          cache={"response": {"enabled": False}}))
     try:
-        made = httpx.post(gw.url + "/admin/keys", json={"tpm": 100}, headers={"Authorization": f"Bearer {MASTER}"})
-        secret = made.json()["key"]
+        secret = _new_key(gw, tpm=100)
         upstream.script("blame-a-up", {"fault": "500", "fault_times": 1, "usage": usage})
         upstream.script("blame-b-up", {"usage": usage})
         first = _ask(gw, secret, max_tokens=50)
