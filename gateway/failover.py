@@ -66,20 +66,18 @@ async def fail_over(call: Call, plan: RoutePlan, attempt: Attempt[T], exc: Gatew
     router, metrics, models = call.state.router, call.state.metrics, call.state.settings.models
     loop = asyncio.get_running_loop()
     tries = min(plan.size, routing.max_attempts)
+    spent = f"routing deadline of {routing.deadline_s:g}s exceeded in tier '{plan.tier.name}'"
     i = 0
     while True:
         spec = call.spec
         assert spec is not None
         if isinstance(exc, DeadlineExceeded):
-            exc = DeadlineExceeded(f"routing deadline of {routing.deadline_s:g}s exceeded in tier "
-                                   f"'{plan.tier.name}' before '{spec.name}' was called")
+            exc = DeadlineExceeded(f"{spent} before '{spec.name}' was called")
         elif isinstance(exc, UpstreamTimeout) and loop.time() >= deadline - _SLACK:
             # The deadline, not the model's own timeout, ended the call: the model is to blame
             # only if it had at least half the time a first attempt gets.
             fair = perf_counter() - call.upstream_started >= min(spec.timeout_s, routing.deadline_s) / 2
-            exc = (UpstreamTimeout if fair else DeadlineExceeded)(
-                f"routing deadline of {routing.deadline_s:g}s exceeded in tier '{plan.tier.name}' "
-                f"(last tried '{spec.name}')")
+            exc = (UpstreamTimeout if fair else DeadlineExceeded)(f"{spent} (last tried '{spec.name}')")
         if not _retryable(exc):
             raise exc
         wait = _retry_after(exc)

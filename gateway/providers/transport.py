@@ -46,21 +46,16 @@ class HTTPTransport:
         self, model: ModelSpec, endpoint: Endpoint, body: dict[str, Any], deadline: float | None = None
     ) -> Any:
         """POST and return the parsed JSON answer; any failure becomes a GatewayError."""
-        response: UpstreamResponse | None = None
         with upstream_errors(model):
-            try:
-                async with asyncio.timeout(time_limit(model, deadline)):  # head and body together
-                    response = await self._pool.post(endpoint, orjson.dumps(body), None)
+            async with asyncio.timeout(time_limit(model, deadline)) as limit:  # head and body together
+                response = await self._pool.post(endpoint, orjson.dumps(body), None)
+                if response.status == 200:
                     try:
                         raw = await response.read()
                     finally:
                         response.release()
-            except TimeoutError:
-                if response is None or response.status == 200:
-                    raise
-                raw = b""  # an error's body too slow to read: its status still says what happened
             if response.status != 200:
-                raise status_error(model, response.status, raw, response.headers)
+                raise await _status_error(model, response, limit.when())
             return orjson.loads(raw)
 
     async def open_stream(
@@ -69,21 +64,23 @@ class HTTPTransport:
         """POST and return the open response once its headers say 200. Connecting, the head and
         an error's body share one time limit; the body of a 200 then has the model's read timeout
         between chunks."""
-        response: UpstreamResponse | None = None
         with upstream_errors(model):
-            try:
-                async with asyncio.timeout(time_limit(model, deadline)):
-                    response = await self._pool.post(endpoint, orjson.dumps(body), None)
-                    if response.status != 200:
-                        try:
-                            raw = await response.read()
-                        finally:
-                            response.release()
-            except TimeoutError:
-                if response is None or response.status == 200:
-                    raise
-                raw = b""  # as in post_json
+            async with asyncio.timeout(time_limit(model, deadline)) as limit:
+                response = await self._pool.post(endpoint, orjson.dumps(body), None)
             if response.status != 200:
-                raise status_error(model, response.status, raw, response.headers)
+                raise await _status_error(model, response, limit.when())
         response.read_timeout = model.timeout_s
         return response
+
+
+async def _status_error(model: ModelSpec, response: UpstreamResponse, until: float | None) -> Exception:
+    """The error a non-200 answer stands for, its body read by `until` (event-loop time, the
+    call's time limit). A body too slow to read leaves the status to say what happened."""
+    try:
+        async with asyncio.timeout_at(until):
+            raw = await response.read()
+    except TimeoutError:
+        raw = b""
+    finally:
+        response.release()
+    return status_error(model, response.status, raw, response.headers)
