@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.call import Call
-from gateway.pricing import PICO_PER_USD, Cost, Usage, price_usage
+from gateway.pricing import Cost, Usage, price_usage
 
 __all__ = ["Settled", "settle"]
 
@@ -57,7 +57,7 @@ def settle(
     if call.baseline is not None:  # what the tier's baseline would have cost for the same usage
         saved = max(price_usage(usage, call.baseline.price).total - cost.total, 0)
         if saved > 0:
-            metrics.child(metrics.routing_saved, call.tier).inc(saved / PICO_PER_USD)
+            metrics.routing_saved.add((call.tier,), saved)
     state.ledger.add(call.ledger_record(usage, cost, status, routing_saved=saved))
     state.prefix.settle(spec, call.prefix, usage)  # a cut-off stream's prompt was still read (and cached)
     state.access.settle(call.grant, spec, call.tier, cost.total, usage.prompt_tokens + usage.completion_tokens)

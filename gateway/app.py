@@ -103,7 +103,8 @@ def create_app(settings: Settings) -> GatewayASGI:
             redis, backends.response_cache(settings, redis), ledger=ledger, background=background,
         )
         loop = asyncio.get_running_loop()
-        chores = [loop.create_task(access.replay_forever()), loop.create_task(access.refresh_gauges_forever())]
+        chores = [loop.create_task(access.replay_forever()), loop.create_task(access.refresh_gauges_forever()),
+                  loop.create_task(app_metrics.money.flush_forever())]
         if app.state.gw.response_cache is not None:
             chores.append(loop.create_task(app.state.gw.response_cache.run()))
         ledger_writer = loop.create_task(ledger.run())
@@ -121,6 +122,7 @@ def create_app(settings: Settings) -> GatewayASGI:
             ledger.stop()  # not cancelled: a write cut off mid-way would be lost or doubled
             await ledger_writer
             await ledger.flush()
+            app_metrics.money.flush()
             pool.close()
             if redis is not None:
                 await redis.aclose()

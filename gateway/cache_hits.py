@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from gateway.cache_store import CacheStore, CacheUnavailable
 from gateway.call import Call
-from gateway.pricing import PICO_PER_USD, Cost, Usage
+from gateway.pricing import Cost, Usage
 from gateway.sse_response import SSEResponse
 
 __all__ = ["assemble", "lookup", "serve_hit", "store"]
@@ -59,7 +59,7 @@ async def _write(call: Call, cache: CacheStore, key: str, value: bytes) -> None:
 
 def serve_hit(call: Call, entry: dict[str, Any], stream: bool, include_usage: bool) -> Response | SSEResponse:
     metrics = call.state.metrics
-    metrics.child(metrics.cache_saved, "response").inc(entry["cost_pico"] / PICO_PER_USD)
+    metrics.cache_saved.add(("response",), entry["cost_pico"])
     call.state.ledger.add(call.ledger_record(Usage(), Cost(), "200", cache_saved=entry["cost_pico"]))
     body = dict(entry["body"])
     body["usage"] = {**(body.get("usage") or {}), **_ZERO}

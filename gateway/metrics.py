@@ -5,7 +5,8 @@ kind and type come from fixed sets. Never a key, a user or a request id.
 
 With several workers, `PROMETHEUS_MULTIPROC_DIR` is set by `gateway serve` before
 prometheus_client is imported; each worker writes its own files and a scrape on any worker
-aggregates all of them.
+aggregates all of them. Money counters are `exact_counters.MoneyCounter`s (integer pico-USD,
+`add(labels, pico)`), not prometheus-client counters that add floats.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from gateway.exact_counters import ExactCounters
 from gateway.pricing import PICO_PER_USD, Cost, Usage
 
 __all__ = ["Metrics"]
@@ -38,6 +40,9 @@ class Metrics:
         disable_created_metrics()  # `_created` series double the output and nobody graphs them
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         own = None if self.multiprocess else CollectorRegistry(auto_describe=True)
+        # Money counters: exact integer pico-USD sums, in USD at scrape time (see exact_counters).
+        self.money = ExactCounters(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        money = self.money.counter
 
         def counter(name: str, doc: str, labels: list[str]) -> Counter:
             return Counter(name, doc, labels, registry=own)
@@ -50,7 +55,7 @@ class Metrics:
             return Histogram(name, doc, labels, buckets=buckets, registry=own)
 
         self.requests = counter("gateway_requests_total", "Chat requests by outcome.", ["model", "tier", "status"])
-        self.spend = counter("gateway_spend_usd_total", "Spend in USD.", ["model", "provider", "tier", "team"])
+        self.spend = money("gateway_spend_usd_total", "Spend in USD.", ["model", "provider", "tier", "team"])
         self.tokens = counter("gateway_tokens_total", "Billed tokens by disjoint bucket.", ["model", "type"])
         self.request_cost = histogram("gateway_request_cost_usd", "Cost per request in USD.", ["model", "tier"], _COST)
         self.duration = histogram("gateway_request_duration_seconds", "Request duration.", ["model"], _DURATION)
@@ -58,13 +63,13 @@ class Metrics:
         self.overhead = histogram("gateway_overhead_seconds", "Time spent in the gateway itself.", [], _OVERHEAD)
         self.upstream_errors = counter("gateway_upstream_errors_total", "Upstream failures by kind.", ["model", "kind"])
         self.failovers = counter("gateway_failovers_total", "Attempts moved on to a tier's next candidate.", ["tier"])
-        self.routing_saved = counter(
+        self.routing_saved = money(
             "gateway_routing_saved_usd_total",
             "What the tier's baseline model would have cost for the same usage, minus the actual cost.", ["tier"],
         )
         self.cache_requests = counter("gateway_cache_requests_total", "Cache lookups by result.", ["cache", "result"])
-        self.cache_saved = counter("gateway_cache_saved_usd_total", "What cache hits would have cost.", ["cache"])
-        self.cache_write_premium = counter(
+        self.cache_saved = money("gateway_cache_saved_usd_total", "What cache hits would have cost.", ["cache"])
+        self.cache_write_premium = money(
             "gateway_cache_write_premium_usd_total",
             "What prompt-cache writes cost above plain input (Anthropic: 1.25x or 2x the input price).", [],
         )
@@ -87,13 +92,16 @@ class Metrics:
             "Requests billed from the gateway's own token count (reason: missing | disconnect | error).",
             ["model", "reason"],
         )
-        if self.multiprocess:
-            self._registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(self._registry)
-        else:
-            assert own is not None
-            self._registry = own
+        self._registry = self._exporting(own)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _exporting(self, own: CollectorRegistry | None) -> CollectorRegistry:
+        """What /metrics renders: this process's metrics, or every worker's (multiprocess)."""
+        if own is None:
+            own = CollectorRegistry()
+            multiprocess.MultiProcessCollector(own)
+        own.register(self.money)
+        return own
 
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, memoised: label sets are bounded, lookups are hot."""
@@ -107,9 +115,8 @@ class Metrics:
         return generate_latest(self._registry)
 
     def record_usage(self, model: str, provider: str, tier: str, team: str, usage: Usage, cost: Cost) -> None:
-        usd = cost.total / PICO_PER_USD  # correctly rounded, same as float(cost.usd)
-        self.child(self.spend, model, provider, tier, team).inc(usd)
-        self.child(self.request_cost, model, tier).observe(usd)
+        self.spend.add((model, provider, tier, team), cost.total)
+        self.child(self.request_cost, model, tier).observe(cost.total / PICO_PER_USD)  # same as float(cost.usd)
         for bucket, n in (
             ("input", usage.input),
             ("cached_input", usage.cached_input),

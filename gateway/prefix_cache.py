@@ -21,7 +21,7 @@ from gateway.config import PrefixLayer
 from gateway.metrics import Metrics
 from gateway.prefix_blocks import PromptBlocks, likely_tokens_at_least
 from gateway.prefix_index import PrefixIndex, Warmth
-from gateway.pricing import PICO_PER_USD, Usage, cache_effect
+from gateway.pricing import Usage, cache_effect
 from gateway.prompt_cache_rules import (
     NOTHING,
     OPENAI_MIN_TOKENS,
@@ -98,9 +98,9 @@ class PrefixCache:
         if usage.cached_input or usage.cache_write_5m or usage.cache_write_1h:
             saved, premium = cache_effect(usage, spec.price)
             if saved:
-                metrics.child(metrics.cache_saved, "prefix").inc(saved / PICO_PER_USD)
+                metrics.cache_saved.add(("prefix",), saved)
             if premium:
-                metrics.cache_write_premium.inc(premium / PICO_PER_USD)
+                metrics.cache_write_premium.add((), premium)
         blocks = plan.blocks.get(spec.name) if plan is not None else None
         if plan is None or blocks is None:
             return
