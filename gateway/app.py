@@ -119,10 +119,10 @@ def create_app(settings: Settings) -> GatewayASGI:
             for chore in chores:
                 chore.cancel()
             await background.drain()
+            app_metrics.money.flush_logged()  # nothing adds money after the drain
             ledger.stop()  # not cancelled: a write cut off mid-way would be lost or doubled
             await ledger_writer
             await ledger.flush()
-            app_metrics.money.flush()
             pool.close()
             if redis is not None:
                 await redis.aclose()

@@ -5,9 +5,13 @@ floats, and the sum of the requests' `x-gateway-cost-usd` must equal `gateway_sp
 
 An increment is one dict update (cheaper than a prometheus-client counter's lock and float).
 With several workers (`PROMETHEUS_MULTIPROC_DIR` set), each worker also writes its totals to
-`money_<pid>.json` in that directory, at most `FLUSH_S` after they change and at shutdown; a
-scrape adds the other workers' files to its own totals. So a scrape on one worker may miss up to
-`FLUSH_S` of another worker's latest requests; with one worker nothing lags.
+`money_<pid>.json` in that directory, at most `FLUSH_S` after they change, before answering a
+scrape, and at shutdown; a scrape adds the other workers' files to its own totals. So a scrape
+on one worker may miss up to `FLUSH_S` of another worker's latest requests (with one worker
+nothing lags), but a total never goes down from one scrape to the next, whichever worker answers
+each (Prometheus would read a drop as a counter reset). A worker that is killed outright (SIGKILL,
+out of memory) loses what it had not yet written from these counters; the spend ledger keeps it.
+A worker that reuses a dead worker's pid carries on from that worker's file.
 """
 
 from __future__ import annotations
@@ -50,15 +54,19 @@ class MoneyCounter:
 class ExactCounters(Collector):
     """The process's money counters, as one prometheus-client collector."""
 
-    def __init__(self, directory: str | None) -> None:
+    def __init__(self, directory: str | None, pid: int | None = None) -> None:
         self._counters: dict[str, MoneyCounter] = {}
         self._dir = Path(directory) if directory else None
-        self._own = f"{_PREFIX}{os.getpid()}.json"
+        self._own = f"{_PREFIX}{pid or os.getpid()}.json"
         self._written = b""
+        self._inherited: dict[str, dict[tuple[str, ...], int]] = {}
+        if self._dir is not None and (self._dir / self._own).exists():  # a dead worker had this pid
+            self._inherited = _read(self._dir / self._own)
 
     def counter(self, name: str, doc: str, labelnames: Iterable[str] = ()) -> MoneyCounter:
         assert name.endswith("_total"), name
         found = self._counters[name] = MoneyCounter(name.removesuffix("_total"), doc, tuple(labelnames))
+        found.totals.update(self._inherited.get(found.name, {}))
         return found
 
     def describe(self) -> Iterator[CounterMetricFamily]:
@@ -66,6 +74,7 @@ class ExactCounters(Collector):
             yield CounterMetricFamily(counter.name, counter.doc, labels=counter.labelnames)
 
     def collect(self) -> Iterator[CounterMetricFamily]:
+        self.flush_logged()  # first: a later scrape on another worker reads at least what this one says
         totals = self._merged()
         for counter in self._counters.values():
             family = CounterMetricFamily(counter.name, counter.doc, labels=counter.labelnames)
@@ -84,18 +93,11 @@ class ExactCounters(Collector):
         for path in sorted(self._dir.glob(f"{_PREFIX}*.json")):
             if path.name == self._own:
                 continue
-            try:
-                written = json.loads(path.read_bytes())
-            except (OSError, ValueError):  # a worker's file is replaced atomically; a vanished one is skipped
-                log.warning("unreadable money counter file %s", path)
-                continue
-            for name, rows in written.items():
+            for name, written in _read(path).items():
                 series = merged.get(name)
-                if series is None:
-                    continue
-                for *labels, pico in rows:
-                    key = tuple(labels)
-                    series[key] = series.get(key, 0) + int(pico)
+                if series is not None:
+                    for labels, pico in written.items():
+                        series[labels] = series.get(labels, 0) + pico
         return merged
 
     def flush(self) -> None:
@@ -119,7 +121,20 @@ class ExactCounters(Collector):
             return
         while True:
             await asyncio.sleep(FLUSH_S)
-            try:
-                self.flush()
-            except OSError as exc:
-                log.warning("money counters not written: %s", exc)
+            self.flush_logged()
+
+    def flush_logged(self) -> None:
+        try:
+            self.flush()
+        except OSError as exc:
+            log.warning("money counters not written: %s", exc)
+
+
+def _read(path: Path) -> dict[str, dict[tuple[str, ...], int]]:
+    """A worker's written totals (files are replaced atomically, so never half-written)."""
+    try:
+        written = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        log.warning("money counter file %s not read: %s", path, exc)
+        return {}
+    return {name: {tuple(labels): int(pico) for *labels, pico in rows} for name, rows in written.items()}

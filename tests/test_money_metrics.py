@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Gateway, model
+from prometheus_client import CollectorRegistry
 
-from gateway.exact_counters import FLUSH_S
+from gateway.exact_counters import FLUSH_S, ExactCounters, MoneyCounter
 from gateway.fake_upstream import FakeUpstreamThread
 
 HI: list[Any] = [{"role": "user", "content": "hi"}]
@@ -63,3 +65,41 @@ def test_money_counters_are_exact_sums(gw: Gateway, upstream: FakeUpstreamThread
         assert 'gateway_spend_usd_total{model="mm-cheap",provider="openai",team="",tier="mm-tier"} 0.0021\n' in text
         assert 'gateway_routing_saved_usd_total{tier="mm-tier"} 0.0329\n' in text
         assert gw.metric("gateway_requests_total", tier="mm-tier", status="200") == N
+
+
+def _scrape(counters: ExactCounters) -> float:
+    registry = CollectorRegistry()
+    registry.register(counters)
+    value = registry.get_sample_value("mm_spend_usd_total", {"team": "t"})
+    assert value is not None
+    return value
+
+
+def _worker(directory: Path, pid: int) -> tuple[ExactCounters, MoneyCounter]:
+    counters = ExactCounters(str(directory), pid=pid)
+    return counters, counters.counter("mm_spend_usd_total", "Spend.", ["team"])
+
+
+def test_a_total_never_goes_down_whichever_worker_answers(tmp_path: Path) -> None:
+    """Worker A's newest money is not yet in its file when worker B answers the next scrape: A
+    writes its file before answering, so B's scrape still reads at least what A's said."""
+    a, spend_a = _worker(tmp_path, 101)
+    b, spend_b = _worker(tmp_path, 102)
+    spend_a.add(("t",), 10**12)
+    spend_b.add(("t",), 10**12)
+    a.flush(), b.flush()
+    spend_a.add(("t",), 5 * 10**12)  # its periodic flush has not run yet
+    assert _scrape(a) == 7.0
+    assert _scrape(b) == 7.0
+
+
+def test_a_worker_reusing_a_dead_workers_pid_carries_on(tmp_path: Path) -> None:
+    dead, spend = _worker(tmp_path, 103)
+    spend.add(("t",), 6 * 10**12)
+    dead.flush()
+    other, other_spend = _worker(tmp_path, 104)
+    other_spend.add(("t",), 10**12)
+    other.flush()
+    reborn, reborn_spend = _worker(tmp_path, 103)
+    reborn_spend.add(("t",), 2 * 10**12)
+    assert _scrape(reborn) == 9.0 and _scrape(other) == 9.0
