@@ -5,8 +5,8 @@ kind and type come from fixed sets. Never a key, a user or a request id.
 
 With several workers, `PROMETHEUS_MULTIPROC_DIR` is set by `gateway serve` before
 prometheus_client is imported; each worker writes its own files and a scrape on any worker
-aggregates all of them. Money counters are `exact_counters.MoneyCounter`s (integer pico-USD,
-`add(labels, pico)`), not prometheus-client counters that add floats.
+aggregates all of them. Money metrics are `money_metrics` counters and a histogram (integer
+pico-USD: `add(labels, pico)`, `observe(labels, pico)`), not prometheus-client's, which add floats.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from prometheus_client import (
     multiprocess,
 )
 
-from gateway.exact_counters import ExactCounters
-from gateway.pricing import PICO_PER_USD, Cost, Usage
+from gateway.money_metrics import MoneyMetrics
+from gateway.pricing import Cost, Usage
 
 __all__ = ["Metrics"]
 
@@ -40,8 +40,8 @@ class Metrics:
         disable_created_metrics()  # `_created` series double the output and nobody graphs them
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         own = None if self.multiprocess else CollectorRegistry(auto_describe=True)
-        # Money counters: exact integer pico-USD sums, in USD at scrape time (see exact_counters).
-        self.money = ExactCounters(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        # Money: exact integer pico-USD sums, in USD at scrape time (see money_metrics).
+        self.money = MoneyMetrics(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         money = self.money.counter
 
         def counter(name: str, doc: str, labels: list[str]) -> Counter:
@@ -57,7 +57,8 @@ class Metrics:
         self.requests = counter("gateway_requests_total", "Chat requests by outcome.", ["model", "tier", "status"])
         self.spend = money("gateway_spend_usd_total", "Spend in USD.", ["model", "provider", "tier", "team"])
         self.tokens = counter("gateway_tokens_total", "Billed tokens by disjoint bucket.", ["model", "type"])
-        self.request_cost = histogram("gateway_request_cost_usd", "Cost per request in USD.", ["model", "tier"], _COST)
+        self.request_cost = self.money.histogram("gateway_request_cost_usd", "Cost per request in USD.",
+                                                 ["model", "tier"], _COST)
         self.duration = histogram("gateway_request_duration_seconds", "Request duration.", ["model"], _DURATION)
         self.ttft = histogram("gateway_upstream_ttft_seconds", "Upstream time to first token.", ["model"], _TTFT)
         self.overhead = histogram("gateway_overhead_seconds", "Time spent in the gateway itself.", [], _OVERHEAD)
@@ -116,7 +117,7 @@ class Metrics:
 
     def record_usage(self, model: str, provider: str, tier: str, team: str, usage: Usage, cost: Cost) -> None:
         self.spend.add((model, provider, tier, team), cost.total)
-        self.child(self.request_cost, model, tier).observe(cost.total / PICO_PER_USD)  # same as float(cost.usd)
+        self.request_cost.observe((model, tier), cost.total)
         for bucket, n in (
             ("input", usage.input),
             ("cached_input", usage.cached_input),

@@ -1,6 +1,6 @@
-"""Money counters on /metrics are exact sums (integer pico-USD turned into USD once), not float
-accumulations: 10 requests at $0.00021 read $0.0021, where ten float additions make
-0.0021000000000000007."""
+"""Money on /metrics is exact (integer pico-USD turned into USD once), not float accumulations:
+10 requests at $0.00021 read $0.0021 in the spend counter and the cost histogram's sum, where ten
+float additions make 0.0021000000000000007."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from conftest import Gateway, model
 from prometheus_client import CollectorRegistry
 
-from gateway.exact_counters import FLUSH_S, ExactCounters, MoneyCounter
 from gateway.fake_upstream import FakeUpstreamThread
+from gateway.money_metrics import FLUSH_S, MoneyCounter, MoneyMetrics
 
 HI: list[Any] = [{"role": "user", "content": "hi"}]
 USAGE = {"usage": {"prompt_tokens": 1000, "completion_tokens": 100}}
@@ -64,10 +64,16 @@ def test_money_counters_are_exact_sums(gw: Gateway, upstream: FakeUpstreamThread
         text = gw.metrics()
         assert 'gateway_spend_usd_total{model="mm-cheap",provider="openai",team="",tier="mm-tier"} 0.0021\n' in text
         assert 'gateway_routing_saved_usd_total{tier="mm-tier"} 0.0329\n' in text
+        cost = 'gateway_request_cost_usd_{}{{{}model="mm-cheap",tier="mm-tier"}} {}\n'
+        assert cost.format("sum", "", "0.0021") in text
+        assert cost.format("count", "", f"{N}.0") in text
+        assert cost.format("bucket", 'le="0.0001",', "0.0") in text  # $0.00021 > $0.0001
+        assert cost.format("bucket", 'le="0.0005",', f"{N}.0") in text
+        assert cost.format("bucket", 'le="+Inf",', f"{N}.0") in text
         assert gw.metric("gateway_requests_total", tier="mm-tier", status="200") == N
 
 
-def _scrape(counters: ExactCounters) -> float:
+def _scrape(counters: MoneyMetrics) -> float:
     registry = CollectorRegistry()
     registry.register(counters)
     value = registry.get_sample_value("mm_spend_usd_total", {"team": "t"})
@@ -75,8 +81,8 @@ def _scrape(counters: ExactCounters) -> float:
     return value
 
 
-def _worker(directory: Path, pid: int) -> tuple[ExactCounters, MoneyCounter]:
-    counters = ExactCounters(str(directory), pid=pid)
+def _worker(directory: Path, pid: int) -> tuple[MoneyMetrics, MoneyCounter]:
+    counters = MoneyMetrics(str(directory), pid=pid)
     return counters, counters.counter("mm_spend_usd_total", "Spend.", ["team"])
 
 
@@ -103,3 +109,16 @@ def test_a_worker_reusing_a_dead_workers_pid_carries_on(tmp_path: Path) -> None:
     reborn, reborn_spend = _worker(tmp_path, 103)
     reborn_spend.add(("t",), 2 * 10**12)
     assert _scrape(reborn) == 9.0 and _scrape(other) == 9.0
+
+
+def test_cost_histogram_buckets_hold_amounts_up_to_their_bound() -> None:
+    money = MoneyMetrics(None)
+    cost = money.histogram("mm_cost_usd", "Cost.", ["m"], (1e-06, 5e-05, 1))
+    for pico in (10**6, 10**6 + 1, 5 * 10**7, 10**12 + 1):  # $0.000001 sits in le="1e-06", one pico more does not
+        cost.observe(("x",), pico)
+    registry = CollectorRegistry()
+    registry.register(money)
+    buckets = {le: registry.get_sample_value("mm_cost_usd_bucket", {"m": "x", "le": le})
+               for le in ("1e-06", "5e-05", "1.0", "+Inf")}
+    assert buckets == {"1e-06": 1, "5e-05": 3, "1.0": 3, "+Inf": 4}
+    assert registry.get_sample_value("mm_cost_usd_sum", {"m": "x"}) == (2 * 10**6 + 1 + 5 * 10**7 + 10**12 + 1) / 10**12
