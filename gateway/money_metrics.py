@@ -58,6 +58,9 @@ class MoneyCounter:
         totals = self.totals
         totals[labels] = totals.get(labels, 0) + pico
 
+    def zero(self) -> int:
+        return 0
+
     @staticmethod
     def combine(a: int, b: int) -> int:
         return a + b
@@ -90,6 +93,9 @@ class MoneyHistogram:
             row = self.totals[labels] = [0] * (len(self._bounds) + 2)
         row[bisect_left(self._bounds, pico)] += 1  # the first bucket whose bound is >= the amount
         row[-1] += pico
+
+    def zero(self) -> list[int]:
+        return [0] * (len(self._bounds) + 2)
 
     @staticmethod
     def combine(a: list[int], b: list[int]) -> list[int]:
@@ -126,7 +132,7 @@ class MoneyMetrics(Collector):
         return self._declared(MoneyHistogram(name, doc, tuple(labelnames), buckets_usd))
 
     def _declared(self, metric: M) -> M:
-        metric.totals.update(self._inherited.get(metric.name, {}))
+        metric.totals.update(self._inherited.pop(metric.name, {}))
         self._metrics.append(metric)
         return metric
 
@@ -145,16 +151,20 @@ class MoneyMetrics(Collector):
         merged = {m.name: dict(m.totals) for m in self._metrics}
         if self._dir is None:
             return merged
-        combine = {m.name: m.combine for m in self._metrics}
+        by_name = {m.name: m for m in self._metrics}
         for path in sorted(self._dir.glob(f"{_PREFIX}*.json")):
             if path.name == self._own:
                 continue
             for name, written in _read(path).items():
                 series = merged.get(name)
-                if series is not None:
-                    for labels, value in written.items():
-                        found = series.get(labels)
-                        series[labels] = value if found is None else combine[name](found, value)
+                if series is None:
+                    continue
+                metric: Any = by_name[name]
+                for labels, value in written.items():
+                    try:
+                        series[labels] = metric.combine(series.get(labels) or metric.zero(), value)
+                    except (TypeError, ValueError):  # not this build's shape: never fail the whole scrape
+                        log.warning("money metrics file %s: %s %s not read", path, name, labels)
         return merged
 
     def flush(self) -> None:

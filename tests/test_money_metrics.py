@@ -122,3 +122,16 @@ def test_cost_histogram_buckets_hold_amounts_up_to_their_bound() -> None:
                for le in ("1e-06", "5e-05", "1.0", "+Inf")}
     assert buckets == {"1e-06": 1, "5e-05": 3, "1.0": 3, "+Inf": 4}
     assert registry.get_sample_value("mm_cost_usd_sum", {"m": "x"}) == (2 * 10**6 + 1 + 5 * 10**7 + 10**12 + 1) / 10**12
+
+
+def test_a_file_of_another_shape_is_skipped_not_fatal(tmp_path: Path) -> None:
+    (tmp_path / "money_999.json").write_text(
+        '{"mm_spend_usd": [["t", 5000000000000], ["u", [1, 2]]], "mm_cost_usd": [["x", [1, 2]]]}')
+    money, spend = _worker(tmp_path, 105)
+    cost = money.histogram("mm_cost_usd", "Cost.", ["m"], (1e-06,))
+    spend.add(("t",), 10**12)
+    cost.observe(("x",), 1)
+    assert _scrape(money) == 6.0  # the well-formed row is read, the others are skipped
+    registry = CollectorRegistry()
+    registry.register(money)
+    assert registry.get_sample_value("mm_cost_usd_count", {"m": "x"}) == 1

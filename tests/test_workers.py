@@ -43,5 +43,8 @@ def test_metrics_aggregate_across_two_workers(two_workers: Gateway, upstream: Fa
         assert two_workers.metric("gateway_requests_total", model="gpt-test", status="200") == sent
         # Exact (40 float additions of 0.0035 make 0.1400000000000001).
         assert two_workers.metric("gateway_spend_usd_total", model="gpt-test") == sent * 35 / 10_000
+        assert two_workers.metric("gateway_request_cost_usd_sum", model="gpt-test") == sent * 35 / 10_000
+        assert two_workers.metric("gateway_request_cost_usd_bucket", model="gpt-test", le="0.005") == sent
+        assert two_workers.metric("gateway_request_cost_usd_bucket", model="gpt-test", le="0.001") == 0
         assert two_workers.metric("gateway_tokens_total", model="gpt-test", type="input") == sent * 1000
         assert two_workers.metric("gateway_request_duration_seconds_count", model="gpt-test") == sent
