@@ -139,6 +139,18 @@ def routing(
     return res
 
 
+NOISE_MAX_PCT = 10.0  # a run noisier than this cannot show that a loss is absent
+
+
+def loss_limit_pct(rps: dict[str, Any]) -> float:
+    """How much lower by tier may be and not count as a measurable loss: the noise, unless
+    every paired round lost (then the loss is measured: 0) or the run is too noisy to resolve
+    a loss of NOISE_MAX_PCT (then only "not lower at all" passes)."""
+    if losing_rounds(rps) or rps["noise_pct"] > NOISE_MAX_PCT:
+        return 0.0
+    return float(rps["noise_pct"])
+
+
 def losing_rounds(rps: dict[str, Any]) -> bool:
     """Whether by tier lost to by name in every paired round (at least 3): then the loss is
     measured, however small next to the spread of same-mode runs (5 of 5 by chance: 1 in 32)."""
@@ -152,6 +164,5 @@ def figures(res: dict[str, Any]) -> dict[str, float]:
         "routing_p50_added_ms": r["latency"]["added_p50_ms"],
         "routing_rps_loss_pct": -r["rps"]["rps_diff_pct"],
         "routing_rps_noise_pct": r["rps"]["noise_pct"],
-        # A loss is measurable when it exceeds the noise, or when every paired round shows it.
-        "routing_rps_loss_limit_pct": 0.0 if losing_rounds(r["rps"]) else r["rps"]["noise_pct"],
+        "routing_rps_loss_limit_pct": loss_limit_pct(r["rps"]),
     }
