@@ -38,10 +38,10 @@ _COST = (1e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1, 5)
 class Metrics:
     def __init__(self) -> None:
         disable_created_metrics()  # `_created` series double the output and nobody graphs them
-        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
-        own = None if self.multiprocess else CollectorRegistry(auto_describe=True)
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        own = None if directory else CollectorRegistry(auto_describe=True)  # multiprocess: the workers' files
         # Money: exact integer pico-USD sums, in USD at scrape time (see money_metrics).
-        self.money = MoneyMetrics(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.money = MoneyMetrics(directory)
         money = self.money.counter
 
         def counter(name: str, doc: str, labels: list[str]) -> Counter:

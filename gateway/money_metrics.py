@@ -90,7 +90,7 @@ class MoneyHistogram:
     def observe(self, labels: Labels, pico: int) -> None:
         row = self.totals.get(labels)
         if row is None:
-            row = self.totals[labels] = [0] * (len(self._bounds) + 2)
+            row = self.totals[labels] = self.zero()
         row[bisect_left(self._bounds, pico)] += 1  # the first bucket whose bound is >= the amount
         row[-1] += pico
 
