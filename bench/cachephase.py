@@ -63,10 +63,10 @@ def _open(url: str, body: Any, duration: float, warm: float) -> dict[str, Any]:
 
 
 def _prefix_lookup(redis: bool, rounds: int = 200) -> dict[str, float]:
-    from gateway.block_hasher import BlockHasher
-    from gateway.prefix_blocks import prompt_blocks
-    from gateway.prefix_index import MemoryPrefixIndex, RedisPrefixIndex
-    from gateway.tokens import TokenCounter
+    from gateway.cache.prefix_blocks import prompt_blocks
+    from gateway.cache.prefix_hasher import BlockHasher
+    from gateway.cache.prefix_index import MemoryPrefixIndex, RedisPrefixIndex
+    from gateway.tokens.counter import TokenCounter
 
     counter = TokenCounter()
     turn = "The quarterly report covers revenue, churn, hiring and the product roadmap in detail. "

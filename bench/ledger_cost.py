@@ -14,13 +14,13 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from gateway.access import Grant
-from gateway.call import Call
-from gateway.config import LedgerConfig
-from gateway.keys import VirtualKey
-from gateway.ledger import MemoryLedger
-from gateway.pricing import Usage, price_usage
-from gateway.settings import ModelSpec
+from gateway.access.gate import Grant
+from gateway.access.keys import VirtualKey
+from gateway.config.schema import LedgerConfig
+from gateway.config.settings import ModelSpec
+from gateway.ledger.store import MemoryLedger
+from gateway.money.pricing import Usage, price_usage
+from gateway.pipeline.exchange import Call
 
 
 def _call(spec: ModelSpec) -> Call:
@@ -52,7 +52,7 @@ def on_path(n: int, ledger: object) -> list[float]:
 async def flush_cost(url: str, n: int) -> float:
     from redis.asyncio import Redis
 
-    from gateway.ledger_redis import RedisLedger
+    from gateway.ledger.store_redis import RedisLedger
 
     client = Redis.from_url(url)
     ledger = RedisLedger(client, f"bench-{uuid.uuid4().hex[:6]}", LedgerConfig())

@@ -16,23 +16,23 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from gateway import backends
-from gateway.access import Access
+from gateway.access.gate import Access
 from gateway.api import admin, chat, dashboard, estimate, health, ledger, metrics, models
 from gateway.api.errors import install_error_handlers
-from gateway.background import Background
-from gateway.catalog import builtin_config
-from gateway.config import load_config
-from gateway.memory import release_free_memory
-from gateway.metrics import Metrics
-from gateway.prefix_cache import PrefixCache
-from gateway.price_table import load_price_table
+from gateway.cache.prefix_cache import PrefixCache
+from gateway.config.catalog import builtin_config
+from gateway.config.schema import load_config
+from gateway.config.settings import Settings, resolve_settings
+from gateway.money.price_table import load_price_table
+from gateway.observability.metrics import Metrics
 from gateway.providers.litellm_provider import load_litellm
 from gateway.providers.registry import build_providers
-from gateway.routing import Router
-from gateway.settings import Settings, resolve_settings
+from gateway.providers.upstream_http import UpstreamPool
+from gateway.routing.router import Router
+from gateway.runtime.background import Background
+from gateway.runtime.heap import release_free_memory
 from gateway.state import AppState
-from gateway.tokens import TokenCounter
-from gateway.upstream_http import UpstreamPool
+from gateway.tokens.counter import TokenCounter
 
 __all__ = ["app_from_env", "create_app", "load_settings"]
 

@@ -7,15 +7,15 @@ import os
 import tempfile
 from typing import Any
 
-from gateway.budgets import Budgets, MemoryBudgets
-from gateway.cache_store import CacheStore, MemoryCacheStore, RedisCacheStore
-from gateway.keys import KeyStore, MemoryKeyStore
-from gateway.ledger import Ledger, MemoryLedger
-from gateway.prefix_index import MemoryPrefixIndex, PrefixIndex, RedisPrefixIndex
-from gateway.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from gateway.routing_state import MemoryRoutingState, RedisRoutingState, RoutingState
-from gateway.settings import Settings
-from gateway.spend_stats import MemorySpendStats, RedisSpendStats, SpendStats
+from gateway.access.budgets import Budgets, MemoryBudgets
+from gateway.access.keys import KeyStore, MemoryKeyStore
+from gateway.access.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from gateway.cache.prefix_index import MemoryPrefixIndex, PrefixIndex, RedisPrefixIndex
+from gateway.cache.response_store import CacheStore, MemoryCacheStore, RedisCacheStore
+from gateway.config.settings import Settings
+from gateway.ledger.spend_stats import MemorySpendStats, RedisSpendStats, SpendStats
+from gateway.ledger.store import Ledger, MemoryLedger
+from gateway.routing.state import MemoryRoutingState, RedisRoutingState, RoutingState
 
 __all__ = ["budgets", "key_store", "ledger", "prefix_index", "rate_limiter", "redis_client", "response_cache",
            "routing_state", "spend_stats"]
@@ -61,7 +61,7 @@ def prefix_index(settings: Settings, redis: Any) -> PrefixIndex:
 def key_store(settings: Settings, redis: Any) -> KeyStore:
     if redis is None:
         return MemoryKeyStore()
-    from gateway.key_store_redis import RedisKeyStore
+    from gateway.access.keys_redis import RedisKeyStore
 
     return RedisKeyStore(redis, settings.redis_prefix, settings.budgets.key_cache_ttl_s)
 
@@ -69,8 +69,8 @@ def key_store(settings: Settings, redis: Any) -> KeyStore:
 def budgets(settings: Settings, redis: Any) -> Budgets:
     if redis is None:
         return MemoryBudgets()
-    from gateway.budgets_redis import RedisBudgets
-    from gateway.spend_journal import SpendJournal
+    from gateway.access.budgets_redis import RedisBudgets
+    from gateway.access.journal import SpendJournal
 
     path = settings.budgets.journal_path or os.path.join(
         tempfile.gettempdir(), f"gateway-spend-journal-{settings.redis_prefix}.jsonl")
@@ -88,6 +88,6 @@ def spend_stats(settings: Settings, redis: Any) -> SpendStats:
 def ledger(settings: Settings, redis: Any) -> Ledger:
     if redis is None:
         return MemoryLedger(settings.ledger)
-    from gateway.ledger_redis import RedisLedger
+    from gateway.ledger.store_redis import RedisLedger
 
     return RedisLedger(redis, settings.redis_prefix, settings.ledger)

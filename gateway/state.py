@@ -5,19 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.access import Access
-from gateway.background import Background
-from gateway.cache_store import CacheStore
-from gateway.config import LedgerConfig
+from gateway.access.gate import Access
+from gateway.cache.prefix_cache import PrefixCache
+from gateway.cache.response_store import CacheStore
+from gateway.config.schema import LedgerConfig
+from gateway.config.settings import ModelSpec, Settings
 from gateway.errors import ModelNotFound, ServiceUnavailable
-from gateway.ledger import Ledger, MemoryLedger
-from gateway.metrics import Metrics
-from gateway.prefix_cache import PrefixCache
+from gateway.ledger.store import Ledger, MemoryLedger
+from gateway.observability.metrics import Metrics
 from gateway.providers.base import Provider
-from gateway.routing import Router
-from gateway.settings import ModelSpec, Settings
-from gateway.tokens import TokenCounter
-from gateway.upstream_http import UpstreamPool
+from gateway.providers.upstream_http import UpstreamPool
+from gateway.routing.router import Router
+from gateway.runtime.background import Background
+from gateway.tokens.counter import TokenCounter
 
 __all__ = ["AppState"]
 

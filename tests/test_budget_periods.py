@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from gateway.budget_periods import period_of
+from gateway.access.periods import period_of
 
 TICK = timedelta(microseconds=1)
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from gateway.budgets import Budgets, Hold, MemoryBudgets
-from gateway.budgets_redis import RedisBudgets
+from gateway.access.budgets import Budgets, Hold, MemoryBudgets
+from gateway.access.budgets_redis import RedisBudgets
+from gateway.access.keys import Team, VirtualKey
 from gateway.errors import BudgetExceeded
-from gateway.keys import Team, VirtualKey
 
 Scenario = Callable[[Budgets], Coroutine[Any, Any, None]]
 USD = 10**12

@@ -16,8 +16,8 @@ from conftest import Gateway, free_port, start_redis_server
 from redis.asyncio import Redis
 from test_response_cache import ask, cache_config
 
-from gateway.cache_presence import StoredKeys
-from gateway.cache_store import CacheUnavailable, RedisCacheStore
+from gateway.cache.response_presence import StoredKeys
+from gateway.cache.response_store import CacheUnavailable, RedisCacheStore
 from gateway.fake_upstream import FakeUpstreamThread
 
 

@@ -50,6 +50,6 @@ def test_no_mutable_module_state_and_no_swallowed_exceptions() -> None:
 
 
 def test_litellm_is_not_imported_on_start_up_or_the_openai_path() -> None:
-    code = "import sys, gateway.app, gateway.cli; print('litellm' in sys.modules)"
+    code = "import sys, gateway.app, gateway.cli.main; print('litellm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.stdout.strip() == "False", out.stderr

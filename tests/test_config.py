@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from gateway.app import load_settings
-from gateway.catalog import BUILTIN_MODELS
-from gateway.config import ConfigError, parse_config
-from gateway.price_table import load_price_table
-from gateway.settings import resolve_settings
+from gateway.config.catalog import BUILTIN_MODELS
+from gateway.config.schema import ConfigError, parse_config
+from gateway.config.settings import resolve_settings
+from gateway.money.price_table import load_price_table
 
 VALID: dict[str, Any] = {
     "models": [
@@ -137,10 +137,10 @@ def test_server_refuses_to_start_on_a_bad_config(tmp_path: Path) -> None:
 def test_builtin_catalog_has_sourced_quality_and_default_tiers(monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
 
-    from gateway.config import RoutingConfig
-    from gateway.routing import Router
-    from gateway.routing_state import MemoryRoutingState
-    from gateway.tokens import TokenCounter
+    from gateway.config.schema import RoutingConfig
+    from gateway.routing.router import Router
+    from gateway.routing.state import MemoryRoutingState
+    from gateway.tokens.counter import TokenCounter
 
     for var in ("OPENAI_API_KEY", "DEEPSEEK_API_KEY", "GEMINI_API_KEY"):
         monkeypatch.setenv(var, "sk-test")

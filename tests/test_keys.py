@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from gateway.access.keys import KeyStore, MemoryKeyStore, Team, budget_pico_from_usd, check_allowed, secret_hash
+from gateway.access.keys_redis import RedisKeyStore
 from gateway.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
-from gateway.key_store_redis import RedisKeyStore
-from gateway.keys import KeyStore, MemoryKeyStore, Team, budget_pico_from_usd, check_allowed, secret_hash
 
 Scenario = Callable[[KeyStore], Coroutine[Any, Any, None]]
 

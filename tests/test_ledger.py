@@ -27,7 +27,7 @@ import pytest
 from conftest import ROOT, Gateway, model
 
 from gateway.fake_upstream import FakeUpstreamThread
-from gateway.pricing import usd_text
+from gateway.money.pricing import usd_text
 
 MASTER = "master-ledger-key-123456"
 HI: Any = [{"role": "user", "content": "hi"}]

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from gateway.config import LedgerConfig
-from gateway.ledger import LedgerRecord, MemoryLedger, iso
-from gateway.ledger_redis import RedisLedger
-from gateway.ledger_report import export, spend_by, summarise
+from gateway.config.schema import LedgerConfig
+from gateway.ledger.report import export, spend_by, summarise
+from gateway.ledger.store import LedgerRecord, MemoryLedger, iso
+from gateway.ledger.store_redis import RedisLedger
 
 NOW = datetime.now(UTC)
 

@@ -14,7 +14,7 @@ from conftest import Gateway, model
 from prometheus_client import CollectorRegistry
 
 from gateway.fake_upstream import FakeUpstreamThread
-from gateway.money_metrics import FLUSH_S, MoneyCounter, MoneyMetrics
+from gateway.observability.money_metrics import FLUSH_S, MoneyCounter, MoneyMetrics
 
 HI: list[Any] = [{"role": "user", "content": "hi"}]
 USAGE = {"usage": {"prompt_tokens": 1000, "completion_tokens": 100}}

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from conftest import Gateway, model
 
+from gateway.cache.prefix_blocks import BLOCK_TOKENS, prompt_blocks
 from gateway.fake_upstream import FakeUpstreamThread
-from gateway.prefix_blocks import BLOCK_TOKENS, prompt_blocks
-from gateway.tokens import TokenCounter
+from gateway.tokens.counter import TokenCounter
 
 CLAUDE = {"input_per_mtok": 3, "output_per_mtok": 15, "cached_input_per_mtok": 0.3, "cache_write_per_mtok": 3.75}
 

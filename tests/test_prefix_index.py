@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.block_hasher import BlockHasher
-from gateway.cache_store import CacheUnavailable
-from gateway.prefix_blocks import BLOCK_TOKENS, prompt_blocks
-from gateway.prefix_index import MemoryPrefixIndex, RedisPrefixIndex, Warmth
-from gateway.prompt_cache_rules import Prediction, predict, with_breakpoint
-from gateway.settings import ModelSpec
-from gateway.tokens import TokenCounter
+from gateway.cache.prefix_blocks import BLOCK_TOKENS, prompt_blocks
+from gateway.cache.prefix_hasher import BlockHasher
+from gateway.cache.prefix_index import MemoryPrefixIndex, RedisPrefixIndex, Warmth
+from gateway.cache.prefix_rules import Prediction, predict, with_breakpoint
+from gateway.cache.response_store import CacheUnavailable
+from gateway.config.settings import ModelSpec
+from gateway.tokens.counter import TokenCounter
 
 CHAIN = [bytes([i]) * 16 for i in range(10)]
 

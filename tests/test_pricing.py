@@ -5,8 +5,18 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 
-from gateway.price_table import load_price_table, price_from_entry
-from gateway.pricing import Cost, FlatRates, Price, Rates, Usage, estimate_cost, per_mtok_to_pico, price_usage, usd_text
+from gateway.money.price_table import load_price_table, price_from_entry
+from gateway.money.pricing import (
+    Cost,
+    FlatRates,
+    Price,
+    Rates,
+    Usage,
+    estimate_cost,
+    per_mtok_to_pico,
+    price_usage,
+    usd_text,
+)
 
 RATES = Rates(input=3_000_000, cached_input=300_000, cache_write_5m=3_750_000, cache_write_1h=6_000_000,
               output=15_000_000, reasoning=15_000_000)

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
+from gateway.config.settings import ModelSpec
 from gateway.errors import DeadlineExceeded, GatewayError, InvalidRequest, RateLimited, UpstreamTimeout
 from gateway.fake_upstream import FakeUpstreamThread
-from gateway.pricing import Price, Rates
+from gateway.money.pricing import Price, Rates
 from gateway.providers.litellm_provider import load_litellm
 from gateway.providers.registry import build_providers
-from gateway.settings import ModelSpec
-from gateway.upstream_http import UpstreamPool
+from gateway.providers.upstream_http import UpstreamPool
 
 BODY = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
 

@@ -12,9 +12,9 @@ import pytest
 from conftest import free_port
 from redis.asyncio import Redis
 
+from gateway.access.keys import VirtualKey
+from gateway.access.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from gateway.errors import RateLimitExceeded
-from gateway.keys import VirtualKey
-from gateway.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 
 Scenario = Callable[[RateLimiter, RateLimiter], Coroutine[Any, Any, None]]
 

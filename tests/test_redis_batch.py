@@ -9,7 +9,7 @@ import uuid
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway.redis_batch import ScriptBatch
+from gateway.runtime.redis_scripts import ScriptBatch
 
 
 def test_unknown_scripts_are_loaded_and_only_their_calls_repeated(redis_url: str) -> None:

@@ -12,8 +12,8 @@ import openai
 import pytest
 from conftest import Gateway, model
 
+from gateway.cache.response_key import IGNORED_FIELDS, KEY_FIELDS
 from gateway.fake_upstream import FakeUpstreamThread
-from gateway.response_cache import IGNORED_FIELDS, KEY_FIELDS
 
 HI: Any = [{"role": "user", "content": "hello cache"}]
 USAGE = {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100}

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.config import parse_config
-from gateway.price_table import load_price_table
-from gateway.pricing import estimate_cost
-from gateway.routing import Router
-from gateway.routing_state import MemoryRoutingState
-from gateway.settings import resolve_settings
-from gateway.tokens import TokenCounter
+from gateway.config.schema import parse_config
+from gateway.config.settings import resolve_settings
+from gateway.money.price_table import load_price_table
+from gateway.money.pricing import estimate_cost
+from gateway.routing.router import Router
+from gateway.routing.state import MemoryRoutingState
+from gateway.tokens.counter import TokenCounter
 
 # (name, quality, input $/Mtok, output $/Mtok): the cheapest flips with the prompt length
 MODELS = [("in-cheap", 70, 0.10, 4.00), ("even", 72, 1.00, 1.00), ("out-cheap", 75, 3.00, 0.20),

@@ -13,10 +13,10 @@ import pytest
 from conftest import free_port, start_redis_server
 from redis.asyncio import Redis
 
-from gateway.budgets_redis import RedisBudgets
+from gateway.access.budgets_redis import RedisBudgets
+from gateway.access.journal import Settlement, SpendJournal
+from gateway.access.keys import Team, VirtualKey
 from gateway.errors import ServiceUnavailable
-from gateway.keys import Team, VirtualKey
-from gateway.spend_journal import Settlement, SpendJournal
 
 
 class PrivateRedis:

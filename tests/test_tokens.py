@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from gateway.tokens import TokenCounter, encoding_name_for
+from gateway.tokens.counter import TokenCounter, encoding_name_for
 
 
 def test_encoding_per_family() -> None:
@@ -52,7 +52,7 @@ def test_encodings_load_without_network() -> None:
         "def refuse(*a, **k): raise OSError('network disabled in this test')\n"
         "socket.socket.connect = refuse\n"
         "socket.create_connection = refuse\n"
-        "from gateway.tokens import TokenCounter\n"
+        "from gateway.tokens.counter import TokenCounter\n"
         "c = TokenCounter(); c.warm_up(['gpt-4o', 'gpt-4'])\n"
         "print(c.count_text('hello world', 'gpt-4o'), c.count_text('hello world', 'gpt-4'))\n"
     )

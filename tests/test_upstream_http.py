@@ -1,4 +1,4 @@
-"""Tests for gateway.upstream_http against real loopback servers.
+"""Tests for gateway.providers.upstream_http against real loopback servers.
 
 The servers are raw `asyncio.start_server` handlers written here, so every test controls the exact
 bytes on the wire, when they are written, how many connections are accepted and when they close.
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from gateway.upstream_http import (
+from gateway.providers.upstream_http import (
     _HIGH_WATER,
     Endpoint,
     UpstreamConnectError,

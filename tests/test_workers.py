@@ -9,7 +9,7 @@ import pytest
 from conftest import Gateway, standard_config
 
 from gateway.fake_upstream import FakeUpstreamThread
-from gateway.money_metrics import FLUSH_S
+from gateway.observability.money_metrics import FLUSH_S
 
 
 @pytest.fixture()

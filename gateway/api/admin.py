@@ -14,12 +14,12 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from gateway.budgets import Spend
+from gateway.access.budgets import Spend
+from gateway.access.keys import Team, budget_pico_from_usd, clean_fields
 from gateway.errors import AuthenticationFailed, InvalidRequest, NotFound
-from gateway.keys import Team, budget_pico_from_usd, clean_fields
-from gateway.ledger_report import spend_by
-from gateway.pricing import PICO_PER_USD
-from gateway.spend_stats import GROUPS, aggregate
+from gateway.ledger.report import spend_by
+from gateway.ledger.spend_stats import GROUPS, aggregate
+from gateway.money.pricing import PICO_PER_USD
 from gateway.state import AppState
 
 __all__ = ["admin_state", "day_bounds", "router", "span"]

@@ -10,20 +10,20 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.accounting import settle
 from gateway.api.errors import error_response, unexpected_error
-from gateway.cache_hits import lookup, serve_hit, store
-from gateway.call import Call, read_body, request_id
-from gateway.chat_request import parse_chat_request
+from gateway.api.sse_response import SSEResponse
+from gateway.cache.prefix_cache import add_breakpoint
+from gateway.cache.response_cache import lookup, serve_hit, store
+from gateway.cache.response_key import cache_key, cache_policy
+from gateway.config.settings import ModelSpec
 from gateway.errors import GatewayError
-from gateway.failover import fail_over, first_attempt
-from gateway.prefix_cache import add_breakpoint
+from gateway.pipeline.exchange import Call, read_body, request_id
+from gateway.pipeline.failover import fail_over, first_attempt
+from gateway.pipeline.relay import start_stream
+from gateway.pipeline.request import parse_chat_request
+from gateway.pipeline.settle import settle
 from gateway.providers.base import Provider
-from gateway.response_cache import cache_key, cache_policy
-from gateway.settings import ModelSpec
-from gateway.sse_response import SSEResponse
 from gateway.state import AppState
-from gateway.streaming import start_stream
 
 __all__ = ["PATH", "chat_completions"]
 

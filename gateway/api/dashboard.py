@@ -14,8 +14,8 @@ from starlette.responses import HTMLResponse
 
 from gateway.api.admin import day_bounds, span
 from gateway.errors import AuthenticationFailed
-from gateway.ledger_report import Summary, summarise
-from gateway.pricing import usd_text
+from gateway.ledger.report import Summary, summarise
+from gateway.money.pricing import usd_text
 from gateway.state import AppState
 
 __all__ = ["render", "router"]

@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from gateway.call import read_body
-from gateway.chat_request import parse_chat_request
+from gateway.pipeline.exchange import read_body
+from gateway.pipeline.request import parse_chat_request
 from gateway.state import AppState
 
 __all__ = ["router"]

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from gateway.redis_errors import redis_errors
+from gateway.runtime.redis_errors import redis_errors
 from gateway.state import AppState
 
 __all__ = ["router"]

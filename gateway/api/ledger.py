@@ -11,7 +11,7 @@ from starlette.responses import StreamingResponse
 
 from gateway.api.admin import admin_state, day_bounds, span
 from gateway.errors import InvalidRequest
-from gateway.ledger_report import export
+from gateway.ledger.report import export
 
 __all__ = ["router"]
 

@@ -7,14 +7,14 @@ from typing import Any
 
 import orjson
 
-from gateway.pricing import Usage
+from gateway.config.settings import ModelSpec
+from gateway.money.pricing import Usage
 from gateway.providers.anthropic_translate import FINISH_REASONS, to_anthropic_request, to_openai_completion
 from gateway.providers.base import Completion
 from gateway.providers.errors import bad_response, error_from_event
 from gateway.providers.sse import SSEStream
 from gateway.providers.transport import HTTPTransport
-from gateway.settings import ModelSpec
-from gateway.upstream_http import UpstreamResponse
+from gateway.providers.upstream_http import UpstreamResponse
 
 __all__ = ["PROVIDER_TYPE", "AnthropicProvider", "AnthropicStream"]
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 
+from gateway.config.settings import ModelSpec
 from gateway.errors import InvalidRequest
-from gateway.pricing import Usage
-from gateway.settings import ModelSpec
+from gateway.money.pricing import Usage
 
 __all__ = ["FINISH_REASONS", "to_anthropic_request", "to_openai_completion"]
 

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway.pricing import Usage
-from gateway.settings import ModelSpec
+from gateway.config.settings import ModelSpec
+from gateway.money.pricing import Usage
 
 __all__ = ["Completion", "Provider", "UpstreamStream"]
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
+from gateway.config.settings import ModelSpec
 from gateway.errors import GatewayError, InvalidRequest, RateLimited, UpstreamError, UpstreamTimeout
-from gateway.settings import ModelSpec
-from gateway.upstream_http import UpstreamConnectError, UpstreamDisconnected, UpstreamProtocolError
+from gateway.providers.upstream_http import UpstreamConnectError, UpstreamDisconnected, UpstreamProtocolError
 
 __all__ = ["bad_response", "error_from_event", "redact", "status_error", "upstream_errors"]
 

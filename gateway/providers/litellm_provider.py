@@ -14,11 +14,11 @@ from typing import Any
 
 import orjson
 
-from gateway.pricing import Usage
+from gateway.config.settings import ModelSpec
+from gateway.money.pricing import Usage
 from gateway.providers.base import Completion
 from gateway.providers.errors import upstream_errors
 from gateway.providers.transport import time_limit
-from gateway.settings import ModelSpec
 
 __all__ = ["PROVIDER_TYPE", "LitellmProvider", "LitellmStream", "load_litellm"]
 

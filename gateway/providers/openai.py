@@ -1,6 +1,6 @@
 """OpenAI-compatible upstreams (OpenAI, vLLM, Ollama, Together, DeepSeek, Groq, ...): the fast path.
 
-No litellm on this path: pooled keep-alive connections (`gateway.upstream_http`), the request
+No litellm on this path: pooled keep-alive connections (`gateway.providers.upstream_http`), the request
 body forwarded as is (model id swapped, usage always requested), SSE chunks relayed one by one
 as they arrive.
 """
@@ -12,13 +12,13 @@ from typing import Any
 
 import orjson
 
-from gateway.pricing import Usage
+from gateway.config.settings import ModelSpec
+from gateway.money.pricing import Usage
 from gateway.providers.base import Completion
 from gateway.providers.errors import bad_response, error_from_event
 from gateway.providers.sse import SSEStream
 from gateway.providers.transport import HTTPTransport
-from gateway.settings import ModelSpec
-from gateway.upstream_http import UpstreamResponse
+from gateway.providers.upstream_http import UpstreamResponse
 
 __all__ = ["PROVIDER_TYPE", "OpenAIProvider", "OpenAIStream"]
 

@@ -10,7 +10,7 @@ from gateway.providers.base import Provider
 from gateway.providers.litellm_provider import LitellmProvider
 from gateway.providers.openai import OpenAIProvider
 from gateway.providers.transport import HTTPTransport
-from gateway.upstream_http import UpstreamPool
+from gateway.providers.upstream_http import UpstreamPool
 
 __all__ = ["ADAPTERS", "build_providers"]
 

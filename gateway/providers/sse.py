@@ -7,10 +7,10 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from typing import Any
 
-from gateway.pricing import Usage
+from gateway.config.settings import ModelSpec
+from gateway.money.pricing import Usage
 from gateway.providers.errors import upstream_errors
-from gateway.settings import ModelSpec
-from gateway.upstream_http import UpstreamResponse
+from gateway.providers.upstream_http import UpstreamResponse
 
 __all__ = ["SSEStream"]
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import orjson
 
+from gateway.config.settings import ModelSpec
 from gateway.errors import DeadlineExceeded
 from gateway.providers.errors import status_error, upstream_errors
-from gateway.settings import ModelSpec
-from gateway.upstream_http import Endpoint, UpstreamPool, UpstreamResponse
+from gateway.providers.upstream_http import Endpoint, UpstreamPool, UpstreamResponse
 
 __all__ = ["HTTPTransport", "time_limit"]
 

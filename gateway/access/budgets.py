@@ -1,0 +1,200 @@
+"""Budgets: reserve a request's worst-case cost before calling upstream, settle the actual cost
+after. All money is integer pico-USD (gateway.money.pricing).
+
+A request is admitted only if, for its key AND its team (each that has a budget),
+
+    spent in the current period + reserved by live holds + this request's amount <= budget
+
+checked and reserved in one atomic step, so concurrent requests (in any number of processes,
+with `RedisBudgets`) can never jointly pass a budget. A hold is an expiring reservation: if the
+process holding it dies, it stops counting after `hold_ttl_s` (choose it above the longest
+request, e.g. the upstream timeout plus streaming time), and a key with nothing spent is never
+refused because of stale holds.
+
+Overshoot bound. When every request reserves its true worst case (input tokens plus max_tokens,
+or the model's maximum output when the request sets none, priced by `estimate_cost`) and settles
+at most that, spend never exceeds the budget: at every admission the sum of spend and all live
+holds stays within it, and settling replaces a hold by a smaller or equal amount. Spend can
+exceed the budget only when
+  * `settle` is called with more than the hold (the upstream returned more than reserved, e.g.
+    it ignored max_tokens, or the reservation under-counted input): the overshoot is at most the
+    sum of those excesses;
+  * a hold expired before its request settled (hold_ttl_s shorter than the request): the
+    overshoot is at most the amounts of the requests admitted meanwhile against the freed room;
+  * with `fail_open`, requests admitted while Redis was down (their settlements are journaled
+    and replayed).
+Settling is never refused: money already spent upstream is always recorded, even past the
+budget; the next reservation is then refused.
+
+`spend` / `team_spend` report spent, reserved and remaining for the current period.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from gateway.access.keys import Team, VirtualKey
+from gateway.access.periods import Period, period_of
+from gateway.errors import BudgetExceeded
+from gateway.money.pricing import usd_text
+
+__all__ = ["Budgets", "Hold", "MemoryBudgets", "Scope", "Spend", "check_pico", "new_hold", "scopes_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A reservation of `amount` pico-USD against a key and (if it has one) its team."""
+
+    id: str
+    amount: int
+    key_id: str
+    key_period: Period
+    team: str | None = None
+    team_period: Period = "total"
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    spent: int  # pico-USD settled in the current period
+    reserved: int  # pico-USD held by live reservations
+    budget: int | None
+    remaining: int | None  # max(budget - spent - reserved, 0); None without a budget
+    period_end: datetime | None  # None for 'total'
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """One budget a request is checked against: a key's or a team's."""
+
+    name: str  # 'key:<id>' or 'team:<name>'
+    period: Period
+    budget: int | None
+    label: str  # for messages, e.g. "key 'ci' (key-1a2b)"
+
+
+def scopes_of(key: VirtualKey, team: Team | None) -> list[Scope]:
+    """The key's scope, then its team's (a team without a record has no budget)."""
+    label = f"key '{key.alias}' ({key.id})" if key.alias else f"key {key.id}"
+    scopes = [Scope(f"key:{key.id}", key.budget_period, key.budget_pico, label)]
+    if key.team is not None:
+        budget, period = (team.budget_pico, team.budget_period) if team is not None else (None, "total")
+        scopes.append(Scope(f"team:{key.team}", period, budget, f"team '{key.team}'"))
+    return scopes
+
+
+def hold_scopes(hold: Hold) -> list[tuple[str, Period]]:
+    scopes: list[tuple[str, Period]] = [(f"key:{hold.key_id}", hold.key_period)]
+    if hold.team is not None:
+        scopes.append((f"team:{hold.team}", hold.team_period))
+    return scopes
+
+
+def check_pico(amount: int) -> int:
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+        raise ValueError(f"amounts are integer pico-USD >= 0, not {amount!r}")
+    return amount
+
+
+def new_hold(key: VirtualKey, team: Team | None, amount: int) -> Hold:
+    check_pico(amount)
+    team_period: Period = team.budget_period if team is not None else "total"
+    return Hold(uuid.uuid4().hex, amount, key.id, key.budget_period, key.team, team_period)
+
+
+def refusal(scope: Scope, spent: int, reserved: int, amount: int) -> BudgetExceeded:
+    assert scope.budget is not None
+    return BudgetExceeded(
+        f"Budget exceeded for {scope.label}: ${usd_text(spent)} spent and ${usd_text(reserved)} reserved "
+        f"of ${usd_text(scope.budget)} ({scope.period}); this request may cost up to ${usd_text(amount)}."
+    )
+
+
+def make_spend(spent: int, reserved: int, budget: int | None, period: Period, now: datetime) -> Spend:
+    remaining = max(budget - spent - reserved, 0) if budget is not None else None
+    return Spend(spent, reserved, budget, remaining, period_of(period, now)[1])
+
+
+class Budgets(Protocol):
+    async def reserve(self, key: VirtualKey, team: Team | None, amount_pico: int, hold_ttl_s: float) -> Hold:
+        """Hold `amount_pico` against the key and its team, or raise BudgetExceeded (nothing held)."""
+        ...
+
+    async def settle(self, hold: Hold, actual_pico: int, at: datetime | None = None) -> None:
+        """Remove the hold and add the actual cost to the spend of the period containing `at`
+        (default now). Never refused; idempotent per hold id."""
+        ...
+
+    async def release(self, hold: Hold) -> None:
+        """Remove the hold without spending (the request failed before costing anything)."""
+        ...
+
+    async def spend(self, key: VirtualKey) -> Spend: ...
+
+    async def team_spend(self, team: Team) -> Spend: ...
+
+
+class MemoryBudgets:
+    """The same semantics for one process (no Redis)."""
+
+    def __init__(self, settled_ttl_s: float = 7 * 86400) -> None:
+        self._spent: dict[tuple[str, str], int] = {}  # (scope, period id) -> pico
+        self._holds: dict[str, dict[str, tuple[float, int]]] = {}  # scope -> hold id -> (expiry, amount)
+        self._settled: dict[str, float] = {}  # hold id -> forget after (idempotent settle)
+        self._settled_ttl = settled_ttl_s
+
+    def _live(self, scope: str) -> dict[str, tuple[float, int]]:
+        now = time.time()
+        holds = self._holds.setdefault(scope, {})
+        for hold_id in [h for h, (expiry, _) in holds.items() if expiry <= now]:
+            del holds[hold_id]
+        return holds
+
+    def _spent_now(self, scope: str, period: Period, at: datetime) -> int:
+        return self._spent.get((scope, period_of(period, at)[0]), 0)
+
+    async def reserve(self, key: VirtualKey, team: Team | None, amount_pico: int, hold_ttl_s: float) -> Hold:
+        hold = new_hold(key, team, amount_pico)
+        now = datetime.now(UTC)
+        scopes = scopes_of(key, team)
+        for scope in scopes:
+            reserved = sum(amount for _, amount in self._live(scope.name).values())
+            spent = self._spent_now(scope.name, scope.period, now)
+            if scope.budget is not None and spent + reserved + amount_pico > scope.budget:
+                raise refusal(scope, spent, reserved, amount_pico)
+        expiry = time.time() + hold_ttl_s
+        for scope in scopes:
+            self._holds[scope.name][hold.id] = (expiry, amount_pico)
+        return hold
+
+    async def settle(self, hold: Hold, actual_pico: int, at: datetime | None = None) -> None:
+        check_pico(actual_pico)
+        now = time.time()
+        if self._settled.get(hold.id, 0.0) > now:
+            return
+        if len(self._settled) > 10_000:
+            self._settled = {h: until for h, until in self._settled.items() if until > now}
+        self._settled[hold.id] = now + self._settled_ttl
+        at = at or datetime.now(UTC)
+        for scope, period in hold_scopes(hold):
+            self._holds.get(scope, {}).pop(hold.id, None)
+            slot = (scope, period_of(period, at)[0])
+            self._spent[slot] = self._spent.get(slot, 0) + actual_pico
+
+    async def release(self, hold: Hold) -> None:
+        for scope, _ in hold_scopes(hold):
+            self._holds.get(scope, {}).pop(hold.id, None)
+
+    async def spend(self, key: VirtualKey) -> Spend:
+        return self._report(scopes_of(key, None)[0])
+
+    async def team_spend(self, team: Team) -> Spend:
+        return self._report(Scope(f"team:{team.name}", team.budget_period, team.budget_pico, team.name))
+
+    def _report(self, scope: Scope) -> Spend:
+        now = datetime.now(UTC)
+        reserved = sum(amount for _, amount in self._live(scope.name).values())
+        return make_spend(self._spent_now(scope.name, scope.period, now), reserved, scope.budget, scope.period, now)

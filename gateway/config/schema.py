@@ -1,0 +1,218 @@
+"""Configuration, phase one: the YAML shape (PRODUCT.md section 2), `${ENV}` substitution, and
+path-qualified error messages such as `models[2].pricing.input_per_mtok: must be >= 0`.
+
+Phase two (cross-references, prices, keys) lives in `gateway.config.settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = ["ConfigError", "GatewayConfig", "ModelConfig", "load_config", "parse_config"]
+
+Capability = Literal["tools", "vision", "json_schema"]
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """Every problem found in a config, each prefixed with its path."""
+
+    def __init__(self, problems: list[str], source: str = "config") -> None:
+        self.problems = problems
+        super().__init__(f"invalid {source}:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Money = Decimal
+
+
+class PriceFields(_Strict):
+    input_per_mtok: Money | None = Field(None, ge=0)
+    output_per_mtok: Money | None = Field(None, ge=0)
+    cached_input_per_mtok: Money | None = Field(None, ge=0)
+    cache_write_per_mtok: Money | None = Field(None, ge=0)
+    cache_write_1h_per_mtok: Money | None = Field(None, ge=0)
+    reasoning_per_mtok: Money | None = Field(None, ge=0)
+
+
+class PricingTier(PriceFields):
+    above_input_tokens: int = Field(ge=0)
+
+
+class PricingConfig(PriceFields):
+    tiers: list[PricingTier] = []
+
+
+class ModelConfig(_Strict):
+    name: str = Field(min_length=1)
+    provider: str = Field(min_length=1)
+    upstream_model: str | None = None
+    api_base: str | None = None
+    api_key: str | None = None
+    quality: float | None = Field(None, ge=0, le=100)
+    quality_source: str | None = None  # where the score comes from (shown by /v1/models)
+    pricing: PricingConfig | None = None
+    max_input_tokens: int | None = Field(None, gt=0)
+    max_output_tokens: int | None = Field(None, gt=0)
+    timeout_s: float = Field(120.0, gt=0)
+    capabilities: list[Capability] | None = None
+
+
+class TierConfig(_Strict):
+    min_quality: float = Field(0, ge=0, le=100)
+    policy: str = "cheapest"  # a built-in name or an importable module defining POLICY
+    baseline_model: str | None = None  # savings are measured against it (default: best quality)
+    order: list[str] = []  # preference list for the `ordered` policy
+
+
+class RoutingConfig(_Strict):
+    default_output_tokens: int = Field(256, gt=0)  # expected output before any is observed
+    max_attempts: int = Field(3, ge=1)  # candidates tried per request (failover)
+    deadline_s: float = Field(120, gt=0)  # overall budget for all attempts
+    failure_threshold: int = Field(3, ge=1)  # consecutive failures before a cooldown
+    cooldown_s: float = Field(30, gt=0)
+    # With Redis: how stale this process's copy of the shared state (cooldowns, learned output
+    # lengths) may get; successes are also written back in batches this often.
+    shared_state_refresh_s: float = Field(0.5, ge=0)
+
+
+class CacheLayer(_Strict):
+    enabled: bool = True
+    ttl_s: int = Field(3600, gt=0)
+    max_entry_bytes: int = Field(1 << 20, gt=0)  # larger answers are not stored
+    max_memory_bytes: int = Field(64 << 20, gt=0)  # bound of the in-process store (no Redis)
+    max_known_keys: int = Field(200_000, gt=0)  # Redis: entry names each replica knows (a miss then skips Redis)
+
+
+class PrefixLayer(_Strict):
+    """The prompt-prefix index: which prompt prefixes are warm at which model."""
+
+    enabled: bool = True
+    ttl_s: int = Field(300, gt=0)  # how long a provider keeps a prefix warm (OpenAI and Anthropic: ~5 min)
+    max_entries: int = Field(200_000, gt=0)  # block hashes kept per model (16 bytes each, ~2 MB in memory)
+    # Anthropic cache_control breakpoints added by the gateway: off | auto (when a prefix long
+    # enough to cache was already sent within ttl_s, so the write is repaid by reads) | always.
+    cache_control: Literal["off", "auto", "always"] = "auto"
+
+
+class CacheConfig(_Strict):
+    response: CacheLayer = Field(default_factory=lambda: CacheLayer.model_validate({"ttl_s": 3600}))
+    prefix: PrefixLayer = Field(default_factory=PrefixLayer)
+
+
+class BudgetConfig(_Strict):
+    """Virtual-key budgets and rate limits."""
+
+    hold_ttl_s: float = Field(600, gt=0)  # a budget hold expires after this (above the longest request)
+    fail_open: bool = False  # Redis down: refuse requests of keys with budgets (503) or admit them unchecked
+    journal_path: str | None = None  # settlements made while Redis is down (default: in the temp dir)
+    default_max_output_tokens: int = Field(4096, gt=0)  # worst-case output when neither request nor model says
+    input_margin_pct: int = Field(10, ge=0)  # reserved on top of the counted input (other tokenisers count more)
+    key_cache_ttl_s: float = Field(1.0, ge=0)  # how long a replica may use a key record before re-reading it
+    gauge_interval_s: float = Field(15, gt=0)  # how often team budget gauges are refreshed
+
+
+class LedgerConfig(_Strict):
+    """The spend ledger: one record per billed request (see gateway/ledger.py)."""
+
+    retention_days: int = Field(35, gt=0)  # Redis: a day's stream expires this many days after that day
+    max_per_day: int = Field(1_000_000, gt=0)  # Redis: per-day stream cap (approximate MAXLEN trim)
+    max_memory_records: int = Field(10_000, gt=0)  # without Redis: the newest records kept here (~0.7 KB each)
+    flush_interval_s: float = Field(0.2, gt=0)  # Redis: records are written in one batch this often
+
+
+class GatewayConfig(_Strict):
+    redis_url: str | None = None
+    redis_prefix: str = Field("gw", min_length=1)  # every key the gateway writes starts with it
+    master_key: str | None = None
+    require_keys: bool = False
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    models: list[ModelConfig] = Field(min_length=1)
+    tiers: dict[str, TierConfig] = {}
+    routing: RoutingConfig = Field(default_factory=lambda: RoutingConfig.model_validate({}))
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    budgets: BudgetConfig = Field(default_factory=BudgetConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _num(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float | Decimal) else str(value)
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind, ctx = err["type"], {k: _num(v) for k, v in (err.get("ctx") or {}).items()}
+    simple = {
+        "missing": "is required",
+        "extra_forbidden": "unknown field",
+        "greater_than_equal": f"must be >= {ctx.get('ge')}",
+        "greater_than": f"must be > {ctx.get('gt')}",
+        "less_than_equal": f"must be <= {ctx.get('le')}",
+        "too_short": "must not be empty",
+        "string_too_short": "must not be empty",
+        "literal_error": f"must be one of {ctx.get('expected')}",
+    }
+    return simple.get(kind) or str(err["msg"][0].lower() + err["msg"][1:])
+
+
+def _substitute(value: Any, path: str, problems: list[str]) -> Any:
+    """Replace `${NAME}` / `${NAME:-default}`; a value that is only an unset reference is None."""
+    if isinstance(value, dict):
+        return {k: _substitute(v, f"{path}.{k}" if path else str(k), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    whole = _ENV_REF.fullmatch(value)
+    if whole and whole.group(1) not in os.environ and whole.group(2) is None:
+        return None
+
+    def repl(m: re.Match[str]) -> str:
+        if m.group(1) in os.environ:
+            return os.environ[m.group(1)]
+        if m.group(2) is not None:
+            return m.group(2)
+        problems.append(f"{path}: environment variable {m.group(1)} is not set")
+        return ""
+
+    return _ENV_REF.sub(repl, value)
+
+
+def parse_config(data: Any, source: str = "config") -> GatewayConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(["(top level): must be a mapping"], source)
+    problems: list[str] = []
+    data = _substitute(data, "", problems)
+    try:
+        config = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        problems += [f"{_path(e['loc'])}: {_message(dict(e))}" for e in exc.errors()]
+        raise ConfigError(problems, source) from None
+    if problems:
+        raise ConfigError(problems, source)
+    return config
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    text = Path(path).read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"(yaml): {exc}"], str(path)) from None
+    return parse_config(data, str(path))

@@ -1,0 +1,230 @@
+"""Configuration, phase two: resolve each model's price, limits, key and wire format, and check
+cross-references. Produces the immutable `Settings` the app is built from.
+
+An unpriced model is a start-up error, never $0. A model whose key is missing is unavailable,
+not a crash.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any
+
+from gateway.config.providers import defaults_for
+from gateway.config.schema import (
+    BudgetConfig,
+    CacheLayer,
+    ConfigError,
+    GatewayConfig,
+    LedgerConfig,
+    ModelConfig,
+    PrefixLayer,
+    PriceFields,
+    RoutingConfig,
+)
+from gateway.money.price_table import PriceTable
+from gateway.money.pricing import Price, Rates, per_mtok_to_pico
+from routing_policies import RoutingPolicy, TierRoute, load_policy
+
+__all__ = ["ModelSpec", "Settings", "TierSpec", "resolve_settings"]
+
+_CAPABILITY_KEYS = MappingProxyType({
+    "tools": "supports_function_calling",
+    "vision": "supports_vision",
+    "json_schema": "supports_response_schema",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    name: str
+    provider: str
+    wire: str
+    upstream_model: str
+    api_base: str | None
+    api_key: str | None
+    price: Price
+    timeout_s: float
+    max_input_tokens: int | None = None
+    max_output_tokens: int | None = None
+    quality: float | None = None
+    quality_source: str | None = None
+    capabilities: frozenset[str] = frozenset()
+    unavailable_reason: str | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.unavailable_reason is None
+
+
+@dataclass(frozen=True, slots=True)
+class TierSpec:
+    name: str
+    min_quality: float
+    policy: RoutingPolicy
+    baseline_model: str | None  # None: the best-quality qualifying model of the moment
+    order: tuple[str, ...] = ()
+
+    @property
+    def route(self) -> TierRoute:
+        return TierRoute(self.name, self.min_quality, self.order)
+
+
+@dataclass(frozen=True)
+class Settings:
+    models: dict[str, ModelSpec]
+    tiers: dict[str, TierSpec] = field(default_factory=dict)
+    routing: RoutingConfig = field(default_factory=lambda: RoutingConfig.model_validate({}))
+    cache: CacheLayer = field(default_factory=lambda: CacheLayer.model_validate({"ttl_s": 3600}))  # response cache
+    prefix: PrefixLayer = field(default_factory=PrefixLayer)  # prompt-prefix index
+    budgets: BudgetConfig = field(default_factory=BudgetConfig)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    max_body_bytes: int = 4 * 1024 * 1024
+    redis_url: str | None = None
+    redis_prefix: str = "gw"
+    master_key: str | None = None
+    require_keys: bool = False
+
+    def secrets(self) -> list[str]:
+        """Every credential the gateway holds, for redaction."""
+        keys = [m.api_key for m in self.models.values() if m.api_key]
+        if self.master_key:
+            keys.append(self.master_key)
+        return sorted({k for k in keys if len(k) >= 4}, key=len, reverse=True)
+
+
+def _pico(value: Decimal | None) -> int | None:
+    return None if value is None else per_mtok_to_pico(value)
+
+
+def _override(rates: Rates | None, fields: PriceFields) -> Rates | None:
+    inp = _pico(fields.input_per_mtok)
+    out = _pico(fields.output_per_mtok)
+    inp = inp if inp is not None else (rates.input if rates else None)
+    out = out if out is not None else (rates.output if rates else None)
+    if inp is None or out is None:
+        return None
+    cached = _pico(fields.cached_input_per_mtok)
+    write = _pico(fields.cache_write_per_mtok)
+    write_1h = _pico(fields.cache_write_1h_per_mtok)
+    reasoning = _pico(fields.reasoning_per_mtok)
+    cached = cached if cached is not None else (rates.cached_input if rates else inp)
+    write = write if write is not None else (rates.cache_write_5m if rates else inp)
+    write_1h = write_1h if write_1h is not None else (rates.cache_write_1h if rates else write)
+    if reasoning is None:
+        reasoning = rates.reasoning if rates and rates.reasoning != rates.output else out
+    return Rates(inp, cached, write, write_1h, out, reasoning)
+
+
+def _price(m: ModelConfig, table_price: Price | None) -> Price | None:
+    if m.pricing is None:
+        return table_price
+    base = _override(table_price.base if table_price else None, m.pricing)
+    if base is None:
+        return None
+    if not m.pricing.tiers:
+        return Price(base=base, tiers=table_price.tiers if table_price else ())
+    tiers = []
+    for tier in m.pricing.tiers:
+        rates = _override(base, tier)
+        assert rates is not None  # base is complete, so a tier always resolves
+        tiers.append((tier.above_input_tokens, rates))
+    return Price(base=base, tiers=tuple(sorted(tiers, key=lambda t: t[0])))
+
+
+def _resolve_model(i: int, m: ModelConfig, table: PriceTable, problems: list[str]) -> ModelSpec | None:
+    path = f"models[{i}]"
+    defaults = defaults_for(m.provider)
+    upstream = m.upstream_model or m.name
+    entry: dict[str, Any] = table.entry(m.provider, upstream) or {}
+    price = _price(m, table.price(m.provider, upstream))
+    if price is None:
+        problems.append(
+            f"{path}.pricing: no price for '{upstream}' (provider '{m.provider}'): it is not in "
+            "litellm's price table; set pricing.input_per_mtok and pricing.output_per_mtok"
+        )
+        return None
+    api_base = m.api_base or defaults.api_base
+    if api_base is None and defaults.wire == "openai":
+        problems.append(f"{path}.api_base: is required for provider '{m.provider}'")
+        return None
+    api_key = m.api_key
+    if api_key is None and defaults.key_env and m.api_base is None:
+        api_key = os.environ.get(defaults.key_env) or None
+    reason = None
+    if api_key is None and m.api_base is None and defaults.key_env:
+        reason = f"no API key: set {defaults.key_env} or models[].api_key"
+    caps: frozenset[str] = frozenset(
+        m.capabilities if m.capabilities is not None else (c for c, key in _CAPABILITY_KEYS.items() if entry.get(key))
+    )
+    return ModelSpec(
+        name=m.name,
+        provider=m.provider,
+        wire=defaults.wire,
+        upstream_model=upstream,
+        api_base=api_base.rstrip("/") if api_base else None,
+        api_key=api_key,
+        price=price,
+        timeout_s=m.timeout_s,
+        max_input_tokens=m.max_input_tokens or entry.get("max_input_tokens"),
+        max_output_tokens=m.max_output_tokens or entry.get("max_output_tokens"),
+        quality=m.quality,
+        quality_source=m.quality_source,
+        capabilities=caps,
+        unavailable_reason=reason,
+    )
+
+
+def _resolve_tiers(config: GatewayConfig, models: dict[str, int], problems: list[str]) -> dict[str, TierSpec]:
+    tiers: dict[str, TierSpec] = {}
+    for name, tier in config.tiers.items():
+        path = f"tiers.{name}"
+        if name in models:
+            problems.append(f"{path}: name clashes with model '{name}'")
+            continue
+        refs = [(tier.baseline_model, "baseline_model"), *((m, f"order[{i}]") for i, m in enumerate(tier.order))]
+        for ref, where in refs:
+            if ref is not None and ref not in models:
+                problems.append(f"{path}.{where}: model '{ref}' is not defined")
+        try:
+            policy = load_policy(tier.policy)
+        except ValueError as exc:
+            problems.append(f"{path}.policy: {exc}")
+            continue
+        tiers[name] = TierSpec(name, tier.min_quality, policy, tier.baseline_model, tuple(tier.order))
+    return tiers
+
+
+def resolve_settings(config: GatewayConfig, table: PriceTable, source: str = "config") -> Settings:
+    problems: list[str] = []
+    models: dict[str, ModelSpec] = {}
+    first_seen: dict[str, int] = {}
+    for i, m in enumerate(config.models):
+        if m.name in first_seen:
+            first = first_seen[m.name]
+            problems.append(f"models[{i}].name: duplicate model name '{m.name}' (first at models[{first}])")
+            continue
+        first_seen[m.name] = i
+        spec = _resolve_model(i, m, table, problems)
+        if spec is not None:
+            models[m.name] = spec
+    tiers = _resolve_tiers(config, first_seen, problems)
+    if problems:
+        raise ConfigError(problems, source)
+    return Settings(
+        models=models,
+        tiers=tiers,
+        routing=config.routing,
+        cache=config.cache.response,
+        prefix=config.cache.prefix,
+        budgets=config.budgets,
+        ledger=config.ledger,
+        max_body_bytes=config.max_body_bytes,
+        redis_url=config.redis_url or os.environ.get("REDIS_URL") or None,
+        redis_prefix=config.redis_prefix,
+        master_key=config.master_key,
+        require_keys=config.require_keys,
+    )

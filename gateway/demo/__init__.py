@@ -1,0 +1,1 @@
+"""`gateway demo`: the real gateway against simulated providers, no keys and no Redis needed."""

@@ -1,0 +1,129 @@
+"""Every Prometheus metric the gateway exports, declared once (names per PRODUCT.md section 6).
+
+Labels are bounded: model and tier are configured names (or "none"), status is an HTTP code,
+kind and type come from fixed sets. Never a key, a user or a request id.
+
+With several workers, `PROMETHEUS_MULTIPROC_DIR` is set by `gateway serve` before
+prometheus_client is imported; each worker writes its own files and a scrape on any worker
+aggregates all of them. Money metrics are `money_metrics` counters and a histogram (integer
+pico-USD: `add(labels, pico)`, `observe(labels, pico)`), not prometheus-client's, which add floats.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
+
+from gateway.money.pricing import Cost, Usage
+from gateway.observability.money_metrics import MoneyMetrics
+
+__all__ = ["Metrics"]
+
+_DURATION = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+_TTFT = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+_OVERHEAD = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+_COST = (1e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1, 5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        disable_created_metrics()  # `_created` series double the output and nobody graphs them
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        own = None if directory else CollectorRegistry(auto_describe=True)  # multiprocess: the workers' files
+        # Money: exact integer pico-USD sums, in USD at scrape time (see money_metrics).
+        self.money = MoneyMetrics(directory)
+        money = self.money.counter
+
+        def counter(name: str, doc: str, labels: list[str]) -> Counter:
+            return Counter(name, doc, labels, registry=own)
+
+        def gauge(name: str, doc: str, labels: list[str]) -> Gauge:
+            # Every replica reports the same shared figure: with several workers, show the largest.
+            return Gauge(name, doc, labels, registry=own, multiprocess_mode="livemax")
+
+        def histogram(name: str, doc: str, labels: list[str], buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, labels, buckets=buckets, registry=own)
+
+        self.requests = counter("gateway_requests_total", "Chat requests by outcome.", ["model", "tier", "status"])
+        self.spend = money("gateway_spend_usd_total", "Spend in USD.", ["model", "provider", "tier", "team"])
+        self.tokens = counter("gateway_tokens_total", "Billed tokens by disjoint bucket.", ["model", "type"])
+        self.request_cost = self.money.histogram("gateway_request_cost_usd", "Cost per request in USD.",
+                                                 ["model", "tier"], _COST)
+        self.duration = histogram("gateway_request_duration_seconds", "Request duration.", ["model"], _DURATION)
+        self.ttft = histogram("gateway_upstream_ttft_seconds", "Upstream time to first token.", ["model"], _TTFT)
+        self.overhead = histogram("gateway_overhead_seconds", "Time spent in the gateway itself.", [], _OVERHEAD)
+        self.upstream_errors = counter("gateway_upstream_errors_total", "Upstream failures by kind.", ["model", "kind"])
+        self.failovers = counter("gateway_failovers_total", "Attempts moved on to a tier's next candidate.", ["tier"])
+        self.routing_saved = money(
+            "gateway_routing_saved_usd_total",
+            "What the tier's baseline model would have cost for the same usage, minus the actual cost.", ["tier"],
+        )
+        self.cache_requests = counter("gateway_cache_requests_total", "Cache lookups by result.", ["cache", "result"])
+        self.cache_saved = money("gateway_cache_saved_usd_total", "What cache hits would have cost.", ["cache"])
+        self.cache_write_premium = money(
+            "gateway_cache_write_premium_usd_total",
+            "What prompt-cache writes cost above plain input (Anthropic: 1.25x or 2x the input price).", [],
+        )
+        self.prefix_prediction = counter(
+            "gateway_prefix_prediction_tokens_total",
+            "Predicted vs actual cached prompt tokens (outcome: correct | over | under).", ["outcome"],
+        )
+        self.budget_rejections = counter(
+            "gateway_budget_rejections_total", "Requests refused because a key's or team's budget was spent.", ["team"])
+        self.budget_used = gauge("gateway_budget_used_ratio", "Team budget used, (spent + reserved) / budget.",
+                                 ["team"])
+        self.budget_remaining = gauge("gateway_budget_remaining_usd", "Team budget left in its period, USD.", ["team"])
+        self.rate_limit_rejections = counter(
+            "gateway_rate_limit_rejections_total", "Requests refused by a key's RPM/TPM limit.", ["team"])
+        self.cache_errors = counter("gateway_cache_errors_total", "Cache operations that failed (bypassed).", ["cache"])
+        self.in_flight = Gauge("gateway_in_flight_requests", "Chat requests in flight.", registry=own,
+                               multiprocess_mode="livesum")  # with several workers: their sum
+        self.usage_estimated = counter(
+            "gateway_usage_estimated_total",
+            "Requests billed from the gateway's own token count (reason: missing | disconnect | error).",
+            ["model", "reason"],
+        )
+        self._registry = self._exporting(own)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _exporting(self, own: CollectorRegistry | None) -> CollectorRegistry:
+        """What /metrics renders: this process's metrics, or every worker's (multiprocess)."""
+        if own is None:
+            own = CollectorRegistry()
+            multiprocess.MultiProcessCollector(own)
+        own.register(self.money)
+        return own
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, memoised: label sets are bounded, lookups are hot."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def render(self) -> bytes:
+        return generate_latest(self._registry)
+
+    def record_usage(self, model: str, provider: str, tier: str, team: str, usage: Usage, cost: Cost) -> None:
+        self.spend.add((model, provider, tier, team), cost.total)
+        self.request_cost.observe((model, tier), cost.total)
+        for bucket, n in (
+            ("input", usage.input),
+            ("cached_input", usage.cached_input),
+            ("cache_write", usage.cache_write_5m + usage.cache_write_1h),
+            ("output", usage.output),
+            ("reasoning", usage.reasoning),
+        ):
+            if n:
+                self.child(self.tokens, model, bucket).inc(n)

@@ -1,0 +1,427 @@
+"""Where routing decides: which models qualify for a tier, what each would cost for this request
+(priced by the pricing core), and in which order the tier's policy wants them tried.
+
+Filtering comes before any policy, and every exclusion keeps its reason: quality below the tier,
+unavailable (no key), cooling down, a capability the request needs, or a context window the
+request does not fit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from math import inf
+from typing import Any
+
+from gateway.cache.prefix_cache import PrefixCache, PrefixPlan
+from gateway.cache.prefix_rules import OPENAI_MIN_TOKENS, Prediction
+from gateway.config.settings import ModelSpec, Settings, TierSpec
+from gateway.errors import InvalidRequest, PermissionDenied, ServiceUnavailable
+from gateway.money.pricing import FlatRates, Price, estimate_cost, estimate_costs, usd_text
+from gateway.routing.state import RoutingState, Snapshot
+from gateway.tokens.counter import TokenCounter, encoding_name_for
+from routing_policies import Candidate
+
+__all__ = ["Excluded", "RoutePlan", "Router", "needed_capabilities"]
+
+log = logging.getLogger("gateway.routing")
+
+
+@dataclass(frozen=True, slots=True)
+class Excluded:
+    model: str
+    reason: str
+    kind: str  # quality | unavailable | cooling | capability | context | permission
+
+
+class RoutePlan:
+    """A routing decision: the best candidate, the others (built when first read), what was
+    excluded and why, and what savings are measured against. Built once per routed request, so
+    a plain slots class with a positional constructor (a dataclass with keywords costs more)."""
+
+    __slots__ = ("tier", "first", "excluded", "baseline", "count", "size", "prefix", "failovers", "head",
+                 "_ranked", "_rest", "_said")
+
+    def __init__(
+        self, tier: TierSpec, first: Candidate, excluded: Sequence[Excluded], baseline: ModelSpec | None,
+        count: int, size: int, prefix: PrefixPlan | None, head: str,
+        ranked: list[Candidate] | None, rest: _Rest | None,
+    ) -> None:
+        self.tier = tier
+        self.first = first  # the best
+        self.excluded = excluded
+        self.baseline = baseline  # what savings are measured against
+        self.count = count  # candidates that qualified
+        self.size = size  # candidates ranked: `count`, or fewer with a limit
+        self.prefix = prefix  # prompt-cache predictions (long prompts only)
+        self.failovers: list[str] = []  # "model (reason)" for each failed attempt
+        self.head = head  # the route reason up to the estimate, when known beforehand (see _TierModels)
+        self._ranked = ranked
+        self._rest = rest  # what builds the ranking after `first` when first read
+        self._said: tuple[str, int, str] | None = None
+
+    @property
+    def ranked(self) -> list[Candidate]:
+        """All `size` candidates, best first. Most requests only ever need `first`, so the
+        common path builds the rest only when this is read (failover, estimates)."""
+        if self._ranked is None:
+            if self._rest is None:
+                self._ranked = [self.first]
+            else:
+                models, top, n, outs, latency = self._rest
+                self._ranked = [self.first, *models.candidates(top[1:], n, outs, latency)]
+                self._rest = None
+        return self._ranked
+
+    def reason(self, chosen: str) -> str:
+        """The x-gateway-route text (also the ledger's route reason: formatted once per outcome)."""
+        said = self._said
+        if said is not None and said[0] == chosen and said[1] == len(self.failovers):
+            return said[2]
+        text = self._format_reason(chosen)
+        self._said = (chosen, len(self.failovers), text)
+        return text
+
+    def _format_reason(self, chosen: str) -> str:
+        first = self.first
+        cost = first.estimated_cost_pico if first.model == chosen else next(
+            c.estimated_cost_pico for c in self.ranked if c.model == chosen)
+        text = (self.head or _reason_head(self.tier, self.count, len(self.excluded))) + usd_text(cost)
+        if self.failovers:
+            text += "; failover from " + ", ".join(self.failovers)
+        return text
+
+    def describe(self) -> dict[str, Any]:
+        """The body of POST /v1/estimate."""
+        def usd(pico: int) -> float:
+            return pico / 10**12
+
+        best = self.first
+        return {
+            "model": best.model,
+            "tier": self.tier.name,
+            "policy": self.tier.policy.name,
+            "estimated_cost_usd": usd(best.estimated_cost_pico),
+            "candidates": [
+                {"model": c.model, "estimated_cost_usd": usd(c.estimated_cost_pico), "input_tokens": c.input_tokens,
+                 "cached_tokens": c.cached_tokens, "cache_write_tokens": c.cache_write_tokens,
+                 "expected_output_tokens": c.expected_output_tokens, "quality": c.quality}
+                for c in self.ranked
+            ],
+            "excluded": [{"model": e.model, "reason": e.reason} for e in self.excluded],
+            "baseline_model": self.baseline.name if self.baseline else None,
+        }
+
+
+_Rest = tuple["_TierModels", list[int], int, list[int], dict[str, float]]  # models, order, n, outs, latency
+
+
+@dataclass(frozen=True)
+class _TierModels:
+    """A tier's models, split once at start-up: the static exclusions (quality, no key) and the
+    rest, with what the per-request fast path needs."""
+
+    in_tier: list[ModelSpec]  # quality qualifies (the baseline is chosen among these)
+    rows: tuple[tuple[ModelSpec, str], ...]  # available candidates, best quality first, and their encoding
+    excluded: tuple[Excluded, ...]
+    names: tuple[str, ...]
+    encodings: tuple[str, ...]  # of the rows, each once (token counts are per encoding)
+    min_context: float  # the smallest input window among the rows
+    min_output: float  # the smallest maximum output among the rows
+    prices: tuple[Price, ...]  # of the rows
+    by_cost: bool  # the tier's policy ranks by estimated cost alone: the router sorts, cheaply
+    flat: FlatRates | None  # the rows' prices, when by_cost and none has long-context tiers
+    qualities: tuple[float, ...]  # of the rows
+    head: str  # the route reason's start when no model is excluded per request
+    flat_encoding: str | None  # the one encoding of all rows, when `flat` (the fast path's condition)
+
+    def candidate(self, i: int, n: int, out: int, latency: dict[str, float]) -> Candidate:
+        """Row `i` for a prompt of `n` tokens and `out` expected output tokens (`flat` prices)."""
+        assert self.flat is not None
+        name = self.names[i]
+        return Candidate(name, self.qualities[i], self.flat.estimate(i, n, out), n, out, latency.get(name))
+
+    def candidates(self, rows: list[int], n: int, outs: list[int], latency: dict[str, float]) -> list[Candidate]:
+        return [self.candidate(i, n, outs[i], latency) for i in rows]
+
+    @classmethod
+    def build(cls, tier: TierSpec, models: list[ModelSpec]) -> _TierModels:
+        in_tier = [m for m in models if m.quality is not None and m.quality >= tier.min_quality]
+        excluded = [
+            Excluded(m.name, f"quality {m.quality if m.quality is not None else 'unset'} < {tier.min_quality:g}",
+                     "quality")
+            for m in models if m not in in_tier
+        ]
+        excluded += [Excluded(m.name, m.unavailable_reason, "unavailable") for m in in_tier if m.unavailable_reason]
+        # Best quality first (then name): policies sort stably, so this order breaks their ties.
+        ranked = sorted((m for m in in_tier if not m.unavailable_reason), key=lambda m: (-(m.quality or 0.0), m.name))
+        rows = tuple((m, encoding_name_for(m.upstream_model)) for m in ranked)
+        encodings = tuple(dict.fromkeys(enc for _, enc in rows))
+        by_cost = bool(getattr(tier.policy, "ranks_by_cost", False))
+        flat = FlatRates.of([m.price for m, _ in rows]) if by_cost else None
+        return cls(
+            in_tier, rows, tuple(excluded), tuple(m.name for m, _ in rows), encodings,
+            min((m.max_input_tokens or inf for m, _ in rows), default=inf),
+            min((m.max_output_tokens or inf for m, _ in rows), default=inf),
+            tuple(m.price for m, _ in rows), by_cost, flat,
+            tuple(m.quality or 0.0 for m, _ in rows), _reason_head(tier, len(rows), len(excluded)),
+            encodings[0] if flat is not None and len(encodings) == 1 else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Order:
+    """A tier's cost order for the expected outputs `outs` (learned from `learned` at snapshot
+    `version`, or the request's max_tokens for all), holding for prompts of lo..hi tokens."""
+
+    learned: dict[str, float]
+    version: int
+    lo: int
+    hi: int
+    outs: list[int]
+    top: list[int]  # row indices, cheapest first
+
+
+def _reason_head(tier: TierSpec, count: int, excluded: int) -> str:
+    return f"{tier.policy.name}; {count} candidate{'s' if count != 1 else ''}, {excluded} excluded; est $"
+
+
+def _clamp(prediction: Prediction, input_tokens: int) -> tuple[int, int]:
+    """(cached, write) tokens of a prediction, within the counted prompt."""
+    cached = min(prediction.cached, input_tokens)
+    return cached, min(prediction.write, input_tokens - cached)
+
+
+def needed_capabilities(body: dict[str, Any]) -> set[str]:
+    needs = set()
+    if body.get("tools") or body.get("functions"):
+        needs.add("tools")
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        needs.add("json_schema")
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "image_url" for p in content):
+            needs.add("vision")
+    return needs
+
+
+def _special(body: dict[str, Any]) -> bool:
+    """Whether the request may need a capability (then ask `needed_capabilities`); False for the
+    common request, without building a set."""
+    if body.get("tools") or body.get("functions") or body.get("response_format") is not None:
+        return True
+    for message in body["messages"]:
+        if isinstance(message, dict) and message.get("content").__class__ is list:
+            return True
+    return False
+
+
+def _max_tokens(body: dict[str, Any]) -> int | None:
+    value = body.get("max_completion_tokens") or body.get("max_tokens")
+    return value if isinstance(value, int) else None
+
+
+class Router:
+    def __init__(
+        self, settings: Settings, tokens: TokenCounter, state: RoutingState, prefix: PrefixCache | None = None
+    ) -> None:
+        self._settings = settings
+        self._tokens = tokens
+        self.state = state
+        self._prefix = prefix
+        self._latency: dict[str, float] = {}  # model -> running mean duration, this process
+        # Quality, keys and prices never change at run time: split each tier's models once.
+        models = sorted(settings.models.values(), key=lambda m: m.name)
+        self._tiers = {tier.name: _TierModels.build(tier, models) for tier in settings.tiers.values()}
+        self._baselines = {t.name: self._baseline(t, self._tiers[t.name].in_tier) for t in settings.tiers.values()}
+        # Per tier: the expected outputs of all its rows, for (snapshot.outputs, snapshot.version).
+        self._expected: dict[str, tuple[dict[str, float], int, list[int]]] = {}
+        # The latest cost order found, by (tier, limit, max_tokens or 0): _Order.
+        self._orders: dict[tuple[str, int | None, int], _Order] = {}
+
+    def observe_output(self, model: str, output_tokens: int) -> None:
+        """A completed call: reset the model's failure streak, learn its output length."""
+        self.state.record_success(model, output_tokens)
+
+    def observe_latency(self, model: str, seconds: float) -> None:
+        old = self._latency.get(model)
+        self._latency[model] = seconds if old is None else old + 0.2 * (seconds - old)
+
+    def tier(self, name: str) -> TierSpec | None:
+        return self._settings.tiers.get(name)
+
+    async def plan(
+        self, tier: TierSpec, body: dict[str, Any], limit: int | None = None, allowed: Sequence[str] | None = None
+    ) -> RoutePlan:
+        """Rank the tier's candidates for this request; raises if none qualifies. With `limit`
+        (what a request may try), a policy that ranks by cost gets only that many built.
+        `allowed`: the only models the caller's key may use (None: any)."""
+        models = self._tiers[tier.name]
+        snapshot = self.state.current(models.names) or await self.state.snapshot(models.names)
+        max_tokens = _max_tokens(body)
+        enc = models.flat_encoding
+        if enc is not None and allowed is None and not snapshot.cooling:  # the common case, cheaply
+            n = self._tokens.count_messages_in(body["messages"], enc, body.get("tools"))
+            if (n + (max_tokens or 0) <= models.min_context and (not max_tokens or max_tokens <= models.min_output)
+                    and (self._prefix is None or n < OPENAI_MIN_TOKENS)
+                    and not (_special(body) and needed_capabilities(body))):
+                return self._flat_plan(tier, models, snapshot, n, max_tokens, limit)
+        messages, tools, encodings = body["messages"], body.get("tools"), models.encodings
+        if len(encodings) == 1:
+            longest = self._tokens.count_messages_in(messages, encodings[0], tools)
+            counts = {encodings[0]: longest}
+        else:
+            counts = {enc: self._tokens.count_messages_in(messages, enc, tools) for enc in encodings}
+            longest = max(counts.values())
+        excluded = list(models.excluded)
+        rows, prices = self._live(models, snapshot, needed_capabilities(body), counts, longest, max_tokens, excluded,
+                                  allowed)
+        if not rows:
+            raise _no_candidate(tier, excluded)
+        inputs = [counts[enc] for _, enc in rows] if len(counts) > 1 else [*counts.values()] * len(rows)
+        if max_tokens:
+            outs = [max_tokens] * len(rows)
+        elif rows is models.rows:
+            outs = self._expected_outputs(tier.name, models, snapshot)
+        else:
+            outs = self._outputs_of(rows, snapshot)
+        prefix = None
+        if self._prefix is not None and longest >= OPENAI_MIN_TOKENS:
+            prefix = await self._prefix.plan([spec for spec, _ in rows], body)
+        if prefix is None:
+            costs, cached = estimate_costs(prices, inputs, outs), None
+        else:
+            cached = [_clamp(prefix.prediction(spec.name), n) for (spec, _), n in zip(rows, inputs, strict=True)]
+            costs = [estimate_cost(spec.price, n, o, *c)
+                     for (spec, _), n, o, c in zip(rows, inputs, outs, cached, strict=True)]
+        order = sorted(range(len(rows)), key=costs.__getitem__)[:limit] if models.by_cost else range(len(rows))
+        latency = self._latency
+        candidates = [Candidate(rows[i][0].name, rows[i][0].quality or 0.0, costs[i], inputs[i], outs[i],
+                                latency.get(rows[i][0].name), *(cached[i] if cached else (0, 0))) for i in order]
+        ranked = candidates if models.by_cost else tier.policy.rank(candidates, tier.route)
+        return RoutePlan(tier, ranked[0], excluded, self._baselines[tier.name], len(rows), len(ranked), prefix,
+                         "", ranked, None)
+
+    def _flat_plan(
+        self, tier: TierSpec, models: _TierModels, snapshot: Snapshot, n: int, max_tokens: int | None,
+        limit: int | None,
+    ) -> RoutePlan:
+        """The common case: a policy ranking by cost, nothing excluded per request (no key
+        restriction, nothing cooling, no capability needed, the prompt fits every window), one
+        prompt length for all, no prompt-cache predictions. The cost order found for an earlier request
+        holds while the prompt length stays in its range and the expected outputs are the same;
+        only the first is priced and built now, the others when read."""
+        found = self._orders.get((tier.name, limit, max_tokens or 0))
+        if found is not None and found.lo <= n <= found.hi and (
+                max_tokens or found.learned is snapshot.outputs and found.version == snapshot.version):
+            outs, top = found.outs, found.top  # the order found for an earlier request holds
+        else:
+            outs, top = self._cost_order(tier.name, models, snapshot, n, max_tokens, limit)
+        i, latency = top[0], self._latency
+        return RoutePlan(tier, models.candidate(i, n, outs[i], latency), models.excluded, self._baselines[tier.name],
+                         len(models.rows), len(top), None, models.head, None, (models, top, n, outs, latency))
+
+    def _outputs_of(self, rows: Sequence[tuple[ModelSpec, str]], snapshot: Snapshot) -> list[int]:
+        default, learned = self._settings.routing.default_output_tokens, snapshot.outputs
+        return [round(learned.get(spec.name, default)) for spec, _ in rows]
+
+    def _expected_outputs(self, tier: str, models: _TierModels, snapshot: Snapshot) -> list[int]:
+        """Expected output tokens of all the tier's rows; recomputed only when the snapshot's
+        expectations changed (read-only: shared by the requests until then)."""
+        memo = self._expected.get(tier)
+        if memo is not None and memo[0] is snapshot.outputs and memo[1] == snapshot.version:
+            return memo[2]
+        outs = self._outputs_of(models.rows, snapshot)
+        self._expected[tier] = (snapshot.outputs, snapshot.version, outs)
+        return outs
+
+    def _cost_order(
+        self, tier: str, models: _TierModels, snapshot: Snapshot, n: int, max_tokens: int | None, limit: int | None
+    ) -> tuple[list[int], list[int]]:
+        """The expected outputs of the tier's rows (the request's `max_tokens` for all, or
+        learned) and the first `limit` rows by estimated cost for `n` input tokens; kept for the
+        next requests with the range of prompt lengths over which the same order holds."""
+        assert models.flat is not None
+        outs = [max_tokens] * len(models.rows) if max_tokens else self._expected_outputs(tier, models, snapshot)
+        key = (tier, limit, max_tokens or 0)
+        found = self._orders.get(key)
+        if found is not None and found.lo <= n <= found.hi and found.outs == outs:  # a new snapshot, same figures
+            top, lo, hi = found.top, found.lo, found.hi
+        else:
+            top, lo, hi = models.flat.cheapest(n, outs, limit)
+        if len(self._orders) >= 256:
+            self._orders.clear()
+        self._orders[key] = _Order(snapshot.outputs, snapshot.version, lo, hi, outs, top)
+        return outs, top
+
+    def _live(
+        self, models: _TierModels, snapshot: Snapshot, needs: set[str], counts: dict[str, int], longest: int,
+        max_tokens: int | None, excluded: list[Excluded], allowed: Sequence[str] | None,
+    ) -> tuple[Sequence[tuple[ModelSpec, str]], Sequence[Price]]:
+        """The rows that can serve this request (and their prices); the others go to `excluded`."""
+        fits = longest + (max_tokens or 0) <= models.min_context and (
+            not max_tokens or max_tokens <= models.min_output)
+        if allowed is None and fits and not (snapshot.cooling or needs):
+            return models.rows, models.prices  # the common case: nothing to check per model
+        rows = []
+        for spec, enc in models.rows:
+            reason = self._exclusion(spec, snapshot, needs, counts[enc], max_tokens)
+            if reason is None and allowed is not None and spec.name not in allowed:
+                reason = "not allowed for this key", "permission"
+            if reason is None:
+                rows.append((spec, enc))
+            else:
+                excluded.append(Excluded(spec.name, *reason))
+        return rows, [spec.price for spec, _ in rows]
+
+    async def estimate(self, spec: ModelSpec, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /v1/estimate for a model asked for by name: its cost, no routing."""
+        names = (spec.name,)
+        snapshot = self.state.current(names) or await self.state.snapshot(names)
+        tokens = self._tokens.count_messages(body["messages"], spec.upstream_model, body.get("tools"))
+        output = _max_tokens(body) or self._expected_output(spec.name, snapshot)
+        prefix = await self._prefix.plan([spec], body) if self._prefix and tokens >= OPENAI_MIN_TOKENS else None
+        cached, write = _clamp(prefix.prediction(spec.name), tokens) if prefix else (0, 0)
+        cost = estimate_cost(spec.price, tokens, output, cached, write) / 10**12
+        candidate = {"model": spec.name, "estimated_cost_usd": cost, "input_tokens": tokens, "cached_tokens": cached,
+                     "cache_write_tokens": write, "expected_output_tokens": output, "quality": spec.quality}
+        return {"model": spec.name, "tier": None, "policy": None, "estimated_cost_usd": cost,
+                "candidates": [candidate], "excluded": [], "baseline_model": None}
+
+    def _expected_output(self, model: str, snapshot: Snapshot) -> int:
+        """Learned from recent completions of the model; the configured default until then."""
+        return round(snapshot.outputs.get(model, self._settings.routing.default_output_tokens))
+
+    def _exclusion(
+        self, spec: ModelSpec, snapshot: Snapshot, needs: set[str], input_tokens: int, max_tokens: int | None
+    ) -> tuple[str, str] | None:
+        if spec.name in snapshot.cooling:
+            return f"cooling down ({snapshot.cooling[spec.name]:.0f}s left)", "cooling"
+        missing = needs - spec.capabilities if needs else None
+        if missing:
+            return f"lacks capability {', '.join(sorted(missing))}", "capability"
+        if spec.max_input_tokens and input_tokens + (max_tokens or 0) > spec.max_input_tokens:
+            return (f"context window: {input_tokens} input + {max_tokens or 0} max output tokens > "
+                    f"{spec.max_input_tokens}"), "context"
+        if max_tokens and spec.max_output_tokens and max_tokens > spec.max_output_tokens:
+            return f"max_tokens {max_tokens} > model's maximum output {spec.max_output_tokens}", "context"
+        return None
+
+    def _baseline(self, tier: TierSpec, in_tier: list[ModelSpec]) -> ModelSpec | None:
+        if tier.baseline_model:
+            return self._settings.models[tier.baseline_model]
+        return max(in_tier, key=lambda m: (m.quality or 0.0, m.price.base.output), default=None)
+
+
+def _no_candidate(tier: TierSpec, excluded: list[Excluded]) -> Exception:
+    kinds = {e.kind for e in excluded if e.kind != "quality"}
+    why = "; ".join(f"{e.model}: {e.reason}" for e in excluded if e.kind != "quality") or "no model has the quality"
+    if not kinds:
+        return ServiceUnavailable(f"no model in tier '{tier.name}' (min_quality {tier.min_quality:g})", param="model")
+    if kinds == {"permission"}:
+        return PermissionDenied(f"no model of tier '{tier.name}' is allowed for this key", param="model")
+    if kinds <= {"cooling", "unavailable"}:
+        return ServiceUnavailable(f"no healthy model in tier '{tier.name}': {why}", param="model")
+    return InvalidRequest(f"no model in tier '{tier.name}' can serve this request: {why}", param="model")

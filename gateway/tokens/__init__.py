@@ -1,0 +1,1 @@
+"""Offline token counting with tiktoken; the encodings ship in `encodings/`."""
