@@ -1,4 +1,5 @@
-"""The application factory: settings in, FastAPI app out. All state lives on `app.state.gw`."""
+"""The application factory: settings in, ASGI app out. Every service is built here, once, and
+lives on `app.state.gw` (`gateway.state.AppState`)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,13 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
-from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
 
 from gateway import backends
 from gateway.access.gate import Access
-from gateway.api import admin, chat, dashboard, estimate, health, ledger, metrics, models
+from gateway.api import admin, dashboard, estimate, health, ledger, metrics, models
+from gateway.api.asgi import GatewayASGI
 from gateway.api.errors import install_error_handlers
 from gateway.cache.prefix_cache import PrefixCache
 from gateway.config.catalog import builtin_config
@@ -25,6 +24,8 @@ from gateway.config.schema import load_config
 from gateway.config.settings import Settings, resolve_settings
 from gateway.money.price_table import load_price_table
 from gateway.observability.metrics import Metrics
+from gateway.pipeline.pipeline import Pipeline
+from gateway.pipeline.settle import Books
 from gateway.providers.litellm_provider import load_litellm
 from gateway.providers.registry import build_providers
 from gateway.providers.upstream_http import UpstreamPool
@@ -34,7 +35,7 @@ from gateway.runtime.heap import release_free_memory
 from gateway.state import AppState
 from gateway.tokens.counter import TokenCounter
 
-__all__ = ["app_from_env", "create_app", "load_settings"]
+__all__ = ["app_from_env", "build_state", "create_app", "load_settings"]
 
 log = logging.getLogger("gateway")
 CONFIG_ENV = "GATEWAY_CONFIG"
@@ -46,30 +47,24 @@ def load_settings(path: str | Path | None) -> Settings:
     return resolve_settings(config, load_price_table(), str(path) if path else "built-in catalog")
 
 
-class GatewayASGI:
-    """The process's ASGI entry point. The hot route, `POST /v1/chat/completions`, goes straight
-    to its handler: FastAPI's middleware and dependency stack costs ~0.15 ms of CPU per request
-    there. Every other route, the error handlers and the lifespan are FastAPI's."""
-
-    def __init__(self, api: FastAPI, in_flight: Any) -> None:
-        self.api = api
-        self.in_flight = in_flight  # gateway_in_flight_requests: up on entry, down when the last byte is sent
-
-    @property
-    def state(self) -> Any:
-        return self.api.state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == chat.PATH and scope["method"] == "POST":
-            scope["app"] = self.api
-            self.in_flight.inc()
-            try:
-                response = await chat.chat_completions(Request(scope, receive))
-                await response(scope, receive, send)
-            finally:
-                self.in_flight.dec()
-            return
-        await self.api(scope, receive, send)
+def build_state(settings: Settings, tokens: TokenCounter, app_metrics: Metrics) -> AppState:
+    """Every service, wired once (inside the running event loop: some bind to it)."""
+    pool = UpstreamPool()
+    redis = backends.redis_client(settings, app_metrics)
+    background = Background()  # one set of off-the-path tasks, drained at shutdown
+    prefix = PrefixCache(settings.prefix, tokens, backends.prefix_index(settings, redis), app_metrics, background)
+    router = Router(settings, tokens, backends.routing_state(settings, redis), prefix)
+    access = Access(backends.key_store(settings, redis), backends.budgets(settings, redis),
+                    backends.rate_limiter(settings, redis), app_metrics, settings.budgets, settings.require_keys,
+                    background)
+    ledger_store, stats = backends.ledger(settings, redis), backends.spend_stats(settings, redis)
+    responses = backends.response_cache(settings, redis, app_metrics, background)
+    providers = build_providers(pool)
+    books = Books(tokens, app_metrics, ledger_store, stats, prefix, access, router, background)
+    secrets = settings.secrets()
+    pipeline = Pipeline(settings, router, access, prefix, responses, providers, tokens, books, secrets)
+    return AppState(settings, app_metrics, tokens, pool, providers, router, prefix, access, responses, ledger_store,
+                    stats, background, pipeline, secrets, redis)
 
 
 def _warm_up(tokens: TokenCounter, upstream_ids: list[str], litellm: bool) -> None:
@@ -83,49 +78,44 @@ def _warm_up(tokens: TokenCounter, upstream_ids: list[str], litellm: bool) -> No
     gc.freeze()
 
 
+@asynccontextmanager
+async def _running(state: AppState) -> AsyncIterator[None]:
+    """The app's background chores while it serves; at shutdown, every settlement and record
+    written before the connections close."""
+    settings, loop = state.settings, asyncio.get_running_loop()
+    chores = [loop.create_task(state.access.replay_forever()), loop.create_task(state.access.refresh_gauges_forever()),
+              loop.create_task(state.metrics.money.flush_forever()), loop.create_task(state.responses.run())]
+    ledger_writer = loop.create_task(state.ledger.run())
+    # Encodings take ~0.5 s to load: do it off the event loop after start-up, not before.
+    upstream_ids = [m.upstream_model for m in settings.models.values()]
+    litellm = any(m.wire == "litellm" and not m.unavailable_reason for m in settings.models.values())
+    warm = loop.run_in_executor(None, _warm_up, state.tokens, upstream_ids, litellm)
+    try:
+        yield
+    finally:
+        warm.cancel()
+        for chore in chores:
+            chore.cancel()
+        await state.background.drain()
+        await state.stats.flush()
+        state.metrics.money.flush_logged()  # nothing adds money after the drain
+        state.ledger.stop()  # not cancelled: a write cut off mid-way would be lost or doubled
+        await ledger_writer
+        await state.ledger.flush()
+        state.pool.close()
+        if state.redis is not None:
+            await state.redis.aclose()
+
+
 def create_app(settings: Settings) -> GatewayASGI:
     tokens = TokenCounter()
     app_metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = UpstreamPool()
-        redis = backends.redis_client(settings)
-        background = Background()  # one set of off-the-path tasks, drained at shutdown
-        prefix = PrefixCache(settings.prefix, tokens, backends.prefix_index(settings, redis), app_metrics, background)
-        router = Router(settings, tokens, backends.routing_state(settings, redis), prefix)
-        access = Access(backends.key_store(settings, redis), backends.budgets(settings, redis),
-                        backends.rate_limiter(settings, redis), backends.spend_stats(settings, redis), app_metrics,
-                        settings.budgets, settings.require_keys, background)
-        ledger = backends.ledger(settings, redis)
-        app.state.gw = AppState(
-            settings, app_metrics, tokens, pool, build_providers(pool), router, prefix, access, settings.secrets(),
-            redis, backends.response_cache(settings, redis), ledger=ledger, background=background,
-        )
-        loop = asyncio.get_running_loop()
-        chores = [loop.create_task(access.replay_forever()), loop.create_task(access.refresh_gauges_forever()),
-                  loop.create_task(app_metrics.money.flush_forever())]
-        if app.state.gw.response_cache is not None:
-            chores.append(loop.create_task(app.state.gw.response_cache.run()))
-        ledger_writer = loop.create_task(ledger.run())
-        # Encodings take ~0.5 s to load: do it off the event loop after start-up, not before.
-        upstream_ids = [m.upstream_model for m in settings.models.values()]
-        litellm = any(m.wire == "litellm" and not m.unavailable_reason for m in settings.models.values())
-        warm = asyncio.get_running_loop().run_in_executor(None, _warm_up, tokens, upstream_ids, litellm)
-        try:
+        app.state.gw = state = build_state(settings, tokens, app_metrics)
+        async with _running(state):
             yield
-        finally:
-            warm.cancel()
-            for chore in chores:
-                chore.cancel()
-            await background.drain()
-            app_metrics.money.flush_logged()  # nothing adds money after the drain
-            ledger.stop()  # not cancelled: a write cut off mid-way would be lost or doubled
-            await ledger_writer
-            await ledger.flush()
-            pool.close()
-            if redis is not None:
-                await redis.aclose()
 
     app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app, settings.secrets())

@@ -1,5 +1,9 @@
 """Real parts on loopback: the fake upstream as a real HTTP server, the gateway as a real
-`gateway serve` process under uvicorn, and the official openai client."""
+`gateway serve` process under uvicorn (`Gateway`) or in this test's event loop through
+`httpx.ASGITransport` (`in_process`), and the official openai clients.
+
+Redis: `REDIS_URL` if set, else a private `redis-server` on a free port for the session (never
+a Redis these tests did not start). A skipped test fails the run in CI (`CI=true`)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +54,7 @@ class Gateway:
         if workers > 1:
             full_env["PROMETHEUS_MULTIPROC_DIR"] = str(self.dir / "metrics")
         self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self._clients: list[openai.OpenAI] = []  # closed by stop(): no socket is left to the GC
         self.proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
         self._wait_ready()
 
@@ -68,7 +74,9 @@ class Gateway:
     def client(self, **kw: Any) -> openai.OpenAI:
         kw.setdefault("max_retries", 0)
         kw.setdefault("api_key", "client-key")
-        return openai.OpenAI(base_url=f"{self.url}/v1", **kw)
+        client = openai.OpenAI(base_url=f"{self.url}/v1", **kw)
+        self._clients.append(client)
+        return client
 
     def logs(self) -> str:
         self._log.flush()
@@ -79,22 +87,11 @@ class Gateway:
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of `name` whose labels include `labels`."""
-        total = 0.0
-        for line in self.metrics().splitlines():
-            if not line.startswith(name) or line.startswith("#"):
-                continue
-            sample, _, value = line.rpartition(" ")
-            metric_name, _, label_text = sample.partition("{")
-            if metric_name != name:
-                continue
-            found = dict(
-                part.split("=", 1) for part in label_text.rstrip("}").split(",") if "=" in part
-            )
-            if all(found.get(k) == f'"{v}"' for k, v in labels.items()):
-                total += float(value)
-        return total
+        return metric_value(self.metrics(), name, **labels)
 
     def stop(self) -> None:
+        for client in self._clients:
+            client.close()
         self.proc.terminate()
         try:
             self.proc.wait(10)
@@ -102,6 +99,93 @@ class Gateway:
             self.proc.kill()
         self._log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` in Prometheus text whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name) or line.startswith("#"):
+            continue
+        sample, _, value = line.rpartition(" ")
+        metric_name, _, label_text = sample.partition("{")
+        if metric_name != name:
+            continue
+        found = dict(part.split("=", 1) for part in label_text.rstrip("}").split(",") if "=" in part)
+        if all(found.get(k) == f'"{v}"' for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+class InProcess:
+    """A gateway app in the test's own event loop: `client` reaches it through ASGI (no socket),
+    `state` is its AppState, and `drain()` waits for its background work (settlements, cache
+    writes, index records) to land, so a test never sleeps waiting for it."""
+
+    def __init__(self, app: Any, client: httpx.AsyncClient) -> None:
+        self.app = app
+        self.client = client
+        self.state = app.api.state.gw
+
+    def openai(self, **kw: Any) -> openai.AsyncOpenAI:
+        kw.setdefault("max_retries", 0)
+        kw.setdefault("api_key", "client-key")
+        return openai.AsyncOpenAI(base_url="http://gateway.test/v1", http_client=self.client, **kw)
+
+    async def drain(self) -> None:
+        await self.state.background.drain()
+        await self.state.stats.flush()
+        await self.state.ledger.flush()
+
+    def metric(self, name: str, **labels: str) -> float:
+        return metric_value(self.state.metrics.render().decode(), name, **labels)
+
+
+@pytest.fixture(scope="session")
+def price_table() -> Any:
+    from gateway.money.price_table import load_price_table
+
+    return load_price_table()
+
+
+@pytest.fixture
+def in_process(price_table: Any) -> Callable[[dict[str, Any]], AbstractAsyncContextManager[InProcess]]:
+    """`async with in_process(config) as gw:` a gateway built by `create_app` from `config`, its
+    lifespan running, answering `gw.client` through `httpx.ASGITransport`."""
+    from gateway.app import create_app
+    from gateway.config.schema import parse_config
+    from gateway.config.settings import resolve_settings
+
+    @asynccontextmanager
+    async def start(config: dict[str, Any]) -> AsyncIterator[InProcess]:
+        app = create_app(resolve_settings(parse_config(config), price_table))
+        async with app.api.router.lifespan_context(app.api):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test", timeout=30) as client:
+                yield InProcess(app, client)
+
+    return start
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """In CI a skipped test is a failure: CI installs everything the tests need."""
+    del exitstatus, config
+    skipped = terminalreporter.stats.get("skipped", [])
+    if os.environ.get("CI") == "true" and skipped:
+        terminalreporter.write_line(f"CI: {len(skipped)} test(s) skipped; CI must run them all", red=True)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if os.environ.get("CI") == "true" and skipped and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def model(name: str, provider: str, upstream: FakeUpstreamThread, **extra: Any) -> dict[str, Any]:
@@ -166,17 +250,12 @@ def start_redis_server(port: int, data_dir: str | Path | None = None) -> subproc
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """REDIS_URL if set, else 127.0.0.1:6379 if it answers, else a private redis-server."""
+    """REDIS_URL if set, else a private redis-server of this session's on a free port."""
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
         return
-    if _redis_answers("127.0.0.1", 6379):
-        yield "redis://127.0.0.1:6379/0"
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("these tests need Redis: set REDIS_URL, start redis-server on 127.0.0.1:6379, "
-                    "or install redis-server (apt-get install redis-server)")
+    if shutil.which("redis-server") is None:
+        pytest.fail("these tests need Redis: set REDIS_URL or install redis-server (apt-get install redis-server)")
     port = free_port()
     proc = start_redis_server(port)
     yield f"redis://127.0.0.1:{port}/0"

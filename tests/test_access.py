@@ -183,7 +183,9 @@ def test_team_budget_blocks_its_keys(pair: tuple[Gateway, Gateway], upstream: Fa
     with pytest.raises(openai.RateLimitError, match="team"):
         ask(a, secret)
     assert a.metric("gateway_budget_rejections_total", team=team) == 1
-    time.sleep(0.5)  # gauges are refreshed every gauge_interval_s
+    deadline = time.monotonic() + 5  # gauges are refreshed every gauge_interval_s
+    while a.metric("gateway_budget_used_ratio", team=team) != pytest.approx(48 / 90) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert a.metric("gateway_budget_used_ratio", team=team) == pytest.approx(48 / 90)
     assert a.metric("gateway_budget_remaining_usd", team=team) == pytest.approx(0.000042, abs=1e-12)
     assert admin_spend(a, "team", team) == COST
@@ -213,7 +215,10 @@ def test_a_killed_process_frees_its_hold(upstream: FakeUpstreamThread, redis_url
         _, secret = new_key(a, budget_usd="0.00006")  # room for one worst case ($0.000049) only
         worker = threading.Thread(target=lambda: pytest.raises(openai.APIConnectionError, ask, a, secret), daemon=True)
         worker.start()
-        time.sleep(0.5)  # A holds the budget, waiting on the upstream
+        deadline = time.monotonic() + 5  # A holds the budget once its request reaches the upstream
+        while not upstream.calls("acc-a-up"):
+            assert time.monotonic() < deadline, "A's request never reached the upstream"
+            time.sleep(0.02)
         os.kill(a.proc.pid, signal.SIGKILL)
         upstream.script("acc-a-up", {"usage": USAGE})
         with pytest.raises(openai.RateLimitError):

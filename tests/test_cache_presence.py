@@ -133,6 +133,14 @@ def test_redis_lost_and_back(private_redis: tuple[int, list[subprocess.Popen[byt
 def test_a_gateway_miss_sends_no_get(private_redis: tuple[int, list[subprocess.Popen[bytes]]],
                                      upstream: FakeUpstreamThread) -> None:
     port, _ = private_redis
+
+    async def log_every_command() -> None:
+        client = Redis.from_url(f"redis://127.0.0.1:{port}/0")
+        await client.config_set("slowlog-log-slower-than", 0)  # a private Redis: log every command
+        await client.config_set("slowlog-max-len", 100_000)
+        await client.aclose()
+
+    asyncio.run(log_every_command())
     gw = Gateway(cache_config(upstream, redis_url=f"redis://127.0.0.1:{port}/0"))
 
     async def gets() -> int:
@@ -145,11 +153,12 @@ def test_a_gateway_miss_sends_no_get(private_redis: tuple[int, list[subprocess.P
 
     async def subscribed() -> None:
         client = Redis.from_url(f"redis://127.0.0.1:{port}/0")
-        await client.config_set("slowlog-log-slower-than", 0)  # a private Redis: log every command
-        await client.config_set("slowlog-max-len", 100_000)
         await until(lambda: _numsub(client), "the gateway never subscribed")
+        await until(lambda: _scanned(client), "the gateway never re-read the stored names")  # SCAN follows
         await client.aclose()
-        await asyncio.sleep(0.2)  # its SCAN follows the subscription
+
+    async def _scanned(client: Any) -> bool:
+        return any(entry["command"].upper().startswith(b"SCAN") for entry in await client.slowlog_get(100_000))
 
     async def _numsub(client: Any) -> bool:
         return bool((await client.pubsub_numsub("gw:rc:stored"))[0][1])
@@ -171,14 +180,13 @@ def test_new_redis_connections_do_not_read_package_metadata(monkeypatch: pytest.
     """redis-py looks its own version up on disk for every new connection unless told it; that
     read ran on the event loop (16 ms cold on the development VM) whenever the pool grew."""
     from importlib import metadata
-    from types import SimpleNamespace
 
-    from gateway.backends import redis_client
+    from gateway.runtime.redis_client import redis_client
 
     looked_up: list[str] = []
     real = metadata.version
     monkeypatch.setattr(metadata, "version", lambda name: looked_up.append(name) or real(name))
-    client = redis_client(SimpleNamespace(redis_url="redis://127.0.0.1:6379/0"))  # type: ignore[arg-type]
+    client = redis_client("redis://127.0.0.1:6379/0", 10, 1.0)  # connections are made, never connected
     for _ in range(3):
         client.connection_pool.make_connection()
     assert looked_up == []

@@ -137,9 +137,8 @@ def test_server_refuses_to_start_on_a_bad_config(tmp_path: Path) -> None:
 def test_builtin_catalog_has_sourced_quality_and_default_tiers(monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
 
-    from gateway.config.schema import RoutingConfig
+    from gateway.pipeline.request import parse_chat_request
     from gateway.routing.router import Router
-    from gateway.routing.state import MemoryRoutingState
     from gateway.tokens.counter import TokenCounter
 
     for var in ("OPENAI_API_KEY", "DEEPSEEK_API_KEY", "GEMINI_API_KEY"):
@@ -152,8 +151,9 @@ def test_builtin_catalog_has_sourced_quality_and_default_tiers(monkeypatch: pyte
     assert settings.models["o3"].quality == 85.6
     assert "'o3-2025-04-16' 1428" in (settings.models["o3"].quality_source or "")
     assert settings.models["claude-sonnet-4-5"].quality is None  # newer than the snapshot: no score
-    router = Router(settings, TokenCounter(), MemoryRoutingState(RoutingConfig()))
-    plan = asyncio.run(router.plan(settings.tiers["premium"], {"messages": [{"role": "user", "content": "hi"}]}))
+    router = Router.offline(settings, TokenCounter())
+    request = parse_chat_request(b'{"model": "premium", "messages": [{"role": "user", "content": "hi"}]}')
+    plan = asyncio.run(router.plan(settings.tiers["premium"], request))
     assert {c.model for c in plan.ranked} == {"o3", "deepseek-reasoner", "gemini-2.5-pro"}
     assert plan.ranked[0].model == "deepseek-reasoner"  # $0.28/M in, $0.42/M out: the cheapest of the three
     assert plan.baseline is not None and plan.baseline.name == "gemini-2.5-pro"  # highest quality

@@ -136,10 +136,14 @@ def test_responses_ledger_and_metrics_agree(run: tuple[Gateway, list[int]]) -> N
 def test_daily_aggregates_agree_with_the_ledger(run: tuple[Gateway, list[int]]) -> None:
     gw, costs = run
     ledger_records(gw, len(costs))
-    time.sleep(1.3)  # the daily aggregates are written in batches, about once a second
     for group_by in ("model", "key", "team", "tier", "day"):
-        bodies = [admin_get(gw, "/admin/spend", group_by=group_by, source=s).json() for s in ("stats", "ledger")]
-        stats, ledger = ({row["group"]: row["spend_usd"] for row in b["data"] if row["spend_usd"]} for b in bodies)
+        deadline = time.monotonic() + 10
+        while True:  # the daily aggregates are written in batches, about once a second
+            bodies = [admin_get(gw, "/admin/spend", group_by=group_by, source=s).json() for s in ("stats", "ledger")]
+            stats, ledger = ({row["group"]: row["spend_usd"] for row in b["data"] if row["spend_usd"]} for b in bodies)
+            if stats == ledger or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert stats == ledger and stats, group_by
         assert bodies[0]["total_usd"] == bodies[1]["total_usd"]
     tiers = admin_get(gw, "/admin/spend", group_by="tier", source="ledger").json()["data"]

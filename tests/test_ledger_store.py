@@ -90,7 +90,8 @@ def test_redis_ledger_batches_trims_and_expires(redis_ledger: Any) -> None:
         ledger.add(rec(9999, yesterday))
         assert await client.exists(ledger.key(NOW.date())) == 0  # nothing written until a flush
         writer = asyncio.get_running_loop().create_task(ledger.run())
-        await asyncio.sleep(0.3)
+        while not await client.exists(ledger.key(NOW.date())):  # the writer is under way
+            await asyncio.sleep(0.01)
         ledger.stop()
         await asyncio.wait_for(writer, 10)  # it finishes what it has queued, then returns
         today_len = await client.xlen(ledger.key(NOW.date()))

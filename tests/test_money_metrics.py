@@ -59,7 +59,11 @@ def test_money_counters_are_exact_sums(gw: Gateway, upstream: FakeUpstreamThread
     spend, saved = CHEAP * N / 10**12, (BASE - CHEAP) * N / 10**12
     assert (spend, saved) == (0.0021, 0.0329)
     assert _float_sum(CHEAP, N) != spend and _float_sum(BASE - CHEAP, N) != saved  # what float counters would say
-    time.sleep(FLUSH_S + 0.2)  # with two workers: each one's totals reach the other's scrapes within FLUSH_S
+    total = 'gateway_spend_usd_total{model="mm-cheap",provider="openai",team="",tier="mm-tier"} 0.0021\n'
+    deadline = time.monotonic() + FLUSH_S + 0.5  # with two workers: each one's totals reach the other's scrapes
+    while sum(total in gw.metrics() for _ in range(4)) < 4:  # within FLUSH_S
+        assert time.monotonic() < deadline, "a worker's totals did not reach the other's scrapes in time"
+        time.sleep(0.05)
     for _ in range(4):  # whichever worker answers
         text = gw.metrics()
         assert 'gateway_spend_usd_total{model="mm-cheap",provider="openai",team="",tier="mm-tier"} 0.0021\n' in text

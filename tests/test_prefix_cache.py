@@ -51,6 +51,16 @@ def _settled(gw: Gateway, name: str, value: float, **labels: str) -> None:
     assert round(gw.metric(name, **labels), 12) == value
 
 
+def _recorded(gw: Gateway, messages: list[Any], predicted: str) -> None:
+    """Wait until routing predicts `predicted` (cache_write_tokens or cached_tokens) for
+    `messages` at claude-pc: the earlier prompt's blocks are recorded after its response."""
+    deadline = time.monotonic() + 5
+    body = {"model": "claude-pc", "messages": messages, "max_tokens": 50}
+    while not httpx.post(f"{gw.url}/v1/estimate", json=body).json()["candidates"][0][predicted]:
+        assert time.monotonic() < deadline, f"no {predicted} were ever predicted"
+        time.sleep(0.02)
+
+
 def test_long_system_prompt_gets_a_breakpoint_the_second_time(claude_gw: Gateway, upstream: FakeUpstreamThread) -> None:
     system = long_text(uuid.uuid4().hex)
     stable = layout_tokens([{"role": "system", "content": system}, {"role": "user", "content": "x"}], stable=True)
@@ -60,7 +70,7 @@ def test_long_system_prompt_gets_a_breakpoint_the_second_time(claude_gw: Gateway
     assert raw.headers["x-gateway-cost-usd"] == "0.00573"  # 1810 x $3/M + 20 x $15/M
 
     ask[1] = {"role": "user", "content": "second?"}
-    time.sleep(0.2)  # the first prompt's blocks are recorded after its response
+    _recorded(claude_gw, ask, "cache_write_tokens")  # sent before: a write will be repaid now
     raw, sent = _send(claude_gw, upstream, ask, {"input_tokens": 10, "cache_creation_input_tokens": 1800,
                                                  "output_tokens": 20})
     assert sent["system"][-1]["cache_control"] == {"type": "ephemeral"}
@@ -71,7 +81,7 @@ def test_long_system_prompt_gets_a_breakpoint_the_second_time(claude_gw: Gateway
     _settled(claude_gw, "gateway_cache_write_premium_usd_total", 0.00135)  # 1800 x (3.75 - 3) / M
 
     ask[1] = {"role": "user", "content": "third?"}
-    time.sleep(0.2)
+    _recorded(claude_gw, ask, "cached_tokens")  # written at the breakpoint: read now
     raw, sent = _send(claude_gw, upstream, ask, {"input_tokens": 10, "cache_read_input_tokens": stable,
                                                  "output_tokens": 20})
     assert sent["system"][-1]["cache_control"] == {"type": "ephemeral"}
@@ -88,9 +98,10 @@ def test_client_breakpoints_are_left_alone(claude_gw: Gateway, upstream: FakeUps
     system = long_text(uuid.uuid4().hex)
     own = [{"role": "system", "content": [{"type": "text", "text": system}]},
            {"role": "user", "content": [{"type": "text", "text": "mine", "cache_control": {"type": "ephemeral"}}]}]
-    for _ in range(2):
-        _, sent = _send(claude_gw, upstream, own, {"input_tokens": 1810, "output_tokens": 20})
-        time.sleep(0.2)
+    _send(claude_gw, upstream, own, {"input_tokens": 1810, "output_tokens": 20})
+    plain = [{"role": "system", "content": system}, {"role": "user", "content": "other"}]
+    _recorded(claude_gw, plain, "cache_write_tokens")  # the prompt is known: without its own marks, it would get one
+    _, sent = _send(claude_gw, upstream, own, {"input_tokens": 1810, "output_tokens": 20})
     assert "cache_control" not in sent["system"][-1]
     assert sent["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ from conftest import free_port
 from redis.asyncio import Redis
 
 from gateway.access.keys import VirtualKey
-from gateway.access.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from gateway.access.ratelimit import Admission, MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from gateway.errors import RateLimitExceeded
 
 Scenario = Callable[[RateLimiter, RateLimiter], Coroutine[Any, Any, None]]
@@ -111,14 +112,22 @@ def test_buckets_refill(redis_url: str) -> None:
     run_on_both(redis_url, scenario)
 
 
-def test_redis_down_admits() -> None:
+def test_redis_down_admits(caplog: pytest.LogCaptureFixture) -> None:
+    """Rate limits protect upstreams, they are not money: with Redis down, requests pass (logged)."""
     async def scenario() -> None:
         client = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
         limiter = RedisRateLimiter(client, batch_s=0)
         key = vkey(rpm=1)
-        for _ in range(3):
-            await limiter.admit(key, 1)
-        await limiter.correct(await limiter.admit(vkey(tpm=10), 5), 1)
+        admitted = [await limiter.admit(key, 1) for _ in range(3)]  # rpm 1, yet all three pass
+        assert admitted == [Admission(key.id, None, 1)] * 3
+        limited = vkey(tpm=10)
+        admission = await limiter.admit(limited, 5)
+        assert admission == Admission(limited.id, 10, 5)
+        await limiter.correct(admission, 1)  # the correction cannot be written: logged, not raised
         await client.aclose()
 
-    asyncio.run(scenario())
+    with caplog.at_level(logging.WARNING, logger="gateway.ratelimit"):
+        asyncio.run(scenario())
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("Redis unavailable, admitting" in m for m in messages) == 4
+    assert any("could not write token corrections" in m for m in messages)

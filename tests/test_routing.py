@@ -17,6 +17,7 @@ import yaml
 from conftest import ROOT, Gateway, model
 
 from gateway.fake_upstream import FakeUpstreamThread
+from gateway.routing.state import _ALPHA
 
 SHORT: Any = [{"role": "user", "content": "hi"}]
 LONG: Any = [{"role": "user", "content": "word " * 2000}]
@@ -114,13 +115,20 @@ def test_estimate_lists_costs_and_exclusions_with_reasons(router_gw: Gateway) ->
 
 
 def test_expected_output_is_learned_from_completions(router_gw: Gateway, upstream: FakeUpstreamThread) -> None:
-    upstream.script("r-smart", {"output_tokens": 40})
-    routed(router_gw, model="premium", messages=SHORT)
-    learned = estimate(router_gw, model="premium", messages=SHORT)["candidates"][0]["expected_output_tokens"]
+    def expected() -> int:
+        return int(estimate(router_gw, model="premium", messages=SHORT)["candidates"][0]["expected_output_tokens"])
+
+    upstream.script("r-smart", {"output_tokens": 400})
     for _ in range(30):  # a running average: it converges on the model's recent output length
         routed(router_gw, model="premium", messages=SHORT)
+    assert expected() == 400  # whatever it had learned before: within 0.8^30 of 400
+    upstream.script("r-smart", {"output_tokens": 40})
+    routed(router_gw, model="premium", messages=SHORT)
+    assert expected() == round(400 + _ALPHA * (40 - 400)) == 328  # one answer moves it a fifth of the way
+    for _ in range(30):
+        routed(router_gw, model="premium", messages=SHORT)
     plan = estimate(router_gw, model="premium", messages=SHORT)
-    assert plan["candidates"][0]["expected_output_tokens"] == 40 != learned or learned == 40
+    assert plan["candidates"][0]["expected_output_tokens"] == 40
     assert plan["estimated_cost_usd"] == 0.000624  # 8 x $3/M + 40 x $15/M
     plan = estimate(router_gw, model="premium", messages=SHORT, max_tokens=100)
     assert plan["candidates"][0]["expected_output_tokens"] == 100  # bounded by the request's max_tokens

@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 import httpx
+import redis as redis_lib
 from conftest import Gateway, free_port, model, start_redis_server
 
 from gateway.fake_upstream import FakeUpstreamThread
@@ -80,7 +81,12 @@ def test_a_deadline_spent_before_the_call_blames_no_model(upstream: FakeUpstream
     try:
         first = _ask(gw, "x", "warm")  # routing state read once, kept for 60 s; the answer is cached
         assert first.status_code == 200 and first.headers["x-gateway-model"] == "blame-a"
-        time.sleep(0.3)  # the cache write runs in the background
+        probe = redis_lib.Redis(port=port)
+        deadline = time.monotonic() + 5
+        while not probe.keys("*:rc:*"):  # the cache write runs in the background
+            assert time.monotonic() < deadline, "the answer was never stored"
+            time.sleep(0.02)
+        probe.close()
         os.kill(redis.pid, signal.SIGSTOP)
         started = time.monotonic()
         try:
@@ -145,8 +151,9 @@ def test_a_failed_over_request_is_charged_its_actual_tokens(upstream: FakeUpstre
         first = _ask(gw, secret, max_tokens=50)
         assert first.status_code == 200 and first.headers["x-gateway-model"] == "blame-b"
         assert "failover from blame-a" in first.headers["x-gateway-route"]
-        time.sleep(0.5)  # the correction is written in the background
-        second = _ask(gw, secret, max_tokens=50)
+        deadline = time.monotonic() + 5  # the TPM correction is written in the background, within 0.5 s
+        while (second := _ask(gw, secret, max_tokens=50)).status_code == 429 and time.monotonic() < deadline:
+            time.sleep(0.05)  # (without it, 100 TPM would refill too slowly for any retry here to pass)
         assert second.status_code == 200, second.text
         assert second.headers["x-gateway-model"] == "blame-a"  # its one fault is spent
     finally:

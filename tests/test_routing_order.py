@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
+
 from gateway.config.schema import parse_config
 from gateway.config.settings import resolve_settings
 from gateway.money.price_table import load_price_table
 from gateway.money.pricing import estimate_cost
+from gateway.pipeline.request import parse_chat_request
 from gateway.routing.router import Router
-from gateway.routing.state import MemoryRoutingState
 from gateway.tokens.counter import TokenCounter
 
 # (name, quality, input $/Mtok, output $/Mtok): the cheapest flips with the prompt length
@@ -27,7 +29,7 @@ def _router() -> Router:
         "routing": {"default_output_tokens": 100, "max_attempts": 2},
     })
     settings = resolve_settings(config, load_price_table())
-    return Router(settings, TokenCounter(), MemoryRoutingState(settings.routing))
+    return Router.offline(settings, TokenCounter())
 
 
 def _brute_force(router: Router, body: dict[str, Any], limit: int | None) -> list[tuple[str, int]]:
@@ -52,7 +54,7 @@ def test_every_request_gets_the_order_pricing_gives_it() -> None:
                     body: dict[str, Any] = {"messages": [{"role": "user", "content": "word " * words}]}
                     if max_tokens:
                         body["max_tokens"] = max_tokens
-                    plan = await router.plan(tier, body, limit)
+                    plan = await router.plan(tier, parse_chat_request(orjson.dumps({"model": "t", **body})), limit)
                     got = [(c.model, c.estimated_cost_pico) for c in plan.ranked]
                     assert got == _brute_force(router, body, limit), (max_tokens, limit, words)
                     assert plan.count == 4 and {e.model for e in plan.excluded} == {"low"}

@@ -33,16 +33,19 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.access.keys import Team, VirtualKey
 from gateway.access.periods import Period, period_of
+from gateway.config.schema import BudgetConfig
 from gateway.errors import BudgetExceeded
-from gateway.money.pricing import usd_text
+from gateway.money.pricing import Price, usd_text, worst_case_cost
+from gateway.runtime.redis_scripts import Batch, NoBatch
 
-__all__ = ["Budgets", "Hold", "MemoryBudgets", "Scope", "Spend", "check_pico", "new_hold", "scopes_of"]
+__all__ = ["Budgets", "Hold", "MemoryBudgets", "Scope", "Spend", "check_pico", "hold_amount", "new_hold", "scopes_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +121,31 @@ def make_spend(spent: int, reserved: int, budget: int | None, period: Period, no
     return Spend(spent, reserved, budget, remaining, period_of(period, now)[1])
 
 
+def hold_amount(key: VirtualKey, team: Team | None, price: Price, input_tokens: int, max_tokens: int | None,
+                model_max_output: int | None, config: BudgetConfig) -> int | None:
+    """What a request must hold before calling a model of `price`: its worst case, or None when
+    neither the key nor its team has a budget. Counted input tokens plus `input_margin_pct`
+    (other tokenisers count more), every one at the dearest input rate, plus `max_tokens` (else
+    the model's maximum output, else `default_max_output_tokens`) at the dearest output rate."""
+    if key.budget_pico is None and (team is None or team.budget_pico is None):
+        return None
+    output = max_tokens or model_max_output or config.default_max_output_tokens
+    reserved_input = input_tokens + -(-input_tokens * config.input_margin_pct // 100)
+    return worst_case_cost(price, reserved_input, output)
+
+
 class Budgets(Protocol):
+    def new_batch(self) -> Batch:
+        """A batch to queue a reservation in (with Redis, other calls can share its round trip)."""
+        ...
+
+    def queue_reserve(
+        self, batch: Batch, key: VirtualKey, team: Team | None, amount_pico: int, hold_ttl_s: float
+    ) -> Callable[[list[Any]], Hold]:
+        """Queue holding `amount_pico` against the key and its team; the returned function turns
+        the batch's results into the Hold, or raises BudgetExceeded (nothing held)."""
+        ...
+
     async def reserve(self, key: VirtualKey, team: Team | None, amount_pico: int, hold_ttl_s: float) -> Hold:
         """Hold `amount_pico` against the key and its team, or raise BudgetExceeded (nothing held)."""
         ...
@@ -135,6 +162,10 @@ class Budgets(Protocol):
     async def spend(self, key: VirtualKey) -> Spend: ...
 
     async def team_spend(self, team: Team) -> Spend: ...
+
+    async def replay(self) -> int:
+        """Apply settlements journaled while the store was down; how many (0: none waiting)."""
+        ...
 
 
 class MemoryBudgets:
@@ -156,7 +187,19 @@ class MemoryBudgets:
     def _spent_now(self, scope: str, period: Period, at: datetime) -> int:
         return self._spent.get((scope, period_of(period, at)[0]), 0)
 
+    def new_batch(self) -> Batch:
+        return NoBatch()
+
+    def queue_reserve(
+        self, batch: Batch, key: VirtualKey, team: Team | None, amount_pico: int, hold_ttl_s: float
+    ) -> Callable[[list[Any]], Hold]:
+        """Nothing to send: the reservation is made when the batch's results are read."""
+        return lambda _: self._reserve(key, team, amount_pico, hold_ttl_s)
+
     async def reserve(self, key: VirtualKey, team: Team | None, amount_pico: int, hold_ttl_s: float) -> Hold:
+        return self._reserve(key, team, amount_pico, hold_ttl_s)
+
+    def _reserve(self, key: VirtualKey, team: Team | None, amount_pico: int, hold_ttl_s: float) -> Hold:
         hold = new_hold(key, team, amount_pico)
         now = datetime.now(UTC)
         scopes = scopes_of(key, team)
@@ -193,6 +236,9 @@ class MemoryBudgets:
 
     async def team_spend(self, team: Team) -> Spend:
         return self._report(Scope(f"team:{team.name}", team.budget_period, team.budget_pico, team.name))
+
+    async def replay(self) -> int:
+        return 0  # nothing is ever journaled: memory is never down
 
     def _report(self, scope: Scope) -> Spend:
         now = datetime.now(UTC)

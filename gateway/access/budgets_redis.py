@@ -33,9 +33,8 @@ from gateway.access.budgets import Hold, Scope, Spend, check_pico, hold_scopes, 
 from gateway.access.journal import Settlement, SpendJournal
 from gateway.access.keys import Team, VirtualKey
 from gateway.access.periods import Period, period_of
-from gateway.errors import ServiceUnavailable
-from gateway.runtime.redis_errors import redis_errors
-from gateway.runtime.redis_scripts import ScriptBatch
+from gateway.runtime.redis_errors import pool_exhausted, redis_errors, store_unavailable
+from gateway.runtime.redis_scripts import Batch, ScriptBatch
 
 __all__ = ["RedisBudgets"]
 
@@ -142,7 +141,7 @@ class RedisBudgets:
         spent_grace_s: int = 86400,
         settled_ttl_s: int = 7 * 86400,
     ) -> None:
-        self._redis = self.redis = redis
+        self._redis = redis
         self._prefix = f"{prefix}:{{gw-budget}}"
         self._journal = journal
         self._fail_open = fail_open
@@ -157,13 +156,16 @@ class RedisBudgets:
         p = self._prefix
         return [f"{p}:holds:{scope}", f"{p}:held:{scope}", f"{p}:spent:{scope}:{period_of(period, at)[0]}"]
 
+    def new_batch(self) -> Batch:
+        return ScriptBatch(self._redis)
+
     async def reserve(self, key: VirtualKey, team: Team | None, amount_pico: int, hold_ttl_s: float) -> Hold:
-        batch = ScriptBatch(self.redis)
+        batch = self.new_batch()
         finish = self.queue_reserve(batch, key, team, amount_pico, hold_ttl_s)
         return finish(await batch.run())
 
     def queue_reserve(
-        self, batch: ScriptBatch, key: VirtualKey, team: Team | None, amount_pico: int, hold_ttl_s: float
+        self, batch: Batch, key: VirtualKey, team: Team | None, amount_pico: int, hold_ttl_s: float
     ) -> Callable[[list[Any]], Hold]:
         """Queue the reservation in `batch` (it may share a round trip with other calls); the
         returned function turns the batch's results into the Hold, or raises."""
@@ -177,10 +179,10 @@ class RedisBudgets:
         def finish(results: list[Any]) -> Hold:
             result = results[index]
             if isinstance(result, redis_errors()):
-                if self._fail_open:
+                if self._fail_open and not isinstance(result, pool_exhausted()):  # never while Redis answers
                     log.warning("budgets: Redis unavailable, admitting %s unchecked: %r", key.id, result)
                     return hold
-                raise ServiceUnavailable("the budget store (Redis) is unavailable") from result
+                raise store_unavailable("budget store", result) from result
             if isinstance(result, Exception):
                 raise result
             if int(result[0]):

@@ -3,75 +3,83 @@ revoked or expired; 401 without one when `require_keys`), what it may use (403),
 limits (429 `rate_limit_exceeded` with `retry-after`) and its budget and its team's (429
 `budget_exceeded`, `x-should-retry: false`), all before any provider is called.
 
-A budget hold reserves the request's worst case (`pricing.worst_case_cost`) for the model about
-to be called; after the call it is settled at the actual cost, or released if the call failed
-before producing anything billable. Settling runs as its own task, started before the answer
-is sent and not waited for: the answer does not wait for a Redis round trip, and a client that
-disconnects mid-stream cannot cancel it. Until it lands (about one round trip later) the
-request's hold, its worst case, still counts against the budget, so this can only make a
-budget briefly stricter, never looser.
+Before each attempt the request reserves its worst case for the model about to be called
+(`budgets.hold_amount`), together with its rate-limit charge on the first attempt: one Redis
+round trip for both. After the call the reservation is settled at the actual cost, or released
+if the call failed before producing anything billable. Settling runs as its own task, started
+before the answer is sent and not waited for: the answer does not wait for a Redis round trip,
+and a client that disconnects mid-stream cannot cancel it. Until it lands (about one round trip
+later) the request's hold, its worst case, still counts against the budget, so this can only
+make a budget briefly stricter, never looser.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
-from gateway.access.budgets import Budgets, Hold
+from gateway.access.budgets import Budgets, Hold, hold_amount, new_hold
 from gateway.access.keys import SECRET_PREFIX, KeyStore, Team, VirtualKey, check_allowed
 from gateway.access.ratelimit import Admission, RateLimiter
 from gateway.config.schema import BudgetConfig
 from gateway.config.settings import ModelSpec
 from gateway.errors import AuthenticationFailed, BudgetExceeded, GatewayError, RateLimitExceeded
-from gateway.ledger.spend_stats import SpendStats
-from gateway.money.pricing import PICO_PER_USD, worst_case_cost
+from gateway.money.pricing import PICO_PER_USD
 from gateway.observability.metrics import Metrics
 from gateway.runtime.background import Background
 from gateway.runtime.redis_errors import redis_errors
-from gateway.runtime.redis_scripts import ScriptBatch
 
-__all__ = ["Access", "Grant"]
+__all__ = ["NO_RESERVATION", "Access", "Grant", "Reservation"]
 
 log = logging.getLogger("gateway.access")
 
 
-@dataclass
-class Grant:
-    """One request's access: its key and team (None when anonymous is allowed) and what it holds."""
+class Grant(NamedTuple):
+    """The caller's virtual key and its team; both None for an anonymous caller (allowed when
+    keys are not required)."""
 
     key: VirtualKey | None = None
     team: Team | None = None
-    admission: Admission | None = None
-    hold: Hold | None = None
-    rate_tokens: int | None = None  # the rate-limit charge still to take (with the first hold)
 
     @property
     def team_label(self) -> str:
         return self.key.team or "" if self.key is not None else ""
 
 
-@dataclass
+ANONYMOUS = Grant()
+
+
+class Reservation(NamedTuple):
+    """What one attempt holds: its budget hold (None without a budget) and the request's rate-
+    limit admission (taken once per request, carried from one attempt to the next)."""
+
+    hold: Hold | None = None
+    admission: Admission | None = None
+
+
+NO_RESERVATION = Reservation()
+
+
 class Access:
-    keys: KeyStore
-    budgets: Budgets
-    limiter: RateLimiter
-    stats: SpendStats
-    metrics: Metrics
-    config: BudgetConfig
-    require_keys: bool
-    background: Background = field(default_factory=Background)
+    def __init__(self, keys: KeyStore, budgets: Budgets, limiter: RateLimiter, metrics: Metrics,
+                 config: BudgetConfig, require_keys: bool, background: Background) -> None:
+        self.keys = keys
+        self.budgets = budgets
+        self.limiter = limiter
+        self._metrics = metrics
+        self._config = config
+        self._require_keys = require_keys
+        self._background = background
 
     async def authenticate(self, authorization: str | None) -> Grant:
         scheme, _, secret = (authorization or "").partition(" ")
         secret = secret.strip() if scheme.lower() == "bearer" else ""
         if not secret.startswith(SECRET_PREFIX):
-            if self.require_keys:
+            if self._require_keys:
                 raise AuthenticationFailed("A gateway key is required: send 'Authorization: Bearer sk-gw-...'.")
-            return Grant()
+            return ANONYMOUS
         key = await self.keys.authenticate(secret)
         team = await self.keys.get_team(key.team) if key.team else None
         return Grant(key, team)
@@ -80,94 +88,77 @@ class Access:
         if grant.key is not None:
             check_allowed(grant.key, model, tier)
 
-    def admit(self, grant: Grant, tokens: int) -> None:
-        """Charge the request against its key's RPM/TPM, once per request: done together with
-        the first attempt's budget hold (`reserve`), in parallel, to save a Redis round trip."""
+    def rate_charge(self, grant: Grant, tokens: int) -> int | None:
+        """The tokens to charge against the key's RPM/TPM (once per request, with the first
+        attempt's hold), or None when the key has no rate limit."""
         key = grant.key
-        if key is not None and (key.rpm is not None or key.tpm is not None):
-            grant.rate_tokens = tokens
+        return tokens if key is not None and (key.rpm is not None or key.tpm is not None) else None
 
-    async def reserve(self, grant: Grant, spec: ModelSpec, input_tokens: int, max_tokens: int | None) -> None:
-        """Hold the worst case of calling `spec` against the key's and the team's budgets (and
-        take the pending rate-limit charge); raise 429 if either refuses, undoing the other."""
-        tokens, grant.rate_tokens = grant.rate_tokens, None
-        results = await self._hold_and_admit(grant, spec, input_tokens, max_tokens, tokens)
-        hold, admission = results[0], results[1] if len(results) > 1 else None
-        grant.hold = hold if isinstance(hold, Hold) else None
-        if tokens is not None:  # charged once per request: a failover's hold keeps the first charge
-            grant.admission = admission if isinstance(admission, Admission) else None
-        failure = next((r for r in results if isinstance(r, BaseException)), None)
-        if failure is None:
-            return
+    async def reserve(self, grant: Grant, spec: ModelSpec, input_tokens: int, max_tokens: int | None,
+                      charge: int | None, carried: Admission | None) -> Reservation:
+        """Hold the worst case of calling `spec` against the key's and the team's budgets, and
+        take the rate-limit `charge` if there is one (else keep the `carried` admission); raise
+        429 if either refuses, undoing the other."""
+        key, team = grant.key, grant.team
+        if key is None:
+            return NO_RESERVATION
+        amount = hold_amount(key, team, spec.price, input_tokens, max_tokens, spec.max_output_tokens, self._config)
+        if amount is None and charge is None:
+            return Reservation(None, carried)
+        batch = self.budgets.new_batch()  # with Redis: the hold and the admission in one round trip
+        hold = self.budgets.queue_reserve(batch, key, team, amount, self._config.hold_ttl_s) if amount is not None \
+            else None
+        admit = self.limiter.queue_admit(batch, key, charge) if charge is not None else None
+        replies = await batch.run()
+        held, admitted = _outcome(hold, replies), _outcome(admit, replies)
+        reservation = Reservation(held if isinstance(held, Hold) else None,
+                                  admitted if isinstance(admitted, Admission) else carried)
+        failure = next((r for r in (held, admitted) if isinstance(r, BaseException)), None)
+        if failure is not None:
+            await self._refused(grant, reservation, failure)
+        return reservation
+
+    async def _refused(self, grant: Grant, reservation: Reservation, failure: BaseException) -> None:
+        """Undo what was taken and raise why the request was refused."""
         if isinstance(failure, BudgetExceeded):
-            self.metrics.child(self.metrics.budget_rejections, _label(grant.team_label)).inc()
+            self._metrics.child(self._metrics.budget_rejections, _label(grant.team_label)).inc()
         elif isinstance(failure, RateLimitExceeded):
-            self.metrics.child(self.metrics.rate_limit_rejections, _label(grant.team_label)).inc()
-        await self.release(grant)
-        if grant.admission is not None:  # refused for its budget: give the tokens back
-            self.background.spawn(self.limiter.correct(grant.admission, 0))
-            grant.admission = None
+            self._metrics.child(self._metrics.rate_limit_rejections, _label(grant.team_label)).inc()
+        await self.release(reservation)
+        if reservation.admission is not None:  # refused: the request's tokens go back
+            self._background.spawn(self.limiter.correct(reservation.admission, 0))
         raise failure
 
-    async def _hold_and_admit(
-        self, grant: Grant, spec: ModelSpec, input_tokens: int, max_tokens: int | None, tokens: int | None
-    ) -> list[Any]:
-        """[hold or None or the exception, (admission or the exception)]: with Redis both in one
-        round trip, else one after the other."""
-        key, team = grant.key, grant.team
-        amount = None
-        if key is not None and (key.budget_pico is not None or (team is not None and team.budget_pico is not None)):
-            output = max_tokens or spec.max_output_tokens or self.config.default_max_output_tokens
-            reserved_input = input_tokens + -(-input_tokens * self.config.input_margin_pct // 100)
-            amount = worst_case_cost(spec.price, reserved_input, output)
-        admit = tokens is not None and key is not None
-        if key is None or (amount is None and not admit):
-            return [None]
-        queue_reserve = getattr(self.budgets, "queue_reserve", None)
-        queue_admit = getattr(self.limiter, "queue_admit", None)
-        if queue_reserve is not None and queue_admit is not None:
-            batch = ScriptBatch(self.budgets.redis)  # type: ignore[attr-defined]
-            ttl = self.config.hold_ttl_s
-            finishers = [queue_reserve(batch, key, team, amount, ttl) if amount is not None else None]
-            if admit:
-                finishers.append(queue_admit(batch, key, tokens))
-            replies = await batch.run()
-            return [_outcome(f, replies) for f in finishers]
-        hold = None
-        if amount is not None:
-            hold = await _caught(self.budgets.reserve(key, team, amount, self.config.hold_ttl_s))
-        if not admit:
-            return [hold]
-        return [hold, await _caught(self.limiter.admit(key, tokens))]  # type: ignore[arg-type]
-
-    async def release(self, grant: Grant) -> None:
-        hold, grant.hold = grant.hold, None
+    async def release(self, reservation: Reservation) -> None:
+        """The attempt failed before costing anything: its hold goes (the admission stays)."""
+        hold = reservation.hold
         if hold is not None:
             try:
                 await self.budgets.release(hold)
             except GatewayError as exc:  # the hold expires by itself
                 log.warning("could not release budget hold %s: %s", hold.id, exc.message)
 
-    def settle(self, grant: Grant, spec: ModelSpec, tier: str, cost_pico: int, tokens: int) -> None:
-        """Record the actual cost: the budget settlement, the rate-limit correction and the
-        spend aggregates run in the background (a disconnecting client cannot cancel them)."""
-        now, key = datetime.now(UTC), grant.key
-        hold, grant.hold = grant.hold, None
-        if hold is not None:
-            self.background.spawn(self.budgets.settle(hold, cost_pico, now))
-        if grant.admission is not None:
-            self.background.spawn(self.limiter.correct(grant.admission, tokens))
-        self.background.spawn(self.stats.add(now, cost_pico, model=spec.name, tier=tier,
-                                        key=key.id if key else "", team=key.team or "" if key else ""))
+    def settle(self, grant: Grant, reservation: Reservation, cost_pico: int, tokens: int, at: datetime) -> None:
+        """Record the actual cost against the key (and team), with or without a budget, and
+        correct the rate-limit charge; in the background (a disconnecting client cannot cancel
+        it)."""
+        key = grant.key
+        if key is None:
+            return
+        hold = reservation.hold or new_hold(key, grant.team, 0)  # no budget: the spend is still the key's
+        self._background.spawn(self.budgets.settle(hold, cost_pico, at))
+        if reservation.admission is not None:
+            self._background.spawn(self.limiter.correct(reservation.admission, tokens))
 
     async def replay_forever(self, interval_s: float = 2.0) -> None:
         """Replay settlements journaled while Redis was down, as soon as it answers again."""
-        replay = getattr(self.budgets, "replay", None)
-        while replay is not None:
+        while True:
             await asyncio.sleep(interval_s)
             try:
-                replayed = await replay()
-            except (*redis_errors(), OSError, ValueError) as exc:  # still down, or the journal unreadable
+                replayed = await self.budgets.replay()
+            except Exception as exc:  # still down, or the journal unreadable
+                if not isinstance(exc, (*redis_errors(), OSError, ValueError)):
+                    raise
                 log.debug("journal replay deferred: %r", exc)
                 continue
             if replayed:
@@ -176,35 +167,31 @@ class Access:
     async def refresh_gauges_forever(self) -> None:
         """Team budget gauges (one series per team with a budget, never per key)."""
         while True:
-            await asyncio.sleep(self.config.gauge_interval_s)
+            await asyncio.sleep(self._config.gauge_interval_s)
             try:
                 await self.refresh_gauges()
-            except (*redis_errors(), GatewayError) as exc:
+            except Exception as exc:
+                if not isinstance(exc, (*redis_errors(), GatewayError)):
+                    raise
                 log.debug("budget gauges not refreshed: %r", exc)
 
     async def refresh_gauges(self) -> None:
+        metrics = self._metrics
         for team in await self.keys.list_teams():
             if team.budget_pico is None:
                 continue
             spend = await self.budgets.team_spend(team)
             used = (spend.spent + spend.reserved) / team.budget_pico if team.budget_pico else 1.0
-            self.metrics.child(self.metrics.budget_used, team.name).set(used)
-            self.metrics.child(self.metrics.budget_remaining, team.name).set((spend.remaining or 0) / PICO_PER_USD)
+            metrics.child(metrics.budget_used, team.name).set(used)
+            metrics.child(metrics.budget_remaining, team.name).set((spend.remaining or 0) / PICO_PER_USD)
 
 
-
-def _outcome(finish: Callable[[list[Any]], Any] | None, replies: list[Any]) -> Any:
+def _outcome(finish: Any, replies: list[Any]) -> Any:
+    """A queued call's result: its value, or the GatewayError it refused with."""
     if finish is None:
         return None
     try:
         return finish(replies)
-    except GatewayError as exc:
-        return exc
-
-
-async def _caught(work: Awaitable[Any]) -> Any:
-    try:
-        return await work
     except GatewayError as exc:
         return exc
 

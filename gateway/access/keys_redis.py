@@ -28,8 +28,8 @@ from datetime import datetime
 from typing import Any
 
 from gateway.access.keys import SECRET_PREFIX, Team, VirtualKey, check_usable, clean_fields, new_key, secret_hash
-from gateway.errors import NotFound, ServiceUnavailable
-from gateway.runtime.redis_errors import redis_errors
+from gateway.errors import NotFound
+from gateway.runtime.redis_errors import redis_errors, store_unavailable
 
 __all__ = ["RedisKeyStore"]
 
@@ -130,7 +130,7 @@ class RedisKeyStore:
         except redis_errors() as exc:
             if cached is not None:
                 return check_usable(cached[1])
-            raise ServiceUnavailable("the key store (Redis) is unavailable") from exc
+            raise store_unavailable("key store", exc) from exc
         if key is not None:
             if len(self._keys) >= _MAX_CACHED:
                 self._keys.clear()
@@ -158,7 +158,7 @@ class RedisKeyStore:
         except redis_errors() as exc:
             if cached is not None:
                 return cached[1]
-            raise ServiceUnavailable("the key store (Redis) is unavailable") from exc
+            raise store_unavailable("key store", exc) from exc
         if len(self._teams) >= _MAX_CACHED:
             self._teams.clear()
         self._teams[name] = (time.monotonic(), team)

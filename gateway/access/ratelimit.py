@@ -26,8 +26,8 @@ from typing import Any, Protocol
 
 from gateway.access.keys import VirtualKey
 from gateway.errors import RateLimitExceeded
-from gateway.runtime.redis_errors import redis_errors
-from gateway.runtime.redis_scripts import ScriptBatch
+from gateway.runtime.redis_errors import pool_exhausted, redis_errors, store_unavailable
+from gateway.runtime.redis_scripts import Batch, ScriptBatch
 
 __all__ = ["Admission", "MemoryRateLimiter", "RateLimiter", "RedisRateLimiter"]
 
@@ -43,6 +43,12 @@ class Admission:
 
 
 class RateLimiter(Protocol):
+    def queue_admit(self, batch: Batch, key: VirtualKey, tokens: int) -> Callable[[list[Any]], Admission]:
+        """Queue charging one request and `tokens` tokens in `batch` (to share a round trip); the
+        returned function turns the batch's results into the Admission, or raises
+        RateLimitExceeded (nothing charged)."""
+        ...
+
     async def admit(self, key: VirtualKey, tokens: int) -> Admission:
         """Charge one request and `tokens` tokens, or raise RateLimitExceeded (nothing charged)."""
         ...
@@ -82,7 +88,14 @@ class MemoryRateLimiter:
     def __init__(self) -> None:
         self._tat: dict[tuple[str, str], float] = {}
 
+    def queue_admit(self, batch: Batch, key: VirtualKey, tokens: int) -> Callable[[list[Any]], Admission]:
+        """Nothing to send: the admission is made when the batch's results are read."""
+        return lambda _: self._admit(key, tokens)
+
     async def admit(self, key: VirtualKey, tokens: int) -> Admission:
+        return self._admit(key, tokens)
+
+    def _admit(self, key: VirtualKey, tokens: int) -> Admission:
         too_big = _too_big(key, tokens)
         if too_big is not None:
             raise too_big
@@ -152,7 +165,7 @@ class RedisRateLimiter:
     (keys spread over a Cluster) and expires once its bucket is full again."""
 
     def __init__(self, redis: Any, prefix: str = "gw", batch_s: float = 0.5) -> None:
-        self._redis = self.redis = redis
+        self._redis = redis
         self._prefix = prefix
         self._admit = redis.register_script(_ADMIT)
         self._correct = redis.register_script(_CORRECT)
@@ -166,13 +179,11 @@ class RedisRateLimiter:
     async def admit(self, key: VirtualKey, tokens: int) -> Admission:
         if key.rpm is None and key.tpm is None:
             return Admission(key.id, key.tpm, tokens)
-        batch = ScriptBatch(self.redis)
+        batch = ScriptBatch(self._redis)
         finish = self.queue_admit(batch, key, tokens)
         return finish(await batch.run())
 
-    def queue_admit(self, batch: ScriptBatch, key: VirtualKey, tokens: int) -> Callable[[list[Any]], Admission]:
-        """Queue the admission in `batch` (to share a round trip); the returned function turns the
-        batch's results into the Admission, or raises RateLimitExceeded."""
+    def queue_admit(self, batch: Batch, key: VirtualKey, tokens: int) -> Callable[[list[Any]], Admission]:
         admission = Admission(key.id, key.tpm, tokens)
         too_big = _too_big(key, tokens)
         if too_big is not None:  # refused like any other admission: through the finisher
@@ -186,6 +197,8 @@ class RedisRateLimiter:
 
         def finish(results: list[Any]) -> Admission:
             result = results[index]
+            if isinstance(result, pool_exhausted()):  # Redis answers: the limit still applies
+                raise store_unavailable("rate limiter", result) from result
             if isinstance(result, redis_errors()):
                 log.warning("rate limits: Redis unavailable, admitting %s: %r", key.id, result)
                 return admission

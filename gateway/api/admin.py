@@ -171,7 +171,7 @@ async def admin_spend(request: Request) -> JSONResponse:
         await state.ledger.flush()  # this process's newest records (other processes flush every interval)
         groups = await spend_by(state.ledger, *day_bounds(first, last), group_by)
     else:
-        groups = aggregate(await state.access.stats.days(first, last), group_by)
+        groups = aggregate(await state.stats.days(first, last), group_by)
     return JSONResponse({
         "group_by": group_by, "source": source, "from": first.isoformat(), "to": last.isoformat(),
         "data": [{"group": g, "spend_usd": p / PICO_PER_USD} for g, p in groups.items()],

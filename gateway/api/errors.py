@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import GatewayError, InvalidRequest
-from gateway.providers.errors import redact
+from gateway.redaction import redact
 
 __all__ = ["error_response", "install_error_handlers", "unexpected_error"]
 

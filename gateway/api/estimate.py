@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from gateway.pipeline.exchange import read_body
+from gateway.api.body import read_body
 from gateway.pipeline.request import parse_chat_request
 from gateway.state import AppState
 
@@ -20,9 +20,9 @@ router = APIRouter()
 @router.post("/v1/estimate")
 async def estimate(request: Request) -> JSONResponse:
     state: AppState = request.app.state.gw
-    body = parse_chat_request(await read_body(request, state.settings.max_body_bytes))
-    tier = state.router.tier(body["model"])
+    chat = parse_chat_request(await read_body(request, state.settings.max_body_bytes))
+    tier = state.router.tier(chat.model)
     if tier is None:
-        return JSONResponse(await state.router.estimate(state.resolve_model(body["model"]), body))
-    plan = await state.router.plan(tier, body)
+        return JSONResponse(await state.router.estimate(state.settings.resolve_model(chat.model), chat))
+    plan = await state.router.plan(tier, chat)
     return JSONResponse(plan.describe())

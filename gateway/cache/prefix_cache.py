@@ -10,8 +10,9 @@ cost nothing here. If the index's Redis is unavailable, prompts are treated as c
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from gateway.cache.prefix_blocks import PromptBlocks, likely_tokens_at_least
@@ -34,20 +35,32 @@ from gateway.observability.metrics import Metrics
 from gateway.runtime.background import Background
 from gateway.tokens.counter import TokenCounter, encoding_name_for
 
-__all__ = ["PrefixCache", "PrefixPlan", "add_breakpoint"]
+__all__ = ["NO_PREDICTIONS", "PrefixCache", "PrefixPlan"]
 
 log = logging.getLogger("gateway.cache")
 _COLD = Warmth(0, False)
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class PrefixPlan:
-    blocks: dict[str, PromptBlocks]  # model -> its prompt's blocks (per encoding, shared)
-    predictions: dict[str, Prediction]
-    breakpoint_added: bool = False  # set when the attempt really sent the breakpoint
+    """What each candidate model would read from (or write to) its provider's prompt cache for
+    one request. Empty (`NO_PREDICTIONS`) for a prompt too short to cache."""
+
+    blocks: Mapping[str, PromptBlocks]  # model -> its prompt's blocks (per encoding, shared)
+    predictions: Mapping[str, Prediction]
 
     def prediction(self, model: str) -> Prediction:
         return self.predictions.get(model, NOTHING)
+
+    def with_breakpoint(self, model: str, messages: list[Any]) -> list[Any] | None:
+        """The messages with the Anthropic breakpoint this plan calls for at `model` (a new list,
+        the given one is never changed), or None when there is none to add."""
+        if not self.predictions or not self.prediction(model).breakpoint:
+            return None
+        return with_breakpoint(messages)
+
+
+NO_PREDICTIONS = PrefixPlan(MappingProxyType({}), MappingProxyType({}))
 
 
 @dataclass
@@ -62,16 +75,17 @@ class PrefixCache:
     def __post_init__(self) -> None:
         self._hasher = BlockHasher(self.tokens)
 
-    async def plan(self, specs: Sequence[ModelSpec], body: dict[str, Any]) -> PrefixPlan | None:
-        """Predictions for `specs` (those whose provider caches), or None for a short prompt."""
+    async def plan(self, specs: Sequence[ModelSpec], body: dict[str, Any]) -> PrefixPlan:
+        """Predictions for `specs` (those whose provider caches) for the request `body`."""
         relevant = [s for s in specs if min_tokens(s) is not None]
         if not self.config.enabled or not relevant or not likely_tokens_at_least(body, OPENAI_MIN_TOKENS):
-            return None
+            return NO_PREDICTIONS
         groups: dict[str, list[ModelSpec]] = {}
         for spec in relevant:
             groups.setdefault(encoding_name_for(spec.upstream_model), []).append(spec)
         marked = client_marked(body)
-        plan = PrefixPlan({}, {})
+        blocks_of: dict[str, PromptBlocks] = {}
+        predictions: dict[str, Prediction] = {}
         for encoding, members in groups.items():
             assert self._hasher is not None
             blocks = self._hasher.blocks(body, encoding)
@@ -79,10 +93,10 @@ class PrefixCache:
                 continue
             warmth = await self._lookup([s.name for s in members], blocks)
             for spec in members:
-                plan.blocks[spec.name] = blocks
-                plan.predictions[spec.name] = predict(
+                blocks_of[spec.name] = blocks
+                predictions[spec.name] = predict(
                     spec, blocks, warmth.get(spec.name, _COLD), self.config.cache_control, marked)
-        return plan if plan.blocks else None
+        return PrefixPlan(blocks_of, predictions) if blocks_of else NO_PREDICTIONS
 
     async def _lookup(self, models: list[str], blocks: PromptBlocks) -> dict[str, Warmth]:
         try:
@@ -92,8 +106,9 @@ class PrefixCache:
             log.warning("prefix index unavailable, treating the prompt as cold: %s", exc)
             return {}
 
-    def settle(self, spec: ModelSpec, plan: PrefixPlan | None, usage: Usage) -> None:
-        """After a completed call: savings and premium, prediction accuracy, and the record."""
+    def settle(self, spec: ModelSpec, plan: PrefixPlan, breakpoint_added: bool, usage: Usage) -> None:
+        """After a call: savings and premium, prediction accuracy, and the record of the prompt's
+        blocks at `spec` (`breakpoint_added`: the attempt sent the plan's breakpoint)."""
         metrics = self.metrics
         if usage.cached_input or usage.cache_write_5m or usage.cache_write_1h:
             saved, premium = cache_effect(usage, spec.price)
@@ -101,8 +116,8 @@ class PrefixCache:
                 metrics.cache_saved.add(("prefix",), saved)
             if premium:
                 metrics.cache_write_premium.add((), premium)
-        blocks = plan.blocks.get(spec.name) if plan is not None else None
-        if plan is None or blocks is None:
+        blocks = plan.blocks.get(spec.name)
+        if blocks is None:
             return
         predicted, actual = plan.prediction(spec.name).cached, usage.cached_input
         metrics.child(metrics.cache_requests, "prefix", "hit" if actual else "miss").inc()
@@ -110,7 +125,7 @@ class PrefixCache:
         for outcome, tokens in (("correct", both), ("over", predicted - both), ("under", actual - both)):
             if tokens:
                 metrics.child(metrics.prefix_prediction, outcome).inc(tokens)
-        marker = blocks.stable_hash if plan.breakpoint_added else b""
+        marker = blocks.stable_hash if breakpoint_added else b""
         self.background.spawn(self._record(spec.name, blocks, marker))
 
     async def _record(self, model: str, blocks: PromptBlocks, marker: bytes) -> None:
@@ -119,16 +134,3 @@ class PrefixCache:
         except CacheUnavailable as exc:
             self.metrics.child(self.metrics.cache_errors, "prefix").inc()
             log.warning("prefix index unavailable, prompt not recorded: %s", exc)
-
-
-def add_breakpoint(plan: PrefixPlan | None, spec: ModelSpec, body: dict[str, Any]) -> None:
-    """Put the Anthropic breakpoint the plan calls for into `body`, this attempt's own copy of
-    the request (its message list is replaced, never changed in place)."""
-    if plan is None:
-        return
-    plan.breakpoint_added = False
-    if plan.prediction(spec.name).breakpoint:
-        messages = with_breakpoint(body["messages"])
-        if messages is not None:
-            body["messages"] = messages
-            plan.breakpoint_added = True

@@ -1,95 +1,125 @@
-"""Serving from and storing into the response cache: a hit costs $0 and is answered as JSON or
-as a proper SSE stream; only complete, successful answers are stored."""
+"""The response cache as the pipeline uses it: whether a request may use it, its key, looking an
+answer up and storing one (in the background, off the response's path). Only complete,
+successful answers are stored. If the store is unreachable, requests are served uncached
+(`bypass`) and counted in `gateway_cache_errors_total{cache="response"}`.
+
+A disabled cache is `DisabledResponseCache`: every request bypasses it.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import AsyncGenerator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import orjson
-from starlette.responses import Response
 
-from gateway.api.sse_response import SSEResponse
+from gateway.cache.response_key import CachePolicy, cache_key
 from gateway.cache.response_store import CacheStore, CacheUnavailable
-from gateway.money.pricing import Cost, Usage
-from gateway.pipeline.exchange import Call
+from gateway.config.schema import CacheLayer
+from gateway.money.pricing import Cost
+from gateway.observability.metrics import Metrics
+from gateway.runtime.background import Background
 
-__all__ = ["assemble", "lookup", "serve_hit", "store"]
+__all__ = ["CachedAnswer", "DisabledResponseCache", "ResponseCache", "StoredResponseCache", "assemble"]
 
 log = logging.getLogger("gateway.cache")
-_ZERO = Cost().usage_fields()
 
 
-async def lookup(call: Call) -> dict[str, Any] | None:
-    """The cached entry for this attempt, or None (a miss, or the cache is unreachable)."""
-    cache, metrics = call.state.response_cache, call.state.metrics
-    assert cache is not None and call.cache_key is not None
-    try:
-        raw = await cache.get(call.cache_key)
-    except CacheUnavailable as exc:
-        call.cache_result = "bypass"
-        metrics.child(metrics.cache_errors, "response").inc()
-        log.warning("response cache unavailable, bypassed: %s", exc)
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    body: dict[str, Any]  # the chat.completion as first answered
+    cost_pico: int  # what it cost then: what this hit saves
+
+
+class ResponseCache(Protocol):
+    def used_for(self, policy: CachePolicy) -> bool:
+        """May a request with this policy read or write the cache at all?"""
+        ...
+
+    def key(self, tenant: str, model: str, body: dict[str, Any]) -> str: ...
+
+    async def lookup(self, key: str) -> tuple[CachedAnswer | None, str]:
+        """The answer stored under `key` (or None) and the x-gateway-cache result: hit, miss, or
+        bypass when the store is unreachable."""
+        ...
+
+    def store(self, key: str | None, body: dict[str, Any], cost: Cost) -> None:
+        """Store a complete answer, in the background."""
+        ...
+
+    async def run(self) -> None:
+        """Background upkeep for as long as the app runs (returns at once if there is none)."""
+        ...
+
+
+class DisabledResponseCache:
+    def used_for(self, policy: CachePolicy) -> bool:
+        return False
+
+    def key(self, tenant: str, model: str, body: dict[str, Any]) -> str:
+        raise AssertionError("the response cache is disabled")
+
+    async def lookup(self, key: str) -> tuple[CachedAnswer | None, str]:
+        return None, "bypass"
+
+    def store(self, key: str | None, body: dict[str, Any], cost: Cost) -> None:
         return None
-    call.cache_result = "hit" if raw is not None else "miss"
-    metrics.child(metrics.cache_requests, "response", call.cache_result).inc()
-    return orjson.loads(raw) if raw is not None else None
+
+    async def run(self) -> None:
+        return None
 
 
-def store(call: Call, body: dict[str, Any], cost: Cost) -> None:
-    """Store a complete answer; the write runs in the background, off the response's path."""
-    cache, settings = call.state.response_cache, call.state.settings
-    if cache is None or call.cache_key is None or not call.cache_write:
-        return
-    value = orjson.dumps({"body": body, "cost_pico": cost.total})
-    if len(value) <= settings.cache.max_entry_bytes:
-        call.state.background.spawn(_write(call, cache, call.cache_key, value))
+class StoredResponseCache:
+    def __init__(self, store: CacheStore, config: CacheLayer, metrics: Metrics, background: Background) -> None:
+        self._store = store
+        self._config = config
+        self._metrics = metrics
+        self._background = background
 
+    def used_for(self, policy: CachePolicy) -> bool:
+        return policy.read or policy.write
 
-async def _write(call: Call, cache: CacheStore, key: str, value: bytes) -> None:
-    try:
-        await cache.set(key, value, call.state.settings.cache.ttl_s)
-    except CacheUnavailable as exc:
-        metrics = call.state.metrics
-        metrics.child(metrics.cache_errors, "response").inc()
-        log.warning("response cache unavailable, answer not stored: %s", exc)
+    def key(self, tenant: str, model: str, body: dict[str, Any]) -> str:
+        return cache_key(tenant, model, body)
 
+    async def lookup(self, key: str) -> tuple[CachedAnswer | None, str]:
+        metrics = self._metrics
+        try:
+            raw = await self._store.get(key)
+        except CacheUnavailable as exc:
+            metrics.child(metrics.cache_errors, "response").inc()
+            log.warning("response cache unavailable, bypassed: %s", exc)
+            return None, "bypass"
+        result = "hit" if raw is not None else "miss"
+        metrics.child(metrics.cache_requests, "response", result).inc()
+        if raw is None:
+            return None, result
+        entry = orjson.loads(raw)
+        return CachedAnswer(entry["body"], entry["cost_pico"]), result
 
-def serve_hit(call: Call, entry: dict[str, Any], stream: bool, include_usage: bool) -> Response | SSEResponse:
-    metrics = call.state.metrics
-    metrics.cache_saved.add(("response",), entry["cost_pico"])
-    call.state.ledger.add(call.ledger_record(Usage(), Cost(), "200", cache_saved=entry["cost_pico"]))
-    body = dict(entry["body"])
-    body["usage"] = {**(body.get("usage") or {}), **_ZERO}
-    call.record("200")
-    headers = call.headers()
-    if not stream:
-        headers["x-gateway-cost-usd"] = "0"
-        return Response(orjson.dumps(body), media_type="application/json", headers=headers)
-    return SSEResponse(_replay(body, include_usage), headers)
+    def store(self, key: str | None, body: dict[str, Any], cost: Cost) -> None:
+        if key is None:
+            return
+        value = orjson.dumps({"body": body, "cost_pico": cost.total})
+        if len(value) <= self._config.max_entry_bytes:
+            self._background.spawn(self._write(key, value))
 
+    async def _write(self, key: str, value: bytes) -> None:
+        try:
+            await self._store.set(key, value, self._config.ttl_s)
+        except CacheUnavailable as exc:
+            metrics = self._metrics
+            metrics.child(metrics.cache_errors, "response").inc()
+            log.warning("response cache unavailable, answer not stored: %s", exc)
 
-async def _replay(body: dict[str, Any], include_usage: bool) -> AsyncGenerator[bytes, None]:
-    base = {"id": body.get("id"), "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": body.get("model")}
-    events = []
-    for choice in body.get("choices") or ():
-        message, index = choice.get("message") or {}, choice.get("index", 0)
-        delta: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
-        if message.get("tool_calls"):
-            delta["tool_calls"] = [{**c, "index": i} for i, c in enumerate(message["tool_calls"])]
-        events.append({**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]})
-        finish = {"index": index, "delta": {}, "finish_reason": choice.get("finish_reason")}
-        events.append({**base, "choices": [finish]})
-    if include_usage:
-        events.append({**base, "choices": [], "usage": body["usage"]})
-    yield b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    async def run(self) -> None:
+        await self._store.run()
 
 
 def assemble(pieces: list[bytes]) -> dict[str, Any] | None:
-    """Rebuild a chat.completion from relayed SSE chunks; None if they do not parse."""
+    """Rebuild a chat.completion from relayed SSE chunks (to store a streamed answer); None if
+    they do not parse."""
     choices: dict[int, dict[str, Any]] = {}
     head: dict[str, Any] = {}
     for event in b"".join(pieces).split(b"\n\n"):

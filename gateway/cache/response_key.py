@@ -15,9 +15,8 @@ cache even though the request is not deterministic).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -48,19 +47,21 @@ IGNORED_FIELDS = MappingProxyType({
 _MODES = frozenset({"no-store", "no-cache", "force"})
 
 
-@dataclass(frozen=True, slots=True)
-class CachePolicy:
+class CachePolicy(NamedTuple):
     read: bool  # may be answered from the cache
     write: bool  # a fresh answer may be stored
 
 
+_POLICIES = MappingProxyType({(read, write): CachePolicy(read, write) for read in (False, True)
+                              for write in (False, True)})
+
+
 def cache_policy(body: dict[str, Any], header: str | None) -> CachePolicy:
-    mode = (header or "").strip().lower()
+    mode = header.strip().lower() if header else ""
     if mode and mode not in _MODES:
         raise InvalidRequest(f"x-gateway-cache must be one of {', '.join(sorted(_MODES))}", param="x-gateway-cache")
-    deterministic = body.get("temperature") == 0 or body.get("seed") is not None
-    eligible = deterministic or mode == "force"
-    return CachePolicy(read=eligible and mode != "no-cache", write=eligible and mode != "no-store")
+    eligible = body.get("temperature") == 0 or body.get("seed") is not None or mode == "force"
+    return _POLICIES[eligible and mode != "no-cache", eligible and mode != "no-store"]
 
 
 def cache_key(tenant: str, model: str, body: dict[str, Any]) -> str:

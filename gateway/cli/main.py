@@ -83,7 +83,6 @@ def route(args: argparse.Namespace) -> int:
     from gateway.errors import GatewayError
     from gateway.pipeline.request import parse_chat_request
     from gateway.routing.router import Router
-    from gateway.routing.state import MemoryRoutingState
     from gateway.tokens.counter import TokenCounter
 
     settings = _settings_or_none(args.config)
@@ -93,10 +92,10 @@ def route(args: argparse.Namespace) -> int:
     if tier is None:
         print(f"gateway: unknown tier '{args.tier}' (tiers: {', '.join(settings.tiers)})", file=sys.stderr)
         return 2
-    router = Router(settings, TokenCounter(), MemoryRoutingState(settings.routing))
+    router = Router.offline(settings, TokenCounter())
     try:
-        body = parse_chat_request(Path(args.file).read_bytes())
-        plan = asyncio.run(router.plan(tier, body))
+        request = parse_chat_request(Path(args.file).read_bytes())
+        plan = asyncio.run(router.plan(tier, request))
     except GatewayError as exc:
         print(json.dumps(exc.body(), indent=2))
         return 1

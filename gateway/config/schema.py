@@ -134,6 +134,8 @@ class LedgerConfig(_Strict):
 class GatewayConfig(_Strict):
     redis_url: str | None = None
     redis_prefix: str = Field("gw", min_length=1)  # every key the gateway writes starts with it
+    redis_max_connections: int = Field(100, gt=0)  # per process; more commands at once wait for one
+    redis_pool_timeout_s: float = Field(5.0, gt=0)  # how long a command may wait for a pooled connection
     master_key: str | None = None
     require_keys: bool = False
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)

@@ -25,6 +25,7 @@ from gateway.config.schema import (
     PriceFields,
     RoutingConfig,
 )
+from gateway.errors import ModelNotFound, ServiceUnavailable
 from gateway.money.price_table import PriceTable
 from gateway.money.pricing import Price, Rates, per_mtok_to_pico
 from routing_policies import RoutingPolicy, TierRoute, load_policy
@@ -85,8 +86,19 @@ class Settings:
     max_body_bytes: int = 4 * 1024 * 1024
     redis_url: str | None = None
     redis_prefix: str = "gw"
+    redis_max_connections: int = 100
+    redis_pool_timeout_s: float = 5.0
     master_key: str | None = None
     require_keys: bool = False
+
+    def resolve_model(self, name: str) -> ModelSpec:
+        """The model a request names: 404 if there is none, 503 if it cannot be served now."""
+        spec = self.models.get(name)
+        if spec is None:
+            raise ModelNotFound(f"The model or tier '{name}' does not exist", param="model")
+        if spec.unavailable_reason is not None:
+            raise ServiceUnavailable(f"model '{name}' is unavailable: {spec.unavailable_reason}", param="model")
+        return spec
 
     def secrets(self) -> list[str]:
         """Every credential the gateway holds, for redaction."""
@@ -225,6 +237,8 @@ def resolve_settings(config: GatewayConfig, table: PriceTable, source: str = "co
         max_body_bytes=config.max_body_bytes,
         redis_url=config.redis_url or os.environ.get("REDIS_URL") or None,
         redis_prefix=config.redis_prefix,
+        redis_max_connections=config.redis_max_connections,
+        redis_pool_timeout_s=config.redis_pool_timeout_s,
         master_key=config.master_key,
         require_keys=config.require_keys,
     )

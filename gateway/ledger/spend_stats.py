@@ -35,6 +35,10 @@ class SpendStats(Protocol):
 
     async def days(self, first: date, last: date) -> dict[date, dict[str, int]]: ...
 
+    async def flush(self) -> None:
+        """Write what is still pending, now (at shutdown)."""
+        ...
+
 
 class MemorySpendStats:
     def __init__(self) -> None:
@@ -47,6 +51,9 @@ class MemorySpendStats:
 
     async def days(self, first: date, last: date) -> dict[date, dict[str, int]]:
         return {d: dict(v) for d, v in self._days.items() if first <= d <= last}
+
+    async def flush(self) -> None:
+        return None  # nothing is pending: every sum is already in place
 
 
 class RedisSpendStats:
@@ -69,7 +76,12 @@ class RedisSpendStats:
 
     async def _write(self) -> None:
         await asyncio.sleep(self._batch_s)
+        await self.flush()
+
+    async def flush(self) -> None:
         batch, self._pending = self._pending, defaultdict(int)
+        if not batch:
+            return
         try:
             pipe = self._redis.pipeline(transaction=False)
             for (day, field_name), value in batch.items():

@@ -6,7 +6,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from gateway.providers.errors import redact
+from gateway.redaction import redact
 
 __all__ = ["RedactingFormatter", "configure_logging"]
 

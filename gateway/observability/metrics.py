@@ -37,7 +37,7 @@ _COST = (1e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1, 5)
 
 class Metrics:
     def __init__(self) -> None:
-        disable_created_metrics()  # `_created` series double the output and nobody graphs them
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series: nobody graphs them
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         own = None if directory else CollectorRegistry(auto_describe=True)  # multiprocess: the workers' files
         # Money: exact integer pico-USD sums, in USD at scrape time (see money_metrics).
@@ -64,16 +64,12 @@ class Metrics:
         self.overhead = histogram("gateway_overhead_seconds", "Time spent in the gateway itself.", [], _OVERHEAD)
         self.upstream_errors = counter("gateway_upstream_errors_total", "Upstream failures by kind.", ["model", "kind"])
         self.failovers = counter("gateway_failovers_total", "Attempts moved on to a tier's next candidate.", ["tier"])
-        self.routing_saved = money(
-            "gateway_routing_saved_usd_total",
-            "What the tier's baseline model would have cost for the same usage, minus the actual cost.", ["tier"],
-        )
+        self.routing_saved = money("gateway_routing_saved_usd_total", "What the tier's baseline model would have "
+                                   "cost for the same usage, minus the actual cost.", ["tier"])
         self.cache_requests = counter("gateway_cache_requests_total", "Cache lookups by result.", ["cache", "result"])
         self.cache_saved = money("gateway_cache_saved_usd_total", "What cache hits would have cost.", ["cache"])
-        self.cache_write_premium = money(
-            "gateway_cache_write_premium_usd_total",
-            "What prompt-cache writes cost above plain input (Anthropic: 1.25x or 2x the input price).", [],
-        )
+        self.cache_write_premium = money("gateway_cache_write_premium_usd_total", "What prompt-cache writes cost "
+                                         "above plain input (Anthropic: 1.25x or 2x the input price).", [])
         self.prefix_prediction = counter(
             "gateway_prefix_prediction_tokens_total",
             "Predicted vs actual cached prompt tokens (outcome: correct | over | under).", ["outcome"],
@@ -86,6 +82,8 @@ class Metrics:
         self.rate_limit_rejections = counter(
             "gateway_rate_limit_rejections_total", "Requests refused by a key's RPM/TPM limit.", ["team"])
         self.cache_errors = counter("gateway_cache_errors_total", "Cache operations that failed (bypassed).", ["cache"])
+        self.redis_pool_waits = counter("gateway_redis_pool_waits_total", "Redis commands that waited for a free "
+                                        "pooled connection.", [])
         self.in_flight = Gauge("gateway_in_flight_requests", "Chat requests in flight.", registry=own,
                                multiprocess_mode="livesum")  # with several workers: their sum
         self.usage_estimated = counter(
@@ -100,7 +98,7 @@ class Metrics:
         """What /metrics renders: this process's metrics, or every worker's (multiprocess)."""
         if own is None:
             own = CollectorRegistry()
-            multiprocess.MultiProcessCollector(own)
+            multiprocess.MultiProcessCollector(own)  # type: ignore[no-untyped-call]
         own.register(self.money)
         return own
 

@@ -85,7 +85,8 @@ class MoneyHistogram:
         self.totals: dict[Labels, Any] = {}
         bounds = sorted(buckets_usd)
         self._bounds = tuple(int(Decimal(repr(b)) * PICO_PER_USD) for b in bounds)  # exact, e.g. 1e-06 -> 10**6
-        self._les = [*(floatToGoString(b) for b in bounds), "+Inf"]  # as prometheus-client writes `le`
+        # `le` as prometheus-client writes it
+        self._les = [*(floatToGoString(b) for b in bounds), "+Inf"]  # type: ignore[no-untyped-call]
 
     def observe(self, labels: Labels, pico: int) -> None:
         row = self.totals.get(labels)

@@ -1,118 +1,131 @@
-"""Per-request bookkeeping shared by the non-streaming and streaming paths."""
+"""What the pipeline knows about one request as it goes: who sent it (`Caller`), how it was
+routed (`Route`), each model it tried (`Attempt`), and what it gives back to the API layer
+(`Answer` or `Stream`). Only the pipeline writes them."""
 
 from __future__ import annotations
 
-import logging
-import re
-import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from time import perf_counter
-from typing import TYPE_CHECKING, Any
+import hashlib
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
-from starlette.requests import Request
-
-from gateway.access.gate import Grant
+from gateway.access.gate import NO_RESERVATION, Grant, Reservation
+from gateway.cache.prefix_cache import NO_PREDICTIONS, PrefixPlan
 from gateway.config.settings import ModelSpec
-from gateway.errors import GatewayError, RequestTooLarge
-from gateway.ledger.store import LedgerRecord
-from gateway.money.pricing import Cost, Usage
-from gateway.state import AppState
+from gateway.errors import GatewayError
+from gateway.money.pricing import Cost
+from gateway.pipeline.request import ChatRequest
+from gateway.routing.router import RoutePlan
 
-if TYPE_CHECKING:
-    from gateway.cache.prefix_cache import PrefixPlan
-    from gateway.routing.router import RoutePlan
-
-__all__ = ["Call", "read_body", "request_id"]
-
-log = logging.getLogger("gateway.requests")
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+__all__ = ["Answer", "Attempt", "Caller", "Exchange", "Route", "Stream", "StreamEnd"]
 
 
-def request_id(request: Request) -> str:
-    given = request.headers.get("x-request-id")
-    return given if given and _SAFE_ID.match(given) else uuid.uuid4().hex
+class Caller(NamedTuple):
+    """Who sent the request, and when it arrived."""
+
+    request_id: str
+    grant: Grant  # the virtual key and its team (none for an anonymous caller)
+    credential: str  # the Authorization header as sent
+    arrived: float  # perf_counter()
+
+    @property
+    def team(self) -> str:
+        return self.grant.team_label
+
+    def tenant(self) -> str:
+        """Whose response-cache entries these are: the key's team, else the key, else the
+        caller's own bearer token (hashed), so two tenants never see each other's answers."""
+        key = self.grant.key
+        if key is not None:
+            return f"team:{key.team}" if key.team else f"key:{key.id}"
+        return "bearer:" + hashlib.sha256(self.credential.encode()).hexdigest()
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing anything over `limit` bytes (413) without reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLarge(f"request body is {declared} bytes; the limit is {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+class Route(NamedTuple):
+    """How the request was routed: by name (no plan) or by its tier's plan."""
+
+    plan: RoutePlan | None
+    prefix: PrefixPlan  # prompt-cache predictions of the candidates (long prompts only)
+    baseline: ModelSpec | None  # what routing savings are measured against
+
+
+UNROUTED = Route(None, NO_PREDICTIONS, None)
 
 
 @dataclass(slots=True)
-class Call:
-    state: AppState
-    request_id: str
-    started: float = field(default_factory=perf_counter)
-    spec: ModelSpec | None = None
-    body: dict[str, Any] = field(default_factory=dict)
-    tier: str = ""
-    team: str = ""
-    plan: RoutePlan | None = None  # when routed: x-gateway-route explains the choice
-    prefix: PrefixPlan | None = None  # prompt-cache predictions (long prompts only)
-    grant: Grant = field(default_factory=Grant)  # the caller's key, team, rate-limit charge and budget hold
-    baseline: ModelSpec | None = None  # the tier's baseline, for routing savings
-    cache_key: str | None = None  # response-cache key of the current attempt
-    cache_write: bool = False  # may the answer be stored
+class Attempt:
+    """One try of one model: what was sent, under which response-cache key, what it holds of
+    the caller's budget, and when the upstream call started."""
+
+    spec: ModelSpec
+    body: dict[str, Any]  # the upstream request: this attempt's own copy of the client's body
+    input_tokens: int  # the counted prompt (for the budget hold), 0 when nothing needs it
+    deadline: float | None  # the routing deadline (event-loop time); None by name
+    breakpoint_added: bool  # the gateway put an Anthropic cache_control breakpoint into `body`
+    cache_key: str | None = None  # response-cache key, when the cache may be read or written
     cache_result: str = "bypass"  # x-gateway-cache: hit | miss | bypass
-    upstream_started: float = 0.0
+    reservation: Reservation = NO_RESERVATION
+    started: float = 0.0  # perf_counter() when the upstream call started
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request on its way through the pipeline."""
+
+    request: ChatRequest
+    caller: Caller
+    tier: str = ""  # the tier asked for, once the key may use it (a metric label from then on)
+    route: Route = UNROUTED
+    attempt: Attempt | None = None  # the latest
+    failures: tuple[str, ...] = ()  # "model (reason)" of each attempt failed over
 
     @property
     def model_label(self) -> str:
-        return self.spec.name if self.spec else "none"
+        return self.attempt.spec.name if self.attempt is not None else "none"
+
+    def route_reason(self) -> str:
+        """x-gateway-route (and the ledger's route): why this model, when routed."""
+        plan, attempt = self.route.plan, self.attempt
+        if plan is None or attempt is None:
+            return ""
+        return plan.reason(attempt.spec.name, self.failures)
 
     def headers(self) -> dict[str, str]:
-        headers = {"x-request-id": self.request_id, "x-gateway-cache": self.cache_result}
-        if self.spec is not None:
-            headers["x-gateway-model"] = self.spec.name
+        attempt = self.attempt
+        headers = {"x-request-id": self.caller.request_id,
+                   "x-gateway-cache": attempt.cache_result if attempt is not None else "bypass"}
+        if attempt is not None:
+            headers["x-gateway-model"] = attempt.spec.name
         if self.tier:
             headers["x-gateway-tier"] = self.tier
-            if self.plan is not None and self.spec is not None:
-                headers["x-gateway-route"] = self.plan.reason(self.spec.name)
+            if self.route.plan is not None and attempt is not None:
+                headers["x-gateway-route"] = self.route_reason()
         return headers
 
-    def ledger_record(self, usage: Usage, cost: Cost, status: str, routing_saved: int = 0,
-                      cache_saved: int = 0) -> LedgerRecord:
-        """This request's spend-ledger record (the model must be known)."""
-        spec, key = self.spec, self.grant.key
-        assert spec is not None
-        return LedgerRecord(
-            datetime.now(UTC).isoformat(timespec="microseconds"), self.request_id,
-            key.id if key else "", (key.alias or "") if key else "", self.team, spec.name, spec.provider, self.tier,
-            usage.input, usage.cached_input, usage.cache_write_5m + usage.cache_write_1h, usage.output,
-            usage.reasoning, cost.input, cost.cached_input, cost.cache_write, cost.output, cost.reasoning,
-            cost.total, self.cache_result,
-            self.plan.reason(spec.name) if self.plan is not None and self.tier else "", status,
-            round((perf_counter() - self.started) * 1000, 3), routing_saved, cache_saved,
-        )
 
-    def record(self, status: str, upstream_time: float = 0.0) -> None:
-        """Request count, duration and the gateway's own overhead."""
-        metrics = self.state.metrics
-        now = perf_counter()
-        metrics.child(metrics.requests, self.model_label, self.tier, status).inc()
-        if self.spec is not None:
-            metrics.child(metrics.duration, self.spec.name).observe(now - self.started)
-            if status == "200":
-                self.state.router.observe_latency(self.spec.name, now - self.started)
-            metrics.overhead.observe(max(now - self.started - upstream_time, 0.0))
+class Answer(NamedTuple):
+    """A whole chat.completion (with `usage.cost`), from a provider or the response cache."""
 
-    def upstream_failed(self, exc: GatewayError) -> None:
-        if exc.kind is not None and self.spec is not None:
-            metrics = self.state.metrics
-            metrics.child(metrics.upstream_errors, self.spec.name, exc.kind).inc()
-            log.warning("request %s: %s (%s)", self.request_id, exc.message, exc.kind)
+    body: dict[str, Any]
+    headers: dict[str, str]
+    cost: Cost
+    cached: bool  # a response-cache hit (a streaming request then gets it replayed as a stream)
 
-    def failed(self, exc: GatewayError) -> None:
-        self.upstream_failed(exc)
-        self.record(str(exc.status_code))
+
+class StreamEnd(NamedTuple):
+    """The end of a stream that completed: its usage (with `cost`), settled, and the usage chunk
+    to send if the client asked for it."""
+
+    usage: dict[str, Any]
+    chunk: dict[str, Any]  # an OpenAI chat.completion.chunk with no choices and this usage
+
+
+StreamEvent = bytes | StreamEnd | GatewayError  # relayed SSE events, then the end or the failure
+
+
+class Stream(NamedTuple):
+    """An open stream: SSE-framed chat.completion.chunk events as they arrive, then a
+    `StreamEnd`, or a `GatewayError` if it failed after it started."""
+
+    events: AsyncGenerator[StreamEvent, None]
+    headers: dict[str, str]

@@ -7,16 +7,17 @@ two). A 429's `retry-after` cools that model for that long; a model failing
 routing state is in Redis). Only the model's own failures count: not the caller's key limit,
 not a deadline spent before the call, not a call the deadline cut short after less than half
 the time a first attempt gets.
+
+The pipeline makes each attempt; `Failover.next` judges the one that failed and names the
+candidate to try next.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from time import perf_counter
-from typing import TypeVar
 
-from gateway.config.settings import ModelSpec
+from gateway.config.schema import RoutingConfig
 from gateway.errors import (
     DeadlineExceeded,
     GatewayError,
@@ -25,13 +26,14 @@ from gateway.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from gateway.pipeline.exchange import Call
+from gateway.pipeline.exchange import Exchange
+from gateway.pipeline.settle import Books
 from gateway.routing.router import RoutePlan
+from gateway.routing.state import RoutingState
+from routing_policies import Candidate
 
-__all__ = ["fail_over", "first_attempt"]
+__all__ = ["Failover"]
 
-T = TypeVar("T")
-Attempt = Callable[[ModelSpec, float], Awaitable[T]]  # (model, deadline in event-loop time)
 _SLACK = 0.005  # a timer may fire this early (libuv keeps time in whole milliseconds)
 
 
@@ -50,48 +52,49 @@ def _retry_after(exc: GatewayError) -> float | None:
         return None
 
 
-def first_attempt(call: Call, plan: RoutePlan) -> tuple[ModelSpec, float]:
-    """Start a routed request: the model to try first and the overall deadline (event-loop time).
-    The caller makes that attempt itself and hands any GatewayError to `fail_over`, so the
-    common request (the first candidate answers) has no extra coroutine in between."""
-    call.plan = plan
-    call.spec = spec = call.state.settings.models[plan.first.model]
-    return spec, asyncio.get_running_loop().time() + call.state.settings.routing.deadline_s
+class Failover:
+    """A routed request after its first attempt failed: `deadline` is event-loop time."""
 
+    def __init__(self, plan: RoutePlan, deadline: float, routing: RoutingConfig, state: RoutingState,
+                 books: Books) -> None:
+        self.deadline = deadline
+        self._plan = plan
+        self._routing = routing
+        self._state = state
+        self._books = books
+        self._tries = min(plan.size, routing.max_attempts)
+        self._tried = 1
+        self._spent = f"routing deadline of {routing.deadline_s:g}s exceeded in tier '{plan.tier.name}'"
 
-async def fail_over(call: Call, plan: RoutePlan, attempt: Attempt[T], exc: GatewayError, deadline: float) -> T:
-    """The first attempt failed with `exc`: account for it and try the next candidates while
-    attempts and time remain; raise the last failure (or one that is not worth retrying)."""
-    routing = call.state.settings.routing
-    router, metrics, models = call.state.router, call.state.metrics, call.state.settings.models
-    loop = asyncio.get_running_loop()
-    tries = min(plan.size, routing.max_attempts)
-    spent = f"routing deadline of {routing.deadline_s:g}s exceeded in tier '{plan.tier.name}'"
-    i = 0
-    while True:
-        spec = call.spec
-        assert spec is not None
+    def _blame(self, exchange: Exchange, exc: GatewayError) -> GatewayError:
+        """The failure as the model's own, or as the deadline's (which blames no model)."""
+        attempt = exchange.attempt
+        assert attempt is not None
+        name = attempt.spec.name
         if isinstance(exc, DeadlineExceeded):
-            exc = DeadlineExceeded(f"{spent} before '{spec.name}' was called")
-        elif isinstance(exc, UpstreamTimeout) and loop.time() >= deadline - _SLACK:
+            return DeadlineExceeded(f"{self._spent} before '{name}' was called")
+        if isinstance(exc, UpstreamTimeout) and asyncio.get_running_loop().time() >= self.deadline - _SLACK:
             # The deadline, not the model's own timeout, ended the call: the model is to blame
             # only if it had at least half the time a first attempt gets.
-            fair = perf_counter() - call.upstream_started >= min(spec.timeout_s, routing.deadline_s) / 2
-            exc = (UpstreamTimeout if fair else DeadlineExceeded)(f"{spent} (last tried '{spec.name}')")
+            fair = perf_counter() - attempt.started >= min(attempt.spec.timeout_s, self._routing.deadline_s) / 2
+            return (UpstreamTimeout if fair else DeadlineExceeded)(f"{self._spent} (last tried '{name}')")
+        return exc
+
+    async def next(self, exchange: Exchange, exc: GatewayError) -> Candidate:
+        """The candidate to try after the latest attempt failed with `exc`; raises the failure
+        when it is not worth retrying, or when attempts or time have run out."""
+        exc = self._blame(exchange, exc)
         if not _retryable(exc):
             raise exc
+        attempt = exchange.attempt
+        assert attempt is not None
         wait = _retry_after(exc)
         if wait is not None:
-            await router.state.cool(spec.name, wait)
-        await router.state.failed(spec.name)
-        if i == tries - 1 or loop.time() >= deadline - _SLACK:
+            await self._state.cool(attempt.spec.name, wait)
+        await self._state.failed(attempt.spec.name)
+        if self._tried >= self._tries or asyncio.get_running_loop().time() >= self.deadline - _SLACK:
             raise exc
-        call.upstream_failed(exc)
-        metrics.child(metrics.failovers, plan.tier.name).inc()
-        plan.failovers.append(f"{spec.name} ({exc.kind or exc.code})")
-        i += 1
-        call.spec = spec = models[plan.ranked[i].model]  # the others are built only now
-        try:
-            return await attempt(spec, deadline)
-        except GatewayError as err:
-            exc = err
+        self._books.failed_over(exchange, exc)
+        exchange.failures += (f"{attempt.spec.name} ({exc.kind or exc.code})",)
+        self._tried += 1
+        return self._plan.ranked[self._tried - 1]  # the others are built only now

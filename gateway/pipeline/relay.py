@@ -1,8 +1,9 @@
-"""Relay an upstream stream to the client as SSE, chunk by chunk, never buffered.
+"""Relay an upstream stream to the client, event batch by event batch, never buffered.
 
-The usage chunk is priced and forwarded only if the client asked for it. A failure after the
-first byte is sent as one `data: {"error": ...}` event, then the stream ends. If the client
-goes away, the upstream request is aborted and what was produced is still priced and counted.
+It yields the upstream's SSE-framed chat.completion.chunk events as they arrive; when the
+stream completed, the settled usage as a `StreamEnd`; when it failed after it started, the
+`GatewayError` (redacted). If the client goes away (the consumer closes this generator), the
+upstream request is aborted and what was produced is still priced and counted.
 """
 
 from __future__ import annotations
@@ -11,48 +12,38 @@ import time
 from collections.abc import AsyncGenerator
 from time import perf_counter
 
-import orjson
-
-from gateway.api.sse_response import SSEResponse
-from gateway.cache.response_cache import assemble, store
+from gateway.cache.response_cache import ResponseCache, assemble
 from gateway.errors import GatewayError, UpstreamError
-from gateway.pipeline.exchange import Call
-from gateway.pipeline.settle import Settled, settle
-from gateway.providers.base import Provider, UpstreamStream
-from gateway.providers.errors import redact
+from gateway.pipeline.exchange import Attempt, Exchange, StreamEnd, StreamEvent
+from gateway.pipeline.settle import Books, Settled
+from gateway.providers.base import UpstreamStream
+from gateway.redaction import redact
 
-__all__ = ["start_stream"]
-
-_DONE = b"data: [DONE]\n\n"
+__all__ = ["relay"]
 
 
-async def start_stream(call: Call, provider: Provider, deadline: float | None = None) -> SSEResponse:
-    assert call.spec is not None
-    options = call.body.get("stream_options") or {}
-    include_usage = bool(options.get("include_usage"))
-    call.upstream_started = perf_counter()
-    stream = await provider.stream(call.spec, call.body, deadline)  # refusals here are plain JSON errors
-    return SSEResponse(_relay(call, stream, include_usage), call.headers())
-
-
-def _usage_chunk(call: Call, stream: UpstreamStream, settled: Settled) -> bytes:
+def _end(exchange: Exchange, attempt: Attempt, stream: UpstreamStream, settled: Settled) -> StreamEnd:
+    usage = settled.client_usage()
     chunk = dict(stream.usage_chunk or {})
-    chunk.setdefault("id", f"chatcmpl-{call.request_id}")
+    chunk.setdefault("id", f"chatcmpl-{exchange.caller.request_id}")
     chunk.setdefault("object", "chat.completion.chunk")
     chunk.setdefault("created", int(time.time()))
-    chunk.setdefault("model", call.body["model"])
+    chunk.setdefault("model", attempt.spec.upstream_model)
     chunk["choices"] = []
-    chunk["usage"] = settled.client_usage()
-    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+    chunk["usage"] = usage
+    return StreamEnd(usage, chunk)
 
 
-async def _relay(call: Call, stream: UpstreamStream, include_usage: bool) -> AsyncGenerator[bytes, None]:
-    spec = call.spec
-    assert spec is not None
+async def relay(
+    exchange: Exchange, attempt: Attempt, stream: UpstreamStream, books: Books, responses: ResponseCache,
+    secrets: list[str],
+) -> AsyncGenerator[StreamEvent, None]:
+    spec = attempt.spec
     settled: Settled | None = None
     status, reason = "499", "disconnect"  # until the stream ends one way or another
     upstream_done = 0.0
-    relayed: list[bytes] | None = [] if call.cache_key and call.cache_write else None
+    keep = attempt.cache_key is not None and exchange.request.cache.write
+    relayed: list[bytes] | None = [] if keep else None
     try:
         async for events in stream:
             if relayed is not None:
@@ -60,28 +51,24 @@ async def _relay(call: Call, stream: UpstreamStream, include_usage: bool) -> Asy
             yield events
         upstream_done = perf_counter()
         if not stream.finished:
-            raise UpstreamError(
-                f"upstream {spec.provider} stream ended early for model '{spec.name}'", kind="connection"
-            )
-        settled = settle(call, stream.usage, stream.usage_dict, stream.produced_text, "missing")
-        if include_usage:
-            yield _usage_chunk(call, stream, settled)
-        yield _DONE
+            raise UpstreamError(f"upstream {spec.provider} stream ended early for model '{spec.name}'",
+                                kind="connection")
+        settled = books.settle(exchange, attempt, stream, "missing")
+        yield _end(exchange, attempt, stream, settled)
         status = "200"
         completion = assemble(relayed) if relayed is not None else None
         if completion is not None:  # complete and successful: worth caching
-            store(call, {**completion, "usage": settled.client_usage()}, settled.cost)
+            responses.store(attempt.cache_key, {**completion, "usage": settled.client_usage()}, settled.cost)
     except GatewayError as exc:
         status, reason = str(exc.status_code), "error"
-        call.upstream_failed(exc)
-        exc.message = redact(exc.message, call.state.secrets)
-        yield b"data: " + exc.body_bytes() + b"\n\n"
+        books.upstream_failed(exchange, exc)
+        exc.message = redact(exc.message, secrets)
+        yield exc
     finally:
         stream.close()
         if settled is None:  # failed or abandoned: price what was produced
-            settle(call, stream.usage, stream.usage_dict, stream.produced_text, reason, complete=False, status=status)
+            books.settle(exchange, attempt, stream, reason, complete=False, status=status)
         if stream.first_chunk_at is not None:
-            metrics = call.state.metrics
-            metrics.child(metrics.ttft, spec.name).observe(stream.first_chunk_at - call.upstream_started)
-        waited = (upstream_done or perf_counter()) - call.upstream_started
-        call.record(status, waited)
+            metrics = books.metrics
+            metrics.child(metrics.ttft, spec.name).observe(stream.first_chunk_at - attempt.started)
+        books.finished(exchange, status, (upstream_done or perf_counter()) - attempt.started)

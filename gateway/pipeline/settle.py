@@ -1,17 +1,44 @@
-"""After a call: turn what the upstream reported (or, failing that, our own count) into a priced,
-recorded usage. Upstream usage always wins; the fallback is counted in
-`gateway_usage_estimated_total{reason}` so it stays visible."""
+"""The books: after an attempt, turn what the upstream reported (or, failing that, our own count)
+into one priced usage and record it everywhere it belongs, in one call (`Books.settle`): the
+money metrics, the tier's routing savings, the spend ledger and the daily aggregates, the prompt-
+prefix index, the caller's budget and rate limit, and what routing learns. Upstream usage always
+wins; the fallback is counted in `gateway_usage_estimated_total{reason}` so it stays visible.
+
+Also the per-request metrics (count, duration, the gateway's own overhead) and upstream failures.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from dataclasses import dataclass, replace
-from typing import Any
+from datetime import UTC, datetime
+from time import perf_counter
+from typing import Any, Protocol
 
+from gateway.access.gate import Access
+from gateway.cache.prefix_cache import PrefixCache
+from gateway.errors import GatewayError
+from gateway.ledger.spend_stats import SpendStats
+from gateway.ledger.store import Ledger, LedgerRecord
 from gateway.money.pricing import Cost, Usage, price_usage
-from gateway.pipeline.exchange import Call
+from gateway.observability.metrics import Metrics
+from gateway.pipeline.exchange import Attempt, Exchange
+from gateway.routing.router import Router
+from gateway.runtime.background import Background
+from gateway.tokens.counter import TokenCounter
 
-__all__ = ["Settled", "settle"]
+__all__ = ["Billable", "Books", "Settled"]
+
+log = logging.getLogger("gateway.requests")
+
+
+class Billable(Protocol):
+    """What an upstream call produced: a `Completion` or an `UpstreamStream`."""
+
+    usage: Usage | None  # None when the upstream reported none
+    usage_dict: dict[str, Any] | None
+
+    def produced_text(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,43 +51,104 @@ class Settled:
         return {**self.usage_dict, **self.cost.usage_fields()}
 
 
-def settle(
-    call: Call,
-    usage: Usage | None,
-    usage_dict: dict[str, Any] | None,
-    produced_text: Callable[[], str],
-    reason: str,
-    complete: bool = True,
-    status: str = "200",
-) -> Settled:
-    """Price and record one call: metrics, budgets, spend aggregates and the ledger (`status`:
-    how the request ended). `complete=False` (a stream that broke or was abandoned): keep
-    the upstream's input figures but count the output ourselves if that is larger."""
-    state, spec = call.state, call.spec
-    assert spec is not None
-    metrics = state.metrics
-    if usage is not None and usage_dict is not None and not complete:
-        counted = state.tokens.count_text(produced_text(), spec.upstream_model)
-        if counted > usage.completion_tokens:
-            usage = replace(usage, output=counted - usage.reasoning)
+@dataclass
+class Books:
+    tokens: TokenCounter
+    metrics: Metrics
+    ledger: Ledger
+    stats: SpendStats
+    prefix: PrefixCache
+    access: Access
+    router: Router
+    background: Background
+
+    def settle(self, exchange: Exchange, attempt: Attempt, result: Billable, reason: str, complete: bool = True,
+               status: str = "200") -> Settled:
+        """Price and record one attempt's usage (`status`: how the request ended).
+        `complete=False` (a stream that broke or was abandoned): keep the upstream's input
+        figures but count the output ourselves if that is larger."""
+        usage, usage_dict = self._usage(attempt, result, reason, complete)
+        spec, tier, metrics = attempt.spec, exchange.tier, self.metrics
+        cost = price_usage(usage, spec.price)
+        metrics.record_usage(spec.name, spec.provider, tier, exchange.caller.team, usage, cost)
+        saved = 0
+        baseline = exchange.route.baseline
+        if baseline is not None:  # what the tier's baseline would have cost for the same usage
+            saved = max(price_usage(usage, baseline.price).total - cost.total, 0)
+            if saved > 0:
+                metrics.routing_saved.add((tier,), saved)
+        now = datetime.now(UTC)
+        self.ledger.add(self._record(exchange, attempt, now, usage, cost, status, routing_saved=saved))
+        key = exchange.caller.grant.key
+        self.background.spawn(self.stats.add(now, cost.total, model=spec.name, tier=tier,
+                                             key=key.id if key else "", team=exchange.caller.team))
+        self.prefix.settle(spec, exchange.route.prefix, attempt.breakpoint_added, usage)  # a cut-off prompt was read
+        self.access.settle(exchange.caller.grant, attempt.reservation, cost.total,
+                           usage.prompt_tokens + usage.completion_tokens, now)
+        if complete:
+            self.router.observe_output(spec.name, usage.completion_tokens)
+        return Settled(usage, usage_dict, cost)
+
+    def _usage(self, attempt: Attempt, result: Billable, reason: str, complete: bool) -> tuple[Usage, dict[str, Any]]:
+        spec, metrics = attempt.spec, self.metrics
+        usage, usage_dict = result.usage, result.usage_dict
+        if usage is not None and usage_dict is not None and not complete:
+            counted = self.tokens.count_text(result.produced_text(), spec.upstream_model)
+            if counted > usage.completion_tokens:
+                usage = replace(usage, output=counted - usage.reasoning)
+                usage_dict = usage.to_openai()
+            metrics.child(metrics.usage_estimated, spec.name, reason).inc()
+        elif usage is None or usage_dict is None:
+            body = attempt.body
+            prompt = self.tokens.count_messages(body["messages"], spec.upstream_model, body.get("tools"))
+            usage = Usage(input=prompt, output=self.tokens.count_text(result.produced_text(), spec.upstream_model))
             usage_dict = usage.to_openai()
-        metrics.child(metrics.usage_estimated, spec.name, reason).inc()
-    elif usage is None or usage_dict is None:
-        prompt = state.tokens.count_messages(call.body["messages"], spec.upstream_model, call.body.get("tools"))
-        output = state.tokens.count_text(produced_text(), spec.upstream_model)
-        usage = Usage(input=prompt, output=output)
-        usage_dict = usage.to_openai()
-        metrics.child(metrics.usage_estimated, spec.name, reason).inc()
-    cost = price_usage(usage, spec.price)
-    metrics.record_usage(spec.name, spec.provider, call.tier, call.team, usage, cost)
-    saved = 0
-    if call.baseline is not None:  # what the tier's baseline would have cost for the same usage
-        saved = max(price_usage(usage, call.baseline.price).total - cost.total, 0)
-        if saved > 0:
-            metrics.routing_saved.add((call.tier,), saved)
-    state.ledger.add(call.ledger_record(usage, cost, status, routing_saved=saved))
-    state.prefix.settle(spec, call.prefix, usage)  # a cut-off stream's prompt was still read (and cached)
-    state.access.settle(call.grant, spec, call.tier, cost.total, usage.prompt_tokens + usage.completion_tokens)
-    if complete:
-        state.router.observe_output(spec.name, usage.completion_tokens)
-    return Settled(usage, usage_dict, cost)
+            metrics.child(metrics.usage_estimated, spec.name, reason).inc()
+        return usage, usage_dict
+
+    def hit(self, exchange: Exchange, attempt: Attempt, saved_pico: int) -> None:
+        """An answer from the response cache: $0 in the ledger, what it saved counted."""
+        self.metrics.cache_saved.add(("response",), saved_pico)
+        self.ledger.add(self._record(exchange, attempt, datetime.now(UTC), Usage(), Cost(), "200",
+                                     cache_saved=saved_pico))
+        self.finished(exchange, "200")
+
+    def _record(self, exchange: Exchange, attempt: Attempt, at: datetime, usage: Usage, cost: Cost, status: str,
+                routing_saved: int = 0, cache_saved: int = 0) -> LedgerRecord:
+        spec, key = attempt.spec, exchange.caller.grant.key
+        return LedgerRecord(
+            at.isoformat(timespec="microseconds"), exchange.caller.request_id,
+            key.id if key else "", (key.alias or "") if key else "", exchange.caller.team, spec.name, spec.provider,
+            exchange.tier, usage.input, usage.cached_input, usage.cache_write_5m + usage.cache_write_1h, usage.output,
+            usage.reasoning, cost.input, cost.cached_input, cost.cache_write, cost.output, cost.reasoning,
+            cost.total, attempt.cache_result, exchange.route_reason(), status,
+            round((perf_counter() - exchange.caller.arrived) * 1000, 3), routing_saved, cache_saved,
+        )
+
+    def finished(self, exchange: Exchange, status: str, upstream_time: float = 0.0) -> None:
+        """Request count, duration and the gateway's own overhead."""
+        metrics, attempt = self.metrics, exchange.attempt
+        now = perf_counter()
+        metrics.child(metrics.requests, exchange.model_label, exchange.tier, status).inc()
+        if attempt is not None:
+            took = now - exchange.caller.arrived
+            metrics.child(metrics.duration, attempt.spec.name).observe(took)
+            if status == "200":
+                self.router.observe_latency(attempt.spec.name, took)
+            metrics.overhead.observe(max(took - upstream_time, 0.0))
+
+    def upstream_failed(self, exchange: Exchange, exc: GatewayError) -> None:
+        attempt = exchange.attempt
+        if exc.kind is not None and attempt is not None:
+            metrics = self.metrics
+            metrics.child(metrics.upstream_errors, attempt.spec.name, exc.kind).inc()
+            log.warning("request %s: %s (%s)", exchange.caller.request_id, exc.message, exc.kind)
+
+    def failed_over(self, exchange: Exchange, exc: GatewayError) -> None:
+        """An attempt failed and the next candidate gets the request."""
+        self.upstream_failed(exchange, exc)
+        self.metrics.child(self.metrics.failovers, exchange.tier).inc()
+
+    def failed(self, exchange: Exchange, exc: GatewayError) -> None:
+        self.upstream_failed(exchange, exc)
+        self.finished(exchange, str(exc.status_code))

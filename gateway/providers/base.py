@@ -18,6 +18,18 @@ class Completion:
     usage: Usage | None  # normalised billing buckets; None when the upstream omitted usage
     usage_dict: dict[str, Any] | None  # OpenAI-convention usage to show the client
 
+    def produced_text(self) -> str:
+        """Everything generated (content and tool-call names and arguments), for counting."""
+        parts: list[str] = []
+        for choice in self.body.get("choices") or ():
+            message = choice.get("message") or {}
+            if isinstance(message.get("content"), str):
+                parts.append(message["content"])
+            for call in message.get("tool_calls") or ():
+                fn = call.get("function") or {}
+                parts.append(str(fn.get("name") or "") + str(fn.get("arguments") or ""))
+        return "".join(parts)
+
 
 class UpstreamStream(Protocol):
     """An open upstream stream. Iterating yields SSE-framed OpenAI `chat.completion.chunk`

@@ -8,9 +8,8 @@ no upstream key ever reaches a client or a log line.
 
 from __future__ import annotations
 
-import re
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,18 +18,11 @@ import orjson
 from gateway.config.settings import ModelSpec
 from gateway.errors import GatewayError, InvalidRequest, RateLimited, UpstreamError, UpstreamTimeout
 from gateway.providers.upstream_http import UpstreamConnectError, UpstreamDisconnected, UpstreamProtocolError
+from gateway.redaction import redact
 
-__all__ = ["bad_response", "error_from_event", "redact", "status_error", "upstream_errors"]
+__all__ = ["bad_response", "error_from_event", "status_error", "upstream_errors"]
 
-_TOKENISH = re.compile(r"(sk-[A-Za-z0-9_\-*]{6,}|Bearer\s+\S+)")
 _MAX_MESSAGE = 500
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, "[redacted]")
-    return _TOKENISH.sub("[redacted]", text)
 
 
 def _upstream_message(raw: bytes) -> str:

@@ -12,20 +12,41 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from math import inf
-from typing import Any
+from typing import Any, Protocol
 
-from gateway.cache.prefix_cache import PrefixCache, PrefixPlan
+from gateway.cache.prefix_cache import NO_PREDICTIONS, PrefixCache, PrefixPlan
+from gateway.cache.prefix_index import MemoryPrefixIndex
 from gateway.cache.prefix_rules import OPENAI_MIN_TOKENS, Prediction
 from gateway.config.settings import ModelSpec, Settings, TierSpec
 from gateway.errors import InvalidRequest, PermissionDenied, ServiceUnavailable
 from gateway.money.pricing import FlatRates, Price, estimate_cost, estimate_costs, usd_text
-from gateway.routing.state import RoutingState, Snapshot
+from gateway.observability.metrics import Metrics
+from gateway.routing.state import MemoryRoutingState, RoutingState, Snapshot
 from gateway.tokens.counter import TokenCounter, encoding_name_for
 from routing_policies import Candidate
 
-__all__ = ["Excluded", "RoutePlan", "Router", "needed_capabilities"]
+__all__ = ["Excluded", "RoutePlan", "RoutedRequest", "Router", "unfit_reason"]
 
 log = logging.getLogger("gateway.routing")
+
+
+class RoutedRequest(Protocol):
+    """What routing reads of a request (`gateway.pipeline.request.ChatRequest` is one)."""
+
+    @property
+    def body(self) -> dict[str, Any]: ...
+
+    @property
+    def messages(self) -> list[Any]: ...
+
+    @property
+    def tools(self) -> list[Any] | None: ...
+
+    @property
+    def max_output(self) -> int | None: ...
+
+    @property
+    def needs(self) -> frozenset[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +61,12 @@ class RoutePlan:
     excluded and why, and what savings are measured against. Built once per routed request, so
     a plain slots class with a positional constructor (a dataclass with keywords costs more)."""
 
-    __slots__ = ("tier", "first", "excluded", "baseline", "count", "size", "prefix", "failovers", "head",
-                 "_ranked", "_rest", "_said")
+    __slots__ = ("tier", "first", "excluded", "baseline", "count", "size", "prefix", "head", "_ranked", "_rest",
+                 "_said")
 
     def __init__(
         self, tier: TierSpec, first: Candidate, excluded: Sequence[Excluded], baseline: ModelSpec | None,
-        count: int, size: int, prefix: PrefixPlan | None, head: str,
+        count: int, size: int, prefix: PrefixPlan, head: str,
         ranked: list[Candidate] | None, rest: _Rest | None,
     ) -> None:
         self.tier = tier
@@ -55,7 +76,6 @@ class RoutePlan:
         self.count = count  # candidates that qualified
         self.size = size  # candidates ranked: `count`, or fewer with a limit
         self.prefix = prefix  # prompt-cache predictions (long prompts only)
-        self.failovers: list[str] = []  # "model (reason)" for each failed attempt
         self.head = head  # the route reason up to the estimate, when known beforehand (see _TierModels)
         self._ranked = ranked
         self._rest = rest  # what builds the ranking after `first` when first read
@@ -74,22 +94,23 @@ class RoutePlan:
                 self._rest = None
         return self._ranked
 
-    def reason(self, chosen: str) -> str:
-        """The x-gateway-route text (also the ledger's route reason: formatted once per outcome)."""
+    def reason(self, chosen: str, failures: Sequence[str] = ()) -> str:
+        """The x-gateway-route text for the `chosen` model after the attempts that `failures`
+        name ("model (reason)"); also the ledger's route: formatted once per outcome."""
         said = self._said
-        if said is not None and said[0] == chosen and said[1] == len(self.failovers):
+        if said is not None and said[0] == chosen and said[1] == len(failures):
             return said[2]
-        text = self._format_reason(chosen)
-        self._said = (chosen, len(self.failovers), text)
+        text = self._format_reason(chosen, failures)
+        self._said = (chosen, len(failures), text)
         return text
 
-    def _format_reason(self, chosen: str) -> str:
+    def _format_reason(self, chosen: str, failures: Sequence[str]) -> str:
         first = self.first
         cost = first.estimated_cost_pico if first.model == chosen else next(
             c.estimated_cost_pico for c in self.ranked if c.model == chosen)
         text = (self.head or _reason_head(self.tier, self.count, len(self.excluded))) + usd_text(cost)
-        if self.failovers:
-            text += "; failover from " + ", ".join(self.failovers)
+        if failures:
+            text += "; failover from " + ", ".join(failures)
         return text
 
     def describe(self) -> dict[str, Any]:
@@ -193,39 +214,19 @@ def _clamp(prediction: Prediction, input_tokens: int) -> tuple[int, int]:
     return cached, min(prediction.write, input_tokens - cached)
 
 
-def needed_capabilities(body: dict[str, Any]) -> set[str]:
-    needs = set()
-    if body.get("tools") or body.get("functions"):
-        needs.add("tools")
-    fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        needs.add("json_schema")
-    for message in body.get("messages") or ():
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "image_url" for p in content):
-            needs.add("vision")
-    return needs
-
-
-def _special(body: dict[str, Any]) -> bool:
-    """Whether the request may need a capability (then ask `needed_capabilities`); False for the
-    common request, without building a set."""
-    if body.get("tools") or body.get("functions") or body.get("response_format") is not None:
-        return True
-    for message in body["messages"]:
-        if isinstance(message, dict) and message.get("content").__class__ is list:
-            return True
-    return False
-
-
-def _max_tokens(body: dict[str, Any]) -> int | None:
-    value = body.get("max_completion_tokens") or body.get("max_tokens")
-    return value if isinstance(value, int) else None
+def unfit_reason(spec: ModelSpec, input_tokens: int, max_tokens: int | None) -> str | None:
+    """Why `spec` cannot take a prompt of `input_tokens` with `max_tokens` to write; None if it can."""
+    if spec.max_input_tokens and input_tokens + (max_tokens or 0) > spec.max_input_tokens:
+        return (f"context window: {input_tokens} input + {max_tokens or 0} max output tokens > "
+                f"{spec.max_input_tokens}")
+    if max_tokens and spec.max_output_tokens and max_tokens > spec.max_output_tokens:
+        return f"max_tokens {max_tokens} > model's maximum output {spec.max_output_tokens}"
+    return None
 
 
 class Router:
     def __init__(
-        self, settings: Settings, tokens: TokenCounter, state: RoutingState, prefix: PrefixCache | None = None
+        self, settings: Settings, tokens: TokenCounter, state: RoutingState, prefix: PrefixCache
     ) -> None:
         self._settings = settings
         self._tokens = tokens
@@ -241,6 +242,13 @@ class Router:
         # The latest cost order found, by (tier, limit, max_tokens or 0): _Order.
         self._orders: dict[tuple[str, int | None, int], _Order] = {}
 
+    @classmethod
+    def offline(cls, settings: Settings, tokens: TokenCounter) -> Router:
+        """A router that has learned nothing and knows no warm prompt (`gateway route`, tests)."""
+        index = MemoryPrefixIndex(settings.prefix.max_entries)
+        return cls(settings, tokens, MemoryRoutingState(settings.routing),
+                   PrefixCache(settings.prefix, tokens, index, Metrics()))
+
     def observe_output(self, model: str, output_tokens: int) -> None:
         """A completed call: reset the model's failure streak, learn its output length."""
         self.state.record_success(model, output_tokens)
@@ -253,22 +261,21 @@ class Router:
         return self._settings.tiers.get(name)
 
     async def plan(
-        self, tier: TierSpec, body: dict[str, Any], limit: int | None = None, allowed: Sequence[str] | None = None
+        self, tier: TierSpec, request: RoutedRequest, limit: int | None = None, allowed: Sequence[str] | None = None
     ) -> RoutePlan:
         """Rank the tier's candidates for this request; raises if none qualifies. With `limit`
         (what a request may try), a policy that ranks by cost gets only that many built.
         `allowed`: the only models the caller's key may use (None: any)."""
         models = self._tiers[tier.name]
         snapshot = self.state.current(models.names) or await self.state.snapshot(models.names)
-        max_tokens = _max_tokens(body)
+        max_tokens = request.max_output
+        messages, tools, encodings = request.messages, request.tools, models.encodings
         enc = models.flat_encoding
-        if enc is not None and allowed is None and not snapshot.cooling:  # the common case, cheaply
-            n = self._tokens.count_messages_in(body["messages"], enc, body.get("tools"))
+        if enc is not None and allowed is None and not snapshot.cooling and not request.needs:  # the common case
+            n = self._tokens.count_messages_in(messages, enc, tools)
             if (n + (max_tokens or 0) <= models.min_context and (not max_tokens or max_tokens <= models.min_output)
-                    and (self._prefix is None or n < OPENAI_MIN_TOKENS)
-                    and not (_special(body) and needed_capabilities(body))):
+                    and n < OPENAI_MIN_TOKENS):
                 return self._flat_plan(tier, models, snapshot, n, max_tokens, limit)
-        messages, tools, encodings = body["messages"], body.get("tools"), models.encodings
         if len(encodings) == 1:
             longest = self._tokens.count_messages_in(messages, encodings[0], tools)
             counts = {encodings[0]: longest}
@@ -276,8 +283,7 @@ class Router:
             counts = {enc: self._tokens.count_messages_in(messages, enc, tools) for enc in encodings}
             longest = max(counts.values())
         excluded = list(models.excluded)
-        rows, prices = self._live(models, snapshot, needed_capabilities(body), counts, longest, max_tokens, excluded,
-                                  allowed)
+        rows, prices = self._live(models, snapshot, request.needs, counts, longest, max_tokens, excluded, allowed)
         if not rows:
             raise _no_candidate(tier, excluded)
         inputs = [counts[enc] for _, enc in rows] if len(counts) > 1 else [*counts.values()] * len(rows)
@@ -287,10 +293,10 @@ class Router:
             outs = self._expected_outputs(tier.name, models, snapshot)
         else:
             outs = self._outputs_of(rows, snapshot)
-        prefix = None
-        if self._prefix is not None and longest >= OPENAI_MIN_TOKENS:
-            prefix = await self._prefix.plan([spec for spec, _ in rows], body)
-        if prefix is None:
+        prefix = NO_PREDICTIONS
+        if longest >= OPENAI_MIN_TOKENS:
+            prefix = await self._prefix.plan([spec for spec, _ in rows], request.body)
+        if not prefix.predictions:
             costs, cached = estimate_costs(prices, inputs, outs), None
         else:
             cached = [_clamp(prefix.prediction(spec.name), n) for (spec, _), n in zip(rows, inputs, strict=True)]
@@ -321,7 +327,7 @@ class Router:
             outs, top = self._cost_order(tier.name, models, snapshot, n, max_tokens, limit)
         i, latency = top[0], self._latency
         return RoutePlan(tier, models.candidate(i, n, outs[i], latency), models.excluded, self._baselines[tier.name],
-                         len(models.rows), len(top), None, models.head, None, (models, top, n, outs, latency))
+                         len(models.rows), len(top), NO_PREDICTIONS, models.head, None, (models, top, n, outs, latency))
 
     def _outputs_of(self, rows: Sequence[tuple[ModelSpec, str]], snapshot: Snapshot) -> list[int]:
         default, learned = self._settings.routing.default_output_tokens, snapshot.outputs
@@ -357,7 +363,7 @@ class Router:
         return outs, top
 
     def _live(
-        self, models: _TierModels, snapshot: Snapshot, needs: set[str], counts: dict[str, int], longest: int,
+        self, models: _TierModels, snapshot: Snapshot, needs: frozenset[str], counts: dict[str, int], longest: int,
         max_tokens: int | None, excluded: list[Excluded], allowed: Sequence[str] | None,
     ) -> tuple[Sequence[tuple[ModelSpec, str]], Sequence[Price]]:
         """The rows that can serve this request (and their prices); the others go to `excluded`."""
@@ -376,14 +382,14 @@ class Router:
                 excluded.append(Excluded(spec.name, *reason))
         return rows, [spec.price for spec, _ in rows]
 
-    async def estimate(self, spec: ModelSpec, body: dict[str, Any]) -> dict[str, Any]:
+    async def estimate(self, spec: ModelSpec, request: RoutedRequest) -> dict[str, Any]:
         """POST /v1/estimate for a model asked for by name: its cost, no routing."""
         names = (spec.name,)
         snapshot = self.state.current(names) or await self.state.snapshot(names)
-        tokens = self._tokens.count_messages(body["messages"], spec.upstream_model, body.get("tools"))
-        output = _max_tokens(body) or self._expected_output(spec.name, snapshot)
-        prefix = await self._prefix.plan([spec], body) if self._prefix and tokens >= OPENAI_MIN_TOKENS else None
-        cached, write = _clamp(prefix.prediction(spec.name), tokens) if prefix else (0, 0)
+        tokens = self._tokens.count_messages(request.messages, spec.upstream_model, request.tools)
+        output = request.max_output or self._expected_output(spec.name, snapshot)
+        prefix = await self._prefix.plan([spec], request.body) if tokens >= OPENAI_MIN_TOKENS else NO_PREDICTIONS
+        cached, write = _clamp(prefix.prediction(spec.name), tokens)
         cost = estimate_cost(spec.price, tokens, output, cached, write) / 10**12
         candidate = {"model": spec.name, "estimated_cost_usd": cost, "input_tokens": tokens, "cached_tokens": cached,
                      "cache_write_tokens": write, "expected_output_tokens": output, "quality": spec.quality}
@@ -395,19 +401,15 @@ class Router:
         return round(snapshot.outputs.get(model, self._settings.routing.default_output_tokens))
 
     def _exclusion(
-        self, spec: ModelSpec, snapshot: Snapshot, needs: set[str], input_tokens: int, max_tokens: int | None
+        self, spec: ModelSpec, snapshot: Snapshot, needs: frozenset[str], input_tokens: int, max_tokens: int | None
     ) -> tuple[str, str] | None:
         if spec.name in snapshot.cooling:
             return f"cooling down ({snapshot.cooling[spec.name]:.0f}s left)", "cooling"
         missing = needs - spec.capabilities if needs else None
         if missing:
             return f"lacks capability {', '.join(sorted(missing))}", "capability"
-        if spec.max_input_tokens and input_tokens + (max_tokens or 0) > spec.max_input_tokens:
-            return (f"context window: {input_tokens} input + {max_tokens or 0} max output tokens > "
-                    f"{spec.max_input_tokens}"), "context"
-        if max_tokens and spec.max_output_tokens and max_tokens > spec.max_output_tokens:
-            return f"max_tokens {max_tokens} > model's maximum output {spec.max_output_tokens}", "context"
-        return None
+        unfit = unfit_reason(spec, input_tokens, max_tokens)
+        return (unfit, "context") if unfit is not None else None
 
     def _baseline(self, tier: TierSpec, in_tier: list[ModelSpec]) -> ModelSpec | None:
         if tier.baseline_model:

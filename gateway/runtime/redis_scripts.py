@@ -1,16 +1,19 @@
-"""Several Lua script calls in one Redis round trip: a non-transactional pipeline of EVALSHA.
-A script the server does not know yet (a restarted Redis) is loaded and only the calls that
-failed for that reason are sent again, so no call takes effect twice."""
+"""Several Lua script calls in one Redis round trip (`ScriptBatch`): a non-transactional pipeline
+of EVALSHA. A script the server does not know yet (a restarted Redis) is loaded and only the
+calls that failed for that reason are sent again, so no call takes effect twice.
+
+A `Batch` is what the stores queue their calls in and what sends them; without Redis there is
+nothing to send (`NoBatch`), and each store's finisher does its in-memory work itself."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.runtime.redis_errors import redis_errors
 
-__all__ = ["Lua", "ScriptBatch"]
+__all__ = ["Batch", "Lua", "NoBatch", "ScriptBatch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +26,26 @@ class Lua:
     @classmethod
     def of(cls, script: str) -> Lua:
         return cls(script, hashlib.sha1(script.encode()).hexdigest())
+
+
+class Batch(Protocol):
+    def add(self, script: Any, keys: list[Any], args: list[Any]) -> int:
+        """Queue one script call; its index in `run()`'s results."""
+        ...
+
+    async def run(self) -> list[Any]:
+        """Send what was queued: one result per call, in order."""
+        ...
+
+
+class NoBatch:
+    """The batch of in-memory stores: nothing is queued, so nothing is sent."""
+
+    def add(self, script: Any, keys: list[Any], args: list[Any]) -> int:
+        raise TypeError("a script call needs a Redis batch")
+
+    async def run(self) -> list[Any]:
+        return []
 
 
 class ScriptBatch:

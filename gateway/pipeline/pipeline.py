@@ -1,0 +1,167 @@
+"""The request pipeline: one chat request from its parsed form to settled money, whatever the
+wire format it came in.
+
+    route        by name: that model (its window checked); by tier: the router's plan
+    access       the key may use it; its rate-limit charge and the budget hold of each attempt
+    attempt      the response cache (a hit ends here, at $0), then the provider
+    failover     by tier: on a failure worth retrying, the plan's next candidate (`failover`)
+    settle       price the usage once, and book it everywhere (`settle`); a stream is settled
+                 as it ends (`relay`)
+
+The API layer decodes the request, calls `Pipeline.run` and encodes the `Answer` or `Stream`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from time import perf_counter
+from types import MappingProxyType
+from typing import Any
+
+from gateway.access.gate import Access
+from gateway.cache.prefix_cache import PrefixCache
+from gateway.cache.response_cache import ResponseCache
+from gateway.config.settings import ModelSpec, Settings, TierSpec
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.money.pricing import Cost
+from gateway.pipeline.exchange import Answer, Attempt, Caller, Exchange, Route, Stream
+from gateway.pipeline.failover import Failover
+from gateway.pipeline.relay import relay
+from gateway.pipeline.request import ChatRequest
+from gateway.pipeline.settle import Books
+from gateway.providers.base import Completion, Provider
+from gateway.routing.router import Router, unfit_reason
+from gateway.tokens.counter import TokenCounter
+
+__all__ = ["Pipeline"]
+
+_ZERO = MappingProxyType(Cost().usage_fields())  # a cache hit's usage cost: $0
+
+
+class Pipeline:
+    def __init__(
+        self, settings: Settings, router: Router, access: Access, prefix: PrefixCache, responses: ResponseCache,
+        providers: Mapping[str, Provider], tokens: TokenCounter, books: Books, secrets: list[str],
+    ) -> None:
+        self._settings = settings
+        self._router = router
+        self._access = access
+        self._prefix = prefix
+        self._responses = responses
+        self._providers = providers
+        self._tokens = tokens
+        self._books = books
+        self._secrets = secrets
+
+    async def run(self, request: ChatRequest, caller: Caller) -> Answer | Stream:
+        """Serve `request`: by name, one attempt; by tier, the plan's candidates in turn. A
+        failure is counted here and raised for the API layer to render."""
+        exchange = Exchange(request, caller)
+        try:
+            tier = self._router.tier(request.model)
+            if tier is None:
+                return await self._by_name(exchange)
+            return await self._by_tier(exchange, tier)
+        except GatewayError as exc:
+            self._books.failed(exchange, exc)
+            raise
+        except Exception:
+            self._books.failed(exchange, GatewayError("internal gateway error"))
+            raise
+
+    async def _by_name(self, exchange: Exchange) -> Answer | Stream:
+        request, grant = exchange.request, exchange.caller.grant
+        spec = self._settings.resolve_model(request.model)
+        self._access.check(grant, spec.name, None)
+        tokens = 0  # the prompt is counted when a window or a key's budget and limits need it
+        if grant.key is not None or spec.max_input_tokens:
+            tokens = self._tokens.count_messages(request.messages, spec.upstream_model, request.tools)
+        unfit = unfit_reason(spec, tokens, request.max_output)
+        if unfit is not None:  # refused before any upstream call, as a tier would exclude it
+            raise InvalidRequest(f"model '{spec.name}' cannot serve this request: {unfit}", param="messages")
+        charge = self._access.rate_charge(
+            grant, tokens + (request.max_output or self._settings.routing.default_output_tokens))
+        exchange.route = Route(None, await self._prefix.plan((spec,), request.body), None)
+        return await self._attempt(exchange, spec, tokens, None, charge)
+
+    async def _by_tier(self, exchange: Exchange, tier: TierSpec) -> Answer | Stream:
+        request, grant = exchange.request, exchange.caller.grant
+        self._access.check(grant, None, tier.name)
+        exchange.tier = tier.name
+        routing = self._settings.routing
+        allowed = grant.key.models if grant.key is not None else None
+        plan = await self._router.plan(tier, request, routing.max_attempts, allowed)
+        first = plan.first
+        charge = self._access.rate_charge(grant, first.input_tokens + first.expected_output_tokens)
+        exchange.route = Route(plan, plan.prefix, plan.baseline)
+        deadline = asyncio.get_running_loop().time() + routing.deadline_s
+        try:  # the common request: the first candidate answers, with no failover machinery around it
+            return await self._attempt(exchange, self._settings.models[first.model], first.input_tokens, deadline,
+                                       charge)
+        except GatewayError as exc:
+            return await self._fail_over(exchange, Failover(plan, deadline, routing, self._router.state,
+                                                            self._books), exc)
+
+    async def _fail_over(self, exchange: Exchange, failover: Failover, exc: GatewayError) -> Answer | Stream:
+        """The first attempt failed with `exc`: try the next candidates while the failover allows."""
+        while True:
+            candidate = await failover.next(exchange, exc)  # raises when nothing is left to try
+            spec = self._settings.models[candidate.model]
+            try:
+                return await self._attempt(exchange, spec, candidate.input_tokens, failover.deadline, None)
+            except GatewayError as err:
+                exc = err
+
+    async def _attempt(
+        self, exchange: Exchange, spec: ModelSpec, input_tokens: int, deadline: float | None, charge: int | None,
+    ) -> Answer | Stream:
+        """One model: the response cache first, then the budget hold, then the provider."""
+        request = exchange.request
+        body = {**request.body, "model": spec.upstream_model}
+        marked = exchange.route.prefix.with_breakpoint(spec.name, request.messages)
+        if marked is not None:
+            body["messages"] = marked
+        previous = exchange.attempt
+        attempt = exchange.attempt = Attempt(spec, body, input_tokens, deadline, marked is not None)
+        if self._responses.used_for(request.cache):
+            attempt.cache_key = self._responses.key(exchange.caller.tenant(), spec.name, request.body)
+            if request.cache.read:
+                entry, attempt.cache_result = await self._responses.lookup(attempt.cache_key)
+                if entry is not None:
+                    return self._hit(exchange, attempt, entry.body, entry.cost_pico)
+        carried = previous.reservation.admission if previous is not None else None
+        attempt.reservation = await self._access.reserve(
+            exchange.caller.grant, spec, input_tokens, request.max_output, charge, carried)
+        try:
+            return await self._call(exchange, attempt, self._providers[spec.wire])
+        except BaseException:
+            await self._access.release(attempt.reservation)
+            raise
+
+    async def _call(self, exchange: Exchange, attempt: Attempt, provider: Provider) -> Answer | Stream:
+        attempt.started = perf_counter()
+        if exchange.request.stream:
+            upstream = await provider.stream(attempt.spec, attempt.body, attempt.deadline)  # refusals: plain errors
+            events = relay(exchange, attempt, upstream, self._books, self._responses, self._secrets)
+            return Stream(events, exchange.headers())
+        completion = await provider.complete(attempt.spec, attempt.body, attempt.deadline)
+        return self._answer(exchange, attempt, completion)
+
+    def _answer(self, exchange: Exchange, attempt: Attempt, completion: Completion) -> Answer:
+        upstream_time = perf_counter() - attempt.started
+        settled = self._books.settle(exchange, attempt, completion, "missing")
+        completion.body["usage"] = settled.client_usage()
+        if exchange.request.cache.write:
+            self._responses.store(attempt.cache_key, completion.body, settled.cost)
+        answer = Answer(completion.body, exchange.headers(), settled.cost, False)
+        self._books.finished(exchange, "200", upstream_time)
+        return answer
+
+    def _hit(self, exchange: Exchange, attempt: Attempt, body: dict[str, Any], saved_pico: int) -> Answer:
+        """An answer from the response cache: $0, what it saved counted."""
+        self._books.hit(exchange, attempt, saved_pico)
+        answer = dict(body)
+        usage = answer.get("usage")
+        answer["usage"] = {**(usage if isinstance(usage, dict) else {}), **_ZERO}
+        return Answer(answer, exchange.headers(), Cost(), True)
