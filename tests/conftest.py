@@ -243,6 +243,7 @@ def start_redis_server(port: int, data_dir: str | Path | None = None) -> subproc
     while not _redis_answers("127.0.0.1", port):
         if time.monotonic() > deadline:
             proc.kill()
+            proc.wait(5)
             pytest.fail("a private redis-server did not start")
         time.sleep(0.05)
     return proc

@@ -277,6 +277,7 @@ def test_redis_outage_fails_closed_and_the_journal_loses_no_spend(upstream: Fake
     finally:
         gw.stop()
         redis.kill()
+        redis.wait(5)
 
 
 def test_tpm_limit_counts_prompt_and_max_tokens(pair: tuple[Gateway, Gateway], upstream: FakeUpstreamThread) -> None:

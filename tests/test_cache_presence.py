@@ -120,8 +120,9 @@ def test_redis_lost_and_back(private_redis: tuple[int, list[subprocess.Popen[byt
             await store.get("k")
         procs.append(start_redis_server(port))
         await until(lambda: store.presence.synced, "never synced again")
-        other = RedisCacheStore(Redis.from_url(f"redis://127.0.0.1:{port}/0"), "gw")
-        await other.set("k", b"answer", 60)
+        other_client = Redis.from_url(f"redis://127.0.0.1:{port}/0")
+        await RedisCacheStore(other_client, "gw").set("k", b"answer", 60)
+        await other_client.aclose()
         await until(lambda: store.presence.may_exist("k"), "announcements did not resume")
         assert await store.get("k") == b"answer"
         follower.cancel()

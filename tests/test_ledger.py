@@ -162,7 +162,7 @@ def test_cli_spend_and_export(run: tuple[Gateway, list[int]], tmp_path: Path) ->
     out = subprocess.run([*base, "export", "--format", "csv", "--out", str(target)], capture_output=True, text=True,
                          cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
-    rows = list(csv.DictReader(target.open()))
+    rows = list(csv.DictReader(target.read_text().splitlines()))
     assert len(rows) == len(records) and sum(int(r["cost_pico"]) for r in rows) == sum(costs)
     out = subprocess.run([*base, "export"], capture_output=True, cwd=ROOT, timeout=60)
     assert [orjson.loads(line) for line in out.stdout.splitlines()] == records

@@ -69,8 +69,9 @@ def test_a_near_deadline_cuts_the_model_timeout(upstream: FakeUpstreamThread, wi
     assert len(upstream.calls(spec.upstream_model)) == 1
 
 
-async def _stalled_error_server(status: int) -> tuple[asyncio.Server, str]:
-    """A real HTTP server that sends an error's head and the start of its body, then stalls."""
+async def _stalled_error_server(status: int, release: asyncio.Event) -> tuple[asyncio.Server, str]:
+    """A real HTTP server that sends an error's head and the start of its body, then stalls until
+    `release` is set."""
     reason = {400: "Bad Request", 429: "Too Many Requests"}[status]
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -78,8 +79,9 @@ async def _stalled_error_server(status: int) -> tuple[asyncio.Server, str]:
         writer.write(f"HTTP/1.1 {status} {reason}\r\nretry-after: 7\r\ncontent-type: application/json\r\n"
                      "content-length: 100\r\n\r\n{\"error\": ".encode())
         await writer.drain()
-        await asyncio.sleep(10)
+        await release.wait()
         writer.close()
+        await writer.wait_closed()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
@@ -90,7 +92,8 @@ async def _stalled_error_server(status: int) -> tuple[asyncio.Server, str]:
 @pytest.mark.parametrize("status", [400, 429])
 def test_an_error_whose_body_is_too_slow_keeps_its_status(wire: str, stream: bool, status: int) -> None:
     async def main() -> tuple[GatewayError, float]:
-        server, base = await _stalled_error_server(status)
+        release = asyncio.Event()
+        server, base = await _stalled_error_server(status, release)
         spec = ModelSpec(name=f"dl-slow-{status}", provider=wire, wire=wire, upstream_model="m",
                          api_base=base + ("" if wire == "anthropic" else "/v1"), api_key="sk-test",
                          price=Price(Rates(1, 1, 1, 1, 2, 2)), timeout_s=30)
@@ -100,7 +103,9 @@ def test_an_error_whose_body_is_too_slow_keeps_its_status(wire: str, stream: boo
                 await _call(spec, stream, asyncio.get_running_loop().time() + 0.3)
             return info.value, time.monotonic() - started
         finally:
+            release.set()
             server.close()
+            await server.wait_closed()
 
     error, took = asyncio.run(main())
     assert 0.29 <= took < 1.5

@@ -71,8 +71,8 @@ async def _check(gw: InProcess, path: str, body: Any) -> None:
 async def fuzz_gw(in_process: Any, upstream: FakeUpstreamThread) -> AsyncIterator[InProcess]:
     config = {"max_body_bytes": 1 << 20, "cache": {"response": {"enabled": False}},
               "models": [model("fuzz-model", "openai", upstream, upstream_model="fuzz-up", max_input_tokens=100_000,
-                               pricing={"input_per_mtok": 1, "output_per_mtok": 2})],
-              "tiers": {"fuzz-tier": {"min_quality": 0}}}
+                               quality=50, pricing={"input_per_mtok": 1, "output_per_mtok": 2})],
+              "tiers": {"fuzz-tier": {"min_quality": 0}, "fuzz-empty": {"min_quality": 99}}}
     async with in_process(config) as gw:
         yield gw
 
@@ -103,3 +103,10 @@ async def test_content_nested_a_thousand_lists_deep_is_400(fuzz_gw: InProcess) -
         response = await fuzz_gw.client.post(path, content=raw)
         assert response.status_code == 400
         assert response.json()["error"]["param"] == "messages[0].content[0]"
+
+
+async def test_a_tier_no_model_reaches_is_503_not_500(fuzz_gw: InProcess) -> None:
+    body = {"model": "fuzz-empty", "messages": [{"role": "system", "content": ""}]}
+    response = await fuzz_gw.client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["message"] == "no model in tier 'fuzz-empty' (min_quality 99)"

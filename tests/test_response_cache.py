@@ -165,6 +165,7 @@ def test_redis_store_is_shared_and_outages_bypass(upstream: FakeUpstreamThread, 
         gw = Gateway(cache_config(upstream, redis_url=f"redis://127.0.0.1:{port}/0"))
         content = f"q-{uuid.uuid4()}"
         ask(gw, content)
+        assert _hit_soon(gw, content)  # the background write has landed: the gateway knows the key
         proc.kill()
         proc.wait(5)
         down = ask(gw, content)
@@ -178,3 +179,4 @@ def test_redis_store_is_shared_and_outages_bypass(upstream: FakeUpstreamThread, 
         if gw is not None:
             gw.stop()
         proc.kill()
+        proc.wait(5)

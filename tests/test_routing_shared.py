@@ -77,3 +77,4 @@ def test_routing_survives_redis_going_away(upstream: FakeUpstreamThread, tmp_pat
             gw.stop()
     finally:
         proc.kill()
+        proc.wait(5)

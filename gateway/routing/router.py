@@ -267,6 +267,8 @@ class Router:
         (what a request may try), a policy that ranks by cost gets only that many built.
         `allowed`: the only models the caller's key may use (None: any)."""
         models = self._tiers[tier.name]
+        if not models.rows:  # no model of the catalog reaches the tier's quality
+            raise _no_candidate(tier, list(models.excluded))
         snapshot = self.state.current(models.names) or await self.state.snapshot(models.names)
         max_tokens = request.max_output
         messages, tools, encodings = request.messages, request.tools, models.encodings
