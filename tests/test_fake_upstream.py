@@ -193,7 +193,10 @@ def test_client_disconnect_leaves_completed_false(fu: FakeUpstreamThread) -> Non
         for i, _ in enumerate(r.iter_lines()):
             if i >= 4:
                 break
-    time.sleep(0.2)
+    deadline = time.monotonic() + 5  # the server notices the client left when its next write fails
+    while not fu.calls("slow")[-1]["ended"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
     rec = fu.calls("slow")[-1]
     assert rec["completed"] is False and 0 < rec["chunks_sent"] < 100
 

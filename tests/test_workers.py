@@ -38,7 +38,11 @@ def test_metrics_aggregate_across_two_workers(two_workers: Gateway, upstream: Fa
             sent += 40
             writers = {f.stem.rsplit("_", 1)[-1] for f in (two_workers.dir / "metrics").glob("counter_*.db")}
     assert len(writers) == 2  # both worker processes served requests and wrote metrics
-    time.sleep(FLUSH_S + 0.2)  # each worker's money metrics reach the other's scrapes within FLUSH_S
+    deadline = time.monotonic() + 10 * FLUSH_S  # each worker's money metrics reach the other's scrapes
+    while not all(two_workers.metric("gateway_spend_usd_total", model="gpt-test") == sent * 35 / 10_000
+                  for _ in range(4)):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     for _ in range(5):  # whichever worker answers the scrape, the totals are the same
         assert two_workers.metric("gateway_requests_total", model="gpt-test", status="200") == sent
         # Exact (40 float additions of 0.0035 make 0.1400000000000001).

@@ -148,6 +148,7 @@ class FakeUpstream:
             "body": body,
             "stream": bool(body.get("stream")) if is_dict else False,
             "completed": False,
+            "ended": False,  # the handler has returned (answered, dropped or left by the client)
             "chunks_sent": 0,
         }
         self._log.append(record)
@@ -169,8 +170,11 @@ class FakeUpstream:
         except asyncio.CancelledError:
             record["completed"] = False
             raise
-        record["completed"] = True
-        return resp
+        else:
+            record["completed"] = True
+            return resp
+        finally:
+            record["ended"] = True
 
     async def _handle_models(self, request: web.Request) -> web.Response:
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake-upstream"} for m in self._scripts]
