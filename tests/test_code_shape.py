@@ -53,3 +53,36 @@ def test_litellm_is_not_imported_on_start_up_or_the_openai_path() -> None:
     code = "import sys, gateway.app, gateway.cli.main; print('litellm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+# The layers of gateway/, lowest first: a module may import its own layer and the ones below it.
+LAYERS = ["gateway", "errors", "runtime", "redaction", "money", "tokens", "config", "observability", "providers",
+          "ledger", "access", "cache", "routing", "pipeline", "backends", "state", "api", "app", "fake_upstream",
+          "demo", "cli", "__main__"]
+
+
+def _layer(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "gateway":
+        return None
+    return parts[1] if len(parts) > 1 else "gateway"
+
+
+def test_imports_flow_down_the_layers() -> None:
+    upward = []
+    for path in sorted((ROOT / "gateway").rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("").parts
+        own = "gateway" if rel[1:] == ("__init__",) else rel[1]
+        assert own in LAYERS, f"{own}: a new subsystem needs its place in LAYERS"
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+            for name in names:
+                target = _layer(name)
+                if target is not None and LAYERS.index(target) > LAYERS.index(own):
+                    upward.append(f"{'/'.join(rel)}.py:{node.lineno} imports {name}")
+    for path in sorted((ROOT / "routing_policies").rglob("*.py")):  # the plugin API sees only the pricing core
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and _layer(node.module) not in (None, "money"):
+                upward.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {node.module}")
+    assert upward == []
