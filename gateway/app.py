@@ -23,17 +23,20 @@ from gateway.config.catalog import builtin_config
 from gateway.config.schema import load_config
 from gateway.config.settings import Settings, resolve_settings
 from gateway.money.price_table import load_price_table
+from gateway.observability.error_log import ErrorLog
 from gateway.observability.metrics import Metrics
 from gateway.pipeline.pipeline import Pipeline
 from gateway.pipeline.settle import Books
 from gateway.providers.litellm_provider import load_litellm
 from gateway.providers.registry import build_providers
 from gateway.providers.upstream_http import UpstreamPool
+from gateway.redaction import Redactor
 from gateway.routing.router import Router
 from gateway.runtime.background import Background
 from gateway.runtime.heap import release_free_memory
 from gateway.state import AppState
 from gateway.tokens.counter import TokenCounter
+from gateway.tokens.pool import CountingPool
 
 __all__ = ["app_from_env", "build_state", "create_app", "load_settings"]
 
@@ -47,13 +50,15 @@ def load_settings(path: str | Path | None) -> Settings:
     return resolve_settings(config, load_price_table(), str(path) if path else "built-in catalog")
 
 
-def build_state(settings: Settings, tokens: TokenCounter, app_metrics: Metrics) -> AppState:
+def build_state(settings: Settings, tokens: TokenCounter, app_metrics: Metrics, errors: ErrorLog) -> AppState:
     """Every service, wired once (inside the running event loop: some bind to it)."""
     pool = UpstreamPool()
     redis = backends.redis_client(settings, app_metrics)
     background = Background()  # one set of off-the-path tasks, drained at shutdown
-    prefix = PrefixCache(settings.prefix, tokens, backends.prefix_index(settings, redis), app_metrics, background)
-    router = Router(settings, tokens, backends.routing_state(settings, redis), prefix)
+    counting = CountingPool(tokens, settings.limits)
+    prefix = PrefixCache(settings.prefix, tokens, counting, backends.prefix_index(settings, redis), app_metrics,
+                         background)
+    router = Router(settings, backends.routing_state(settings, redis), prefix)
     access = Access(backends.key_store(settings, redis), backends.budgets(settings, redis),
                     backends.rate_limiter(settings, redis), app_metrics, settings.budgets, settings.require_keys,
                     background)
@@ -61,10 +66,10 @@ def build_state(settings: Settings, tokens: TokenCounter, app_metrics: Metrics) 
     responses = backends.response_cache(settings, redis, app_metrics, background)
     providers = build_providers(pool)
     books = Books(tokens, app_metrics, ledger_store, stats, prefix, access, router, background)
-    secrets = settings.secrets()
-    pipeline = Pipeline(settings, router, access, prefix, responses, providers, tokens, books, secrets)
-    return AppState(settings, app_metrics, tokens, pool, providers, router, prefix, access, responses, ledger_store,
-                    stats, background, pipeline, secrets, redis)
+    redact = Redactor(settings.secrets())
+    pipeline = Pipeline(settings, router, access, prefix, responses, providers, counting, books, redact)
+    return AppState(settings, app_metrics, tokens, counting, pool, providers, router, prefix, access, responses,
+                    ledger_store, stats, background, pipeline, redact, errors, redis)
 
 
 def _warm_up(tokens: TokenCounter, upstream_ids: list[str], litellm: bool) -> None:
@@ -103,6 +108,7 @@ async def _running(state: AppState) -> AsyncIterator[None]:
         await ledger_writer
         await state.ledger.flush()
         state.pool.close()
+        state.counting.close()
         if state.redis is not None:
             await state.redis.aclose()
 
@@ -110,18 +116,22 @@ async def _running(state: AppState) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> GatewayASGI:
     tokens = TokenCounter()
     app_metrics = Metrics()
+    errors = ErrorLog()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.gw = state = build_state(settings, tokens, app_metrics)
+        app.state.gw = state = build_state(settings, tokens, app_metrics, errors)
         async with _running(state):
             yield
 
-    app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    install_error_handlers(app, settings.secrets())
+    # No trailing-slash redirects: Starlette builds them from the Host header, so a forged Host
+    # would send a `?key=` URL to another site.
+    app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+                  redirect_slashes=False)
+    install_error_handlers(app, Redactor(settings.secrets()), errors)
     for module in (models, estimate, health, metrics, admin, ledger, dashboard):
         app.include_router(module.router)
-    return GatewayASGI(app, app_metrics.in_flight)
+    return GatewayASGI(app, app_metrics.in_flight, settings.server)
 
 
 def app_from_env() -> GatewayASGI:

@@ -116,6 +116,12 @@ class RequestTooLarge(GatewayError):
     code = "request_too_large"
 
 
+class RequestTimeout(GatewayError):
+    status_code = 408
+    error_type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class RateLimited(GatewayError):
     status_code = 429
     error_type = "rate_limit_exceeded"

@@ -12,13 +12,16 @@ from gateway.cache.response_cache import ResponseCache
 from gateway.config.settings import Settings
 from gateway.ledger.spend_stats import SpendStats
 from gateway.ledger.store import Ledger
+from gateway.observability.error_log import ErrorLog
 from gateway.observability.metrics import Metrics
 from gateway.pipeline.pipeline import Pipeline
 from gateway.providers.base import Provider
 from gateway.providers.upstream_http import UpstreamPool
+from gateway.redaction import Redactor
 from gateway.routing.router import Router
 from gateway.runtime.background import Background
 from gateway.tokens.counter import TokenCounter
+from gateway.tokens.pool import CountingPool
 
 __all__ = ["AppState"]
 
@@ -28,6 +31,7 @@ class AppState:
     settings: Settings
     metrics: Metrics
     tokens: TokenCounter
+    counting: CountingPool  # counts prompts, large ones off the event loop
     pool: UpstreamPool
     providers: dict[str, Provider]
     router: Router
@@ -38,5 +42,6 @@ class AppState:
     stats: SpendStats  # spend per UTC day
     background: Background  # work off the responses' path, drained at shutdown
     pipeline: Pipeline
-    secrets: list[str]  # every credential held, for redaction
+    redact: Redactor  # masks every credential held, in the forms it may be echoed
+    errors: ErrorLog  # unexpected errors: a line each, a traceback per cause per minute
     redis: Any  # redis.asyncio.Redis when configured, else None

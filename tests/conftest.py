@@ -55,6 +55,8 @@ class Gateway:
             full_env["PROMETHEUS_MULTIPROC_DIR"] = str(self.dir / "metrics")
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         self._clients: list[openai.OpenAI] = []  # closed by stop(): no socket is left to the GC
+        ops = (config or {}).get("metrics_token") or (config or {}).get("master_key")
+        self.ops_headers = {"Authorization": f"Bearer {ops}"} if ops else {}  # for /metrics
         self.proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
         self._wait_ready()
 
@@ -83,7 +85,9 @@ class Gateway:
         return self.log_path.read_text(errors="replace")
 
     def metrics(self) -> str:
-        return httpx.get(f"{self.url}/metrics").text
+        response = httpx.get(f"{self.url}/metrics", headers=self.ops_headers)
+        assert response.status_code == 200, response.text
+        return response.text
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of `name` whose labels include `labels`."""

@@ -151,9 +151,12 @@ def test_builtin_catalog_has_sourced_quality_and_default_tiers(monkeypatch: pyte
     assert settings.models["o3"].quality == 85.6
     assert "'o3-2025-04-16' 1428" in (settings.models["o3"].quality_source or "")
     assert settings.models["claude-sonnet-4-5"].quality is None  # newer than the snapshot: no score
-    router = Router.offline(settings, TokenCounter())
+    tokens = TokenCounter()
+    router = Router.offline(settings, tokens)
     request = parse_chat_request(b'{"model": "premium", "messages": [{"role": "user", "content": "hi"}]}')
-    plan = asyncio.run(router.plan(settings.tiers["premium"], request))
+    tier = settings.tiers["premium"]
+    counts = {enc: tokens.count_messages_in(request.messages, enc) for enc in router.encodings(tier)}
+    plan = asyncio.run(router.plan(tier, request, counts, "test"))
     assert {c.model for c in plan.ranked} == {"o3", "deepseek-reasoner", "gemini-2.5-pro"}
     assert plan.ranked[0].model == "deepseek-reasoner"  # $0.28/M in, $0.42/M out: the cheapest of the three
     assert plan.baseline is not None and plan.baseline.name == "gemini-2.5-pro"  # highest quality

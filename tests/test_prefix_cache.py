@@ -19,6 +19,8 @@ from gateway.tokens.counter import TokenCounter
 
 CLAUDE = {"input_per_mtok": 3, "output_per_mtok": 15, "cached_input_per_mtok": 0.3, "cache_write_per_mtok": 3.75}
 
+# The bearer token the tests' openai clients send: estimates see the prefix index as that tenant.
+SAME_TENANT = {"Authorization": "Bearer client-key"}
 
 def long_text(tag: str) -> str:
     return f"{tag} " + "You are a careful assistant who answers briefly. " * 200  # ~1,800 tokens
@@ -56,7 +58,7 @@ def _recorded(gw: Gateway, messages: list[Any], predicted: str) -> None:
     `messages` at claude-pc: the earlier prompt's blocks are recorded after its response."""
     deadline = time.monotonic() + 5
     body = {"model": "claude-pc", "messages": messages, "max_tokens": 50}
-    while not httpx.post(f"{gw.url}/v1/estimate", json=body).json()["candidates"][0][predicted]:
+    while not httpx.post(f"{gw.url}/v1/estimate", json=body, headers=SAME_TENANT).json()["candidates"][0][predicted]:
         assert time.monotonic() < deadline, f"no {predicted} were ever predicted"
         time.sleep(0.02)
 
@@ -90,7 +92,8 @@ def test_long_system_prompt_gets_a_breakpoint_the_second_time(claude_gw: Gateway
     _settled(claude_gw, "gateway_cache_saved_usd_total", round(stable * 2.7 / 1e6, 12), cache="prefix")
     _settled(claude_gw, "gateway_prefix_prediction_tokens_total", stable, outcome="correct")
     assert claude_gw.metric("gateway_prefix_prediction_tokens_total", outcome="over") == 0
-    plan = httpx.post(f"{claude_gw.url}/v1/estimate", json={"model": "claude-pc", "messages": ask}).json()
+    plan = httpx.post(f"{claude_gw.url}/v1/estimate", json={"model": "claude-pc", "messages": ask},
+                      headers=SAME_TENANT).json()
     assert plan["candidates"][0]["cached_tokens"] == stable
 
 
@@ -121,7 +124,8 @@ def warm_gw(upstream: FakeUpstreamThread, redis_url: str) -> Iterator[Gateway]:
 
 
 def _estimate(gw: Gateway, messages: list[Any]) -> dict[str, Any]:
-    return httpx.post(f"{gw.url}/v1/estimate", json={"model": "pc", "messages": messages, "max_tokens": 10}).json()
+    return httpx.post(f"{gw.url}/v1/estimate", json={"model": "pc", "messages": messages, "max_tokens": 10},
+                      headers=SAME_TENANT).json()
 
 
 def _warm_at(gw: Gateway, model_name: str, messages: list[Any]) -> int:

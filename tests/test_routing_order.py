@@ -21,6 +21,8 @@ MODELS = [("in-cheap", 70, 0.10, 4.00), ("even", 72, 1.00, 1.00), ("out-cheap", 
           ("dear", 90, 5.00, 20.00), ("low", 40, 0.01, 0.01)]
 
 
+TOKENS = TokenCounter()
+
 def _router() -> Router:
     config = parse_config({
         "models": [{"name": n, "provider": "openai", "api_base": "http://127.0.0.1:9/v1", "api_key": "k",
@@ -29,11 +31,11 @@ def _router() -> Router:
         "routing": {"default_output_tokens": 100, "max_attempts": 2},
     })
     settings = resolve_settings(config, load_price_table())
-    return Router.offline(settings, TokenCounter())
+    return Router.offline(settings, TOKENS)
 
 
 def _brute_force(router: Router, body: dict[str, Any], limit: int | None) -> list[tuple[str, int]]:
-    tokens = router._tokens.count_messages(body["messages"], "in-cheap")
+    tokens = TOKENS.count_messages(body["messages"], "in-cheap")
     learned = router.state.current(()).outputs
     specs = [router._settings.models[n] for n, q, _, _ in MODELS if q >= 60]
     costs = sorted((estimate_cost(s.price, tokens, body.get("max_tokens") or round(learned.get(s.name, 100))),
@@ -54,7 +56,9 @@ def test_every_request_gets_the_order_pricing_gives_it() -> None:
                     body: dict[str, Any] = {"messages": [{"role": "user", "content": "word " * words}]}
                     if max_tokens:
                         body["max_tokens"] = max_tokens
-                    plan = await router.plan(tier, parse_chat_request(orjson.dumps({"model": "t", **body})), limit)
+                    request = parse_chat_request(orjson.dumps({"model": "t", **body}))
+                    counts = {enc: TOKENS.count_messages_in(request.messages, enc) for enc in router.encodings(tier)}
+                    plan = await router.plan(tier, request, counts, "test", limit)
                     got = [(c.model, c.estimated_cost_pico) for c in plan.ranked]
                     assert got == _brute_force(router, body, limit), (max_tokens, limit, words)
                     assert plan.count == 4 and {e.model for e in plan.excluded} == {"low"}

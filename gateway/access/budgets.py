@@ -122,14 +122,15 @@ def make_spend(spent: int, reserved: int, budget: int | None, period: Period, no
 
 
 def hold_amount(key: VirtualKey, team: Team | None, price: Price, input_tokens: int, max_tokens: int | None,
-                model_max_output: int | None, config: BudgetConfig) -> int | None:
+                model_max_output: int | None, config: BudgetConfig, choices: int = 1) -> int | None:
     """What a request must hold before calling a model of `price`: its worst case, or None when
     neither the key nor its team has a budget. Counted input tokens plus `input_margin_pct`
     (other tokenisers count more), every one at the dearest input rate, plus `max_tokens` (else
-    the model's maximum output, else `default_max_output_tokens`) at the dearest output rate."""
+    the model's maximum output, else `default_max_output_tokens`) for each of the `choices`
+    (`n`: each is written and billed) at the dearest output rate."""
     if key.budget_pico is None and (team is None or team.budget_pico is None):
         return None
-    output = max_tokens or model_max_output or config.default_max_output_tokens
+    output = (max_tokens or model_max_output or config.default_max_output_tokens) * choices
     reserved_input = input_tokens + -(-input_tokens * config.input_margin_pct // 100)
     return worst_case_cost(price, reserved_input, output)
 

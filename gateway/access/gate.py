@@ -88,21 +88,33 @@ class Access:
         if grant.key is not None:
             check_allowed(grant.key, model, tier)
 
+    async def admit_estimate(self, grant: Grant) -> None:
+        """An estimate counts as one request against the key's RPM (no tokens: nothing is
+        generated); 429 if the key is over it."""
+        key = grant.key
+        if key is not None and key.rpm is not None:
+            try:
+                await self.limiter.admit(key, 0)
+            except RateLimitExceeded:
+                self._metrics.child(self._metrics.rate_limit_rejections, _label(grant.team_label)).inc()
+                raise
+
     def rate_charge(self, grant: Grant, tokens: int) -> int | None:
         """The tokens to charge against the key's RPM/TPM (once per request, with the first
         attempt's hold), or None when the key has no rate limit."""
         key = grant.key
         return tokens if key is not None and (key.rpm is not None or key.tpm is not None) else None
 
-    async def reserve(self, grant: Grant, spec: ModelSpec, input_tokens: int, max_tokens: int | None,
+    async def reserve(self, grant: Grant, spec: ModelSpec, input_tokens: int, max_tokens: int | None, choices: int,
                       charge: int | None, carried: Admission | None) -> Reservation:
-        """Hold the worst case of calling `spec` against the key's and the team's budgets, and
-        take the rate-limit `charge` if there is one (else keep the `carried` admission); raise
-        429 if either refuses, undoing the other."""
+        """Hold the worst case of calling `spec` for `choices` answers against the key's and the
+        team's budgets, and take the rate-limit `charge` if there is one (else keep the `carried`
+        admission); raise 429 if either refuses, undoing the other."""
         key, team = grant.key, grant.team
         if key is None:
             return NO_RESERVATION
-        amount = hold_amount(key, team, spec.price, input_tokens, max_tokens, spec.max_output_tokens, self._config)
+        amount = hold_amount(key, team, spec.price, input_tokens, max_tokens, spec.max_output_tokens, self._config,
+                             choices)
         if amount is None and charge is None:
             return Reservation(None, carried)
         batch = self.budgets.new_batch()  # with Redis: the hold and the admission in one round trip

@@ -194,9 +194,13 @@ def model_allowed(key: VirtualKey, model: str) -> bool:
 
 def check_allowed(key: VirtualKey, model: str | None, tier: str | None = None) -> None:
     """PermissionDenied (403) unless the key may use `tier` (when the request names a tier) and
-    `model` (the model asked for, or the one routing chose)."""
+    `model` (the model asked for, or the one routing chose). A key restricted to tiers may name
+    a model only if its `models` list it."""
     if tier is not None and key.tiers is not None and tier not in key.tiers:
         raise PermissionDenied(f"API key {key.id} is not allowed to use tier '{tier}'.", param="model")
+    if tier is None and model is not None and key.tiers is not None and (key.models is None or model not in key.models):
+        raise PermissionDenied(f"API key {key.id} may only use the tiers {', '.join(key.tiers)}, not the model "
+                               f"'{model}' by name.", param="model")
     if model is not None and not model_allowed(key, model):
         raise PermissionDenied(f"API key {key.id} is not allowed to use model '{model}'.", param="model")
 

@@ -11,14 +11,16 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from gateway.api import chat
+from gateway.config.schema import ServerConfig
 
 __all__ = ["GatewayASGI"]
 
 
 class GatewayASGI:
-    def __init__(self, api: FastAPI, in_flight: Any) -> None:
+    def __init__(self, api: FastAPI, in_flight: Any, server: ServerConfig) -> None:
         self.api = api
         self.in_flight = in_flight  # gateway_in_flight_requests: up on entry, down when the last byte is sent
+        self.server = server  # the limits `gateway serve`'s protocol applies to each connection
 
     @property
     def state(self) -> Any:
@@ -34,4 +36,12 @@ class GatewayASGI:
             finally:
                 self.in_flight.dec()
             return
-        await self.api(scope, receive, send)
+        if scope["type"] != "http":
+            await self.api(scope, receive, send)
+            return
+        try:
+            await self.api(scope, receive, send)
+        except Exception:  # noqa: S110
+            # Starlette re-raises an error after its handler has logged it and answered 500:
+            # letting uvicorn log it again would write every traceback twice.
+            return

@@ -33,21 +33,21 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
     state: AppState = request.app.state.gw
     arrived = perf_counter()
     rid = request.state.request_id = request_id(request)
-    headers = request.headers
+    headers, settings = request.headers, state.settings
     authorization = headers.get("authorization") or ""
     try:
         grant = await state.access.authenticate(authorization)
-        chat = parse_chat_request(await read_body(request, state.settings.max_body_bytes),
-                                  headers.get("x-gateway-cache"))
+        raw = await read_body(request, settings.max_body_bytes, settings.server.body_timeout_s)
+        chat = parse_chat_request(raw, headers.get("x-gateway-cache"))
     except GatewayError as exc:  # refused before the pipeline saw it
         state.metrics.child(state.metrics.requests, "none", "", str(exc.status_code)).inc()
-        return error_response(rid, exc, state.secrets)
+        return error_response(rid, exc, state.redact)
     try:
         outcome = await state.pipeline.run(chat, Caller(rid, grant, authorization, arrived))
     except GatewayError as exc:
-        return error_response(rid, exc, state.secrets)
-    except Exception:
-        return error_response(rid, unexpected_error(PATH), state.secrets)
+        return error_response(rid, exc, state.redact)
+    except Exception as exc:
+        return error_response(rid, unexpected_error(state.errors, PATH, exc), state.redact)
     if isinstance(outcome, Stream):
         return SSEResponse(_sse(outcome.events, chat.include_usage), outcome.headers)
     if chat.stream:  # a response-cache hit, replayed as the stream that was asked for

@@ -1,14 +1,20 @@
 """POST /v1/estimate: the routing decision and estimated cost for a chat request, without
-calling any provider. Same body as /v1/chat/completions; the same code path ranks the
-candidates, so the estimate's choice is what the real request then tries first."""
+calling any provider. Same body, same key checks and the same code path as
+/v1/chat/completions, so the estimate's choice is what the real request then tries first; it
+counts as one request against the key's RPM."""
 
 from __future__ import annotations
 
+from time import perf_counter
+
 from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
-from gateway.api.body import read_body
+from gateway.api.body import read_body, request_id
+from gateway.api.errors import error_response
+from gateway.errors import GatewayError
+from gateway.pipeline.exchange import Caller
 from gateway.pipeline.request import parse_chat_request
 from gateway.state import AppState
 
@@ -18,11 +24,14 @@ router = APIRouter()
 
 
 @router.post("/v1/estimate")
-async def estimate(request: Request) -> JSONResponse:
+async def estimate(request: Request) -> Response:
     state: AppState = request.app.state.gw
-    chat = parse_chat_request(await read_body(request, state.settings.max_body_bytes))
-    tier = state.router.tier(chat.model)
-    if tier is None:
-        return JSONResponse(await state.router.estimate(state.settings.resolve_model(chat.model), chat))
-    plan = await state.router.plan(tier, chat)
-    return JSONResponse(plan.describe())
+    settings = state.settings
+    rid = request.state.request_id = request_id(request)
+    authorization = request.headers.get("authorization") or ""
+    try:
+        grant = await state.access.authenticate(authorization)
+        chat = parse_chat_request(await read_body(request, settings.max_body_bytes, settings.server.body_timeout_s))
+        return JSONResponse(await state.pipeline.estimate(chat, Caller(rid, grant, authorization, perf_counter())))
+    except GatewayError as exc:
+        return error_response(rid, exc, state.redact)

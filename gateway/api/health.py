@@ -1,4 +1,6 @@
-"""GET /healthz (the process is alive) and GET /readyz (it can serve traffic)."""
+"""GET /healthz (the process is alive) and GET /readyz (it can serve traffic: 200 or 503). The
+reasons and figures behind /readyz are shown to operators only when `metrics_require_key` is on
+(a probe reads the status code)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from gateway.api.ops_auth import is_operator
 from gateway.runtime.redis_errors import redis_errors
 from gateway.state import AppState
 
@@ -29,6 +32,7 @@ async def readyz(request: Request) -> JSONResponse:
             await state.redis.ping()
         except redis_errors() as exc:
             problems.append(f"redis: {type(exc).__name__}")
+    detailed = not state.settings.metrics_require_key or is_operator(request, state)
     if problems:
-        return JSONResponse({"status": "not_ready", "problems": problems}, status_code=503)
-    return JSONResponse({"status": "ready", "models_available": available})
+        return JSONResponse({"status": "not_ready", **({"problems": problems} if detailed else {})}, status_code=503)
+    return JSONResponse({"status": "ready", **({"models_available": available} if detailed else {})})

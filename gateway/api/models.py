@@ -1,5 +1,5 @@
 """GET /v1/models: every configured model (with availability and quality) and every tier, in
-OpenAI's list format."""
+OpenAI's list format. With `require_keys`, for callers with a key only."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from gateway.api.ops_auth import require_caller
 from gateway.state import AppState
 
 __all__ = ["router"]
@@ -19,6 +20,7 @@ router = APIRouter()
 @router.get("/v1/models")
 async def list_models(request: Request) -> JSONResponse:
     state: AppState = request.app.state.gw
+    await require_caller(request, state)
     data: list[dict[str, Any]] = []
     for spec in state.settings.models.values():
         entry: dict[str, Any] = {

@@ -34,6 +34,7 @@ from gateway.money.pricing import Usage, cache_effect
 from gateway.observability.metrics import Metrics
 from gateway.runtime.background import Background
 from gateway.tokens.counter import TokenCounter, encoding_name_for
+from gateway.tokens.pool import CountingPool
 
 __all__ = ["NO_PREDICTIONS", "PrefixCache", "PrefixPlan"]
 
@@ -48,6 +49,7 @@ class PrefixPlan:
 
     blocks: Mapping[str, PromptBlocks]  # model -> its prompt's blocks (per encoding, shared)
     predictions: Mapping[str, Prediction]
+    scope: str = ""  # the tenant whose index entries were read, and will be written
 
     def prediction(self, model: str) -> Prediction:
         return self.predictions.get(model, NOTHING)
@@ -63,10 +65,16 @@ class PrefixPlan:
 NO_PREDICTIONS = PrefixPlan(MappingProxyType({}), MappingProxyType({}))
 
 
+# Prompts this long (in characters, so at least about as many tokens) are hashed on a worker
+# thread: tokenising them would hold the event loop for milliseconds.
+_OFFLOAD_CHARS = 16 * 1024
+
+
 @dataclass
 class PrefixCache:
     config: PrefixLayer
     tokens: TokenCounter
+    counting: CountingPool
     index: PrefixIndex
     metrics: Metrics
     background: Background = field(default_factory=Background)
@@ -75,8 +83,9 @@ class PrefixCache:
     def __post_init__(self) -> None:
         self._hasher = BlockHasher(self.tokens)
 
-    async def plan(self, specs: Sequence[ModelSpec], body: dict[str, Any]) -> PrefixPlan:
-        """Predictions for `specs` (those whose provider caches) for the request `body`."""
+    async def plan(self, specs: Sequence[ModelSpec], body: dict[str, Any], scope: str) -> PrefixPlan:
+        """Predictions for `specs` (those whose provider caches) for the request `body`, from
+        what the tenant `scope` sent before: no tenant can learn what another one sent."""
         relevant = [s for s in specs if min_tokens(s) is not None]
         if not self.config.enabled or not relevant or not likely_tokens_at_least(body, OPENAI_MIN_TOKENS):
             return NO_PREDICTIONS
@@ -86,21 +95,25 @@ class PrefixCache:
         marked = client_marked(body)
         blocks_of: dict[str, PromptBlocks] = {}
         predictions: dict[str, Prediction] = {}
+        large = likely_tokens_at_least(body, _OFFLOAD_CHARS)
         for encoding, members in groups.items():
             assert self._hasher is not None
-            blocks = self._hasher.blocks(body, encoding)
+            if large:
+                blocks = await self.counting.offload(self._hasher.blocks, body, encoding)
+            else:
+                blocks = self._hasher.blocks(body, encoding)
             if blocks.tokens < OPENAI_MIN_TOKENS:
                 continue
-            warmth = await self._lookup([s.name for s in members], blocks)
+            warmth = await self._lookup([_scoped(scope, s.name) for s in members], blocks)
             for spec in members:
                 blocks_of[spec.name] = blocks
                 predictions[spec.name] = predict(
-                    spec, blocks, warmth.get(spec.name, _COLD), self.config.cache_control, marked)
-        return PrefixPlan(blocks_of, predictions) if blocks_of else NO_PREDICTIONS
+                    spec, blocks, warmth.get(_scoped(scope, spec.name), _COLD), self.config.cache_control, marked)
+        return PrefixPlan(blocks_of, predictions, scope) if blocks_of else NO_PREDICTIONS
 
-    async def _lookup(self, models: list[str], blocks: PromptBlocks) -> dict[str, Warmth]:
+    async def _lookup(self, names: list[str], blocks: PromptBlocks) -> dict[str, Warmth]:
         try:
-            return await self.index.lookup(models, blocks.hashes, blocks.stable_hash)
+            return await self.index.lookup(names, blocks.hashes, blocks.stable_hash)
         except CacheUnavailable as exc:
             self.metrics.child(self.metrics.cache_errors, "prefix").inc()
             log.warning("prefix index unavailable, treating the prompt as cold: %s", exc)
@@ -126,11 +139,16 @@ class PrefixCache:
             if tokens:
                 metrics.child(metrics.prefix_prediction, outcome).inc(tokens)
         marker = blocks.stable_hash if breakpoint_added else b""
-        self.background.spawn(self._record(spec.name, blocks, marker))
+        self.background.spawn(self._record(_scoped(plan.scope, spec.name), blocks, marker))
 
-    async def _record(self, model: str, blocks: PromptBlocks, marker: bytes) -> None:
+    async def _record(self, name: str, blocks: PromptBlocks, marker: bytes) -> None:
         try:
-            await self.index.record(model, blocks.hashes, marker, self.config.ttl_s)
+            await self.index.record(name, blocks.hashes, marker, self.config.ttl_s)
         except CacheUnavailable as exc:
             self.metrics.child(self.metrics.cache_errors, "prefix").inc()
             log.warning("prefix index unavailable, prompt not recorded: %s", exc)
+
+
+def _scoped(scope: str, model: str) -> str:
+    """The index's name for `model` as the tenant `scope` sees it: one set of entries each."""
+    return f"{scope}/{model}"

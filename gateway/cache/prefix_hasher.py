@@ -6,6 +6,7 @@ checks). Bounded by the characters of the parts it remembers; the oldest entries
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from hashlib import blake2b
@@ -35,6 +36,7 @@ class BlockHasher:
         self._steps: dict[tuple[Any, ...], _Step] = {}
         self._chars = 0
         self._max_chars = max_chars
+        self._lock = threading.Lock()  # large prompts are hashed on a worker thread
 
     def blocks(self, body: Mapping[str, Any], encoding: str) -> PromptBlocks:
         parts = prompt_parts(self._counter, body, encoding)
@@ -69,8 +71,11 @@ class BlockHasher:
         return _Step(tuple(new), running, bytes(data[end:]), tokens + size, size)
 
     def _remember(self, key: tuple[Any, ...], step: _Step) -> None:
-        self._steps[key] = step
-        self._chars += step.size
-        while self._chars > self._max_chars:
-            oldest = next(iter(self._steps))
-            self._chars -= self._steps.pop(oldest).size
+        with self._lock:
+            if key in self._steps:
+                return
+            self._steps[key] = step
+            self._chars += step.size
+            while self._chars > self._max_chars:
+                oldest = next(iter(self._steps))
+                self._chars -= self._steps.pop(oldest).size

@@ -49,11 +49,13 @@ def _leading(hashes: Sequence[bytes], warm: Any) -> int:
 
 
 class MemoryPrefixIndex:
-    """One process's index; at most `max_entries` hashes per model."""
+    """One process's index; at most `max_entries` hashes per name (a tenant's model), and at
+    most `max_names` names (the least recently written go first)."""
 
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, max_entries: int, max_names: int = 4096) -> None:
         self._models: dict[str, dict[bytes, float]] = {}
         self._max = max_entries
+        self._max_names = max_names
 
     async def lookup(self, models: Sequence[str], hashes: Sequence[bytes], marker: bytes) -> dict[str, Warmth]:
         now = time.monotonic()
@@ -68,7 +70,10 @@ class MemoryPrefixIndex:
         return out
 
     async def record(self, model: str, hashes: Sequence[bytes], marker: bytes, ttl_s: float) -> None:
-        entries = self._models.setdefault(model, {})
+        entries = self._models.pop(model, None) or {}
+        self._models[model] = entries  # the most recently written name last
+        while len(self._models) > self._max_names:
+            del self._models[next(iter(self._models))]
         expiry = time.monotonic() + ttl_s
         # Re-insert, the chain's tail first: dict order is then eviction order, oldest records
         # first and, within a record, its last blocks first, so the warm blocks stay a leading run.

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from gateway.cli.keys import add_parsers as add_key_parsers
 from gateway.cli.spend import add_parser as add_spend_parser
 from gateway.config.schema import ConfigError
+from gateway.redaction import Redactor
 
 if TYPE_CHECKING:
     from gateway.config.settings import Settings
@@ -45,16 +46,18 @@ def serve(args: argparse.Namespace) -> int:
 
     if args.workers > 1:
         _multiprocess_dir()
+    from gateway.api.http_server import uvicorn_options
     from gateway.app import CONFIG_ENV, create_app
     from gateway.observability.logs import configure_logging
 
     settings = _settings_or_none(args.config)
     if settings is None:
         return 2
-    configure_logging(settings.secrets(), args.log_level)
+    configure_logging(Redactor(settings.secrets()), args.log_level)
     common = {
         "host": args.host, "port": args.port, "log_config": None, "access_log": False,
         "log_level": args.log_level.lower(), "backlog": 2048, "proxy_headers": False,
+        **uvicorn_options(settings.server),
     }
     if args.workers > 1:
         if args.config:
@@ -92,10 +95,12 @@ def route(args: argparse.Namespace) -> int:
     if tier is None:
         print(f"gateway: unknown tier '{args.tier}' (tiers: {', '.join(settings.tiers)})", file=sys.stderr)
         return 2
-    router = Router.offline(settings, TokenCounter())
+    tokens = TokenCounter()
+    router = Router.offline(settings, tokens)
     try:
         request = parse_chat_request(Path(args.file).read_bytes())
-        plan = asyncio.run(router.plan(tier, request))
+        counts = {enc: tokens.count_messages_in(request.messages, enc, request.tools) for enc in router.encodings(tier)}
+        plan = asyncio.run(router.plan(tier, request, counts, "cli"))
     except GatewayError as exc:
         print(json.dumps(exc.body(), indent=2))
         return 1

@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-__all__ = ["ConfigError", "GatewayConfig", "ModelConfig", "load_config", "parse_config"]
+__all__ = [
+    "FORBIDDEN_BODY_FIELDS", "ConfigError", "GatewayConfig", "LimitsConfig", "ModelConfig", "ServerConfig",
+    "load_config", "parse_config",
+]
 
 Capability = Literal["tools", "vision", "json_schema"]
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -43,6 +46,8 @@ class PriceFields(_Strict):
     cache_write_per_mtok: Money | None = Field(None, ge=0)
     cache_write_1h_per_mtok: Money | None = Field(None, ge=0)
     reasoning_per_mtok: Money | None = Field(None, ge=0)
+    audio_input_per_mtok: Money | None = Field(None, ge=0)  # both set: the model may take and speak audio
+    audio_output_per_mtok: Money | None = Field(None, ge=0)
 
 
 class PricingTier(PriceFields):
@@ -66,6 +71,17 @@ class ModelConfig(_Strict):
     max_output_tokens: int | None = Field(None, gt=0)
     timeout_s: float = Field(120.0, gt=0)
     capabilities: list[Capability] | None = None
+    # Request fields beyond OpenAI's chat parameters to forward to this upstream (e.g. vLLM's
+    # top_k); anything else unknown is dropped. Credentials and endpoints never pass.
+    extra_body_fields: list[str] = []
+
+    @field_validator("extra_body_fields")
+    @classmethod
+    def _no_credentials(cls, fields: list[str]) -> list[str]:
+        forbidden = sorted(set(fields) & FORBIDDEN_BODY_FIELDS)
+        if forbidden:
+            raise ValueError(f"may not forward {', '.join(forbidden)} (credentials and endpoints never pass)")
+        return fields
 
 
 class TierConfig(_Strict):
@@ -131,6 +147,36 @@ class LedgerConfig(_Strict):
     flush_interval_s: float = Field(0.2, gt=0)  # Redis: records are written in one batch this often
 
 
+class LimitsConfig(_Strict):
+    """Bounds on what one request may ask for and on the work it may cause."""
+
+    max_n: int = Field(8, ge=1)  # choices per request (`n`): each is billed and held for
+    max_prompt_tokens: int = Field(2_000_000, gt=0)  # longer prompts get 413 before they are counted in full
+    count_inline_bytes: int = Field(64 * 1024, ge=0)  # larger bodies are counted on a worker thread
+    count_threads: int = Field(2, gt=0)  # threads that count large prompts
+    count_queue: int = Field(16, ge=0)  # large prompts waiting for a thread; more get 503 (retry)
+    count_cpu_s: float = Field(2.0, gt=0)  # CPU time one prompt's counting may take, else 413
+
+
+class ServerConfig(_Strict):
+    """`gateway serve`: what a slow or hostile client may hold."""
+
+    header_timeout_s: float = Field(10, gt=0)  # a request's head must arrive within this
+    body_timeout_s: float = Field(30, gt=0)  # and its body within this (408 otherwise)
+    keep_alive_s: float = Field(5, gt=0)  # an idle keep-alive connection is closed after this
+    max_header_bytes: int = Field(32 * 1024, ge=1024)  # a larger request head gets 431
+    max_connections: int = Field(2048, gt=0)  # open connections per process; more get 503
+
+
+# Fields of a request body that name where or as whom to call upstream: never forwarded, whatever
+# the allow-lists say (litellm and proxying upstreams honour some of them).
+FORBIDDEN_BODY_FIELDS = frozenset({
+    "api_base", "base_url", "api_key", "api_version", "organization", "project", "headers", "extra_headers",
+    "custom_llm_provider", "aws_access_key_id", "aws_secret_access_key", "aws_region_name", "vertex_credentials",
+    "vertex_project", "vertex_location", "azure_ad_token", "deployment_id",
+})
+
+
 class GatewayConfig(_Strict):
     redis_url: str | None = None
     redis_prefix: str = Field("gw", min_length=1)  # every key the gateway writes starts with it
@@ -139,6 +185,11 @@ class GatewayConfig(_Strict):
     master_key: str | None = None
     require_keys: bool = False
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    # /metrics and a detailed /readyz: with the master key or `metrics_token` only (default: as require_keys)
+    metrics_require_key: bool | None = None
+    metrics_token: str | None = None  # a bearer token for Prometheus scrapes (no other power)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
     models: list[ModelConfig] = Field(min_length=1)
     tiers: dict[str, TierConfig] = {}
     routing: RoutingConfig = Field(default_factory=lambda: RoutingConfig.model_validate({}))

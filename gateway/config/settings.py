@@ -20,10 +20,12 @@ from gateway.config.schema import (
     ConfigError,
     GatewayConfig,
     LedgerConfig,
+    LimitsConfig,
     ModelConfig,
     PrefixLayer,
     PriceFields,
     RoutingConfig,
+    ServerConfig,
 )
 from gateway.errors import ModelNotFound, ServiceUnavailable
 from gateway.money.price_table import PriceTable
@@ -55,6 +57,7 @@ class ModelSpec:
     quality_source: str | None = None
     capabilities: frozenset[str] = frozenset()
     unavailable_reason: str | None = None
+    extra_body_fields: frozenset[str] = frozenset()  # request fields forwarded beyond OpenAI's chat parameters
 
     @property
     def available(self) -> bool:
@@ -90,6 +93,10 @@ class Settings:
     redis_pool_timeout_s: float = 5.0
     master_key: str | None = None
     require_keys: bool = False
+    metrics_require_key: bool = False
+    metrics_token: str | None = None
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
 
     def resolve_model(self, name: str) -> ModelSpec:
         """The model a request names: 404 if there is none, 503 if it cannot be served now."""
@@ -103,8 +110,7 @@ class Settings:
     def secrets(self) -> list[str]:
         """Every credential the gateway holds, for redaction."""
         keys = [m.api_key for m in self.models.values() if m.api_key]
-        if self.master_key:
-            keys.append(self.master_key)
+        keys += [k for k in (self.master_key, self.metrics_token) if k]
         return sorted({k for k in keys if len(k) >= 4}, key=len, reverse=True)
 
 
@@ -128,7 +134,10 @@ def _override(rates: Rates | None, fields: PriceFields) -> Rates | None:
     write_1h = write_1h if write_1h is not None else (rates.cache_write_1h if rates else write)
     if reasoning is None:
         reasoning = rates.reasoning if rates and rates.reasoning != rates.output else out
-    return Rates(inp, cached, write, write_1h, out, reasoning)
+    audio_in, audio_out = _pico(fields.audio_input_per_mtok), _pico(fields.audio_output_per_mtok)
+    return Rates(inp, cached, write, write_1h, out, reasoning,
+                 audio_in if audio_in is not None else (rates.audio_input if rates else None),
+                 audio_out if audio_out is not None else (rates.audio_output if rates else None))
 
 
 def _price(m: ModelConfig, table_price: Price | None) -> Price | None:
@@ -172,6 +181,8 @@ def _resolve_model(i: int, m: ModelConfig, table: PriceTable, problems: list[str
     caps: frozenset[str] = frozenset(
         m.capabilities if m.capabilities is not None else (c for c, key in _CAPABILITY_KEYS.items() if entry.get(key))
     )
+    if price.base.audio:  # audio is served only where it can be priced
+        caps |= {"audio"}
     return ModelSpec(
         name=m.name,
         provider=m.provider,
@@ -187,7 +198,15 @@ def _resolve_model(i: int, m: ModelConfig, table: PriceTable, problems: list[str
         quality_source=m.quality_source,
         capabilities=caps,
         unavailable_reason=reason,
+        extra_body_fields=frozenset(m.extra_body_fields),
     )
+
+
+def _metrics_require_key(config: GatewayConfig) -> bool:
+    """By default, /metrics is closed when keys are required and someone can open it."""
+    if config.metrics_require_key is None:
+        return config.require_keys and bool(config.master_key or config.metrics_token)
+    return config.metrics_require_key
 
 
 def _resolve_tiers(config: GatewayConfig, models: dict[str, int], problems: list[str]) -> dict[str, TierSpec]:
@@ -224,6 +243,8 @@ def resolve_settings(config: GatewayConfig, table: PriceTable, source: str = "co
         if spec is not None:
             models[m.name] = spec
     tiers = _resolve_tiers(config, first_seen, problems)
+    if config.metrics_require_key and not (config.master_key or config.metrics_token):
+        problems.append("metrics_require_key: needs master_key or metrics_token (else no one can scrape)")
     if problems:
         raise ConfigError(problems, source)
     return Settings(
@@ -241,4 +262,8 @@ def resolve_settings(config: GatewayConfig, table: PriceTable, source: str = "co
         redis_pool_timeout_s=config.redis_pool_timeout_s,
         master_key=config.master_key,
         require_keys=config.require_keys,
+        metrics_require_key=_metrics_require_key(config),
+        metrics_token=config.metrics_token,
+        limits=config.limits,
+        server=config.server,
     )

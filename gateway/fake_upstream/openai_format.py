@@ -66,11 +66,17 @@ def fault_response(turn: Turn) -> web.Response:
     return error_response(status, etype, message, code, headers)
 
 
+def _choices(body: dict[str, Any]) -> int:
+    """`n` of a non-streamed request (a stream always has one choice here)."""
+    n = body.get("n")
+    return n if isinstance(n, int) and n > 1 and not body.get("stream") else 1
+
+
 def _usage(turn: Turn) -> dict[str, Any]:
     if turn.behaviour.usage is not None:
         return turn.behaviour.usage
     n_in = count_input_tokens(turn.body)
-    n_out = turn.plan.n_words
+    n_out = turn.plan.n_words * _choices(turn.body)  # every choice is written, and billed
     return {
         "prompt_tokens": n_in,
         "completion_tokens": n_out,
@@ -98,7 +104,8 @@ async def respond(request: web.Request, turn: Turn) -> web.StreamResponse | None
         "object": "chat.completion",
         "created": int(time.time()),
         "model": turn.model,
-        "choices": [{"index": 0, "message": message, "finish_reason": plan.finish_reason, "logprobs": None}],
+        "choices": [{"index": i, "message": message, "finish_reason": plan.finish_reason, "logprobs": None}
+                    for i in range(_choices(turn.body))],
     }
     if not turn.behaviour.omit_usage:
         out["usage"] = _usage(turn)

@@ -59,6 +59,8 @@ class LedgerRecord:
     latency_ms: float
     routing_saved_pico: int = 0  # the tier's baseline would have cost this much more
     cache_saved_pico: int = 0  # a response-cache hit: what the answer cost when it was stored
+    audio_tokens: int = 0  # audio in and out (not in the text buckets above)
+    cost_audio_pico: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in FIELDS}

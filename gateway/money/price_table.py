@@ -76,7 +76,11 @@ def _rates(entry: dict[str, Any], suffix: str, fallback: Rates | None) -> Rates 
     write_1h = write_1h if write_1h is not None else (base.cache_write_1h if base else write)
     if reasoning is None:  # reasoning follows the output price unless priced separately
         reasoning = base.reasoning if base and base.reasoning != base.output else out
-    return Rates(inp, cached, write, write_1h, out, reasoning)
+    audio_in = _pico(entry.get(f"input_cost_per_audio_token{suffix}"))
+    audio_out = _pico(entry.get(f"output_cost_per_audio_token{suffix}"))
+    return Rates(inp, cached, write, write_1h, out, reasoning,
+                 audio_in if audio_in is not None else (base.audio_input if base else None),
+                 audio_out if audio_out is not None else (base.audio_output if base else None))
 
 
 def price_from_entry(entry: dict[str, Any]) -> Price | None:

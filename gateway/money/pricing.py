@@ -6,7 +6,7 @@ routing estimates, budgets and the ledger) comes from `price_usage`. Money is in
 
 Usage is normalised into disjoint billing buckets, so every token is billed exactly once:
 uncached input, cached input (read), 5-minute cache write, 1-hour cache write, output excluding
-reasoning, and reasoning.
+reasoning, reasoning, and audio in and out (spoken tokens cost several times text ones).
 """
 
 from __future__ import annotations
@@ -41,16 +41,18 @@ class Usage:
     cached_input: int = 0  # cache reads
     cache_write_5m: int = 0
     cache_write_1h: int = 0
-    output: int = 0  # completion tokens excluding reasoning
+    output: int = 0  # completion tokens excluding reasoning and audio
     reasoning: int = 0
+    audio_input: int = 0  # uncached audio input tokens
+    audio_output: int = 0
 
     @property
     def prompt_tokens(self) -> int:
-        return self.input + self.cached_input + self.cache_write_5m + self.cache_write_1h
+        return self.input + self.cached_input + self.cache_write_5m + self.cache_write_1h + self.audio_input
 
     @property
     def completion_tokens(self) -> int:
-        return self.output + self.reasoning
+        return self.output + self.reasoning + self.audio_output
 
     @classmethod
     def from_openai(cls, usage: Mapping[str, Any]) -> Usage:
@@ -61,16 +63,21 @@ class Usage:
         details = usage.get("prompt_tokens_details") or {}
         cached = _int(details.get("cached_tokens")) or _int(usage.get("prompt_cache_hit_tokens"))
         write = _int(details.get("cache_write_tokens")) or _int(details.get("cache_creation_tokens"))
-        reasoning = _int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens"))
+        out_details = usage.get("completion_tokens_details") or {}
+        reasoning = _int(out_details.get("reasoning_tokens"))
         cached = min(cached, prompt)
         write = min(write, prompt - cached)
+        audio_in = min(_int(details.get("audio_tokens")), prompt - cached - write)
         reasoning = min(reasoning, completion)
+        audio_out = min(_int(out_details.get("audio_tokens")), completion - reasoning)
         return cls(
-            input=prompt - cached - write,
+            input=prompt - cached - write - audio_in,
             cached_input=cached,
             cache_write_5m=write,
-            output=completion - reasoning,
+            output=completion - reasoning - audio_out,
             reasoning=reasoning,
+            audio_input=audio_in,
+            audio_output=audio_out,
         )
 
     @classmethod
@@ -96,12 +103,17 @@ class Usage:
         writes = self.cache_write_5m + self.cache_write_1h
         if writes:
             prompt_details["cache_write_tokens"] = writes
+        completion_details = {"reasoning_tokens": self.reasoning}
+        if self.audio_input:
+            prompt_details["audio_tokens"] = self.audio_input
+        if self.audio_output:
+            completion_details["audio_tokens"] = self.audio_output
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
             "prompt_tokens_details": prompt_details,
-            "completion_tokens_details": {"reasoning_tokens": self.reasoning},
+            "completion_tokens_details": completion_details,
         }
 
 
@@ -115,6 +127,12 @@ class Rates:
     cache_write_1h: int
     output: int
     reasoning: int
+    audio_input: int | None = None  # None: the model takes no audio (a request with audio is refused)
+    audio_output: int | None = None
+
+    @property
+    def audio(self) -> bool:
+        return self.audio_input is not None and self.audio_output is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,10 +176,11 @@ class Cost:
     cache_write: int = 0
     output: int = 0
     reasoning: int = 0
+    audio: int = 0
 
     @property
     def total(self) -> int:
-        return self.input + self.cached_input + self.cache_write + self.output + self.reasoning
+        return self.input + self.cached_input + self.cache_write + self.output + self.reasoning + self.audio
 
     @property
     def usd(self) -> Decimal:
@@ -172,17 +191,17 @@ class Cost:
         return usd_text(self.total)
 
     def usage_fields(self) -> dict[str, Any]:
-        """`usage.cost` and `usage.cost_details`, in USD numbers."""
-        return {
-            "cost": _usd(self.total),
-            "cost_details": {
-                "input": _usd(self.input),
-                "cached_input": _usd(self.cached_input),
-                "cache_write": _usd(self.cache_write),
-                "output": _usd(self.output),
-                "reasoning": _usd(self.reasoning),
-            },
+        """`usage.cost` and `usage.cost_details`, in USD numbers (`audio` only when there was some)."""
+        details = {
+            "input": _usd(self.input),
+            "cached_input": _usd(self.cached_input),
+            "cache_write": _usd(self.cache_write),
+            "output": _usd(self.output),
+            "reasoning": _usd(self.reasoning),
         }
+        if self.audio:
+            details["audio"] = _usd(self.audio)
+        return {"cost": _usd(self.total), "cost_details": details}
 
 
 def estimate_cost(price: Price, input_tokens: int, output_tokens: int, cached: int = 0, write: int = 0) -> int:
@@ -251,8 +270,8 @@ def worst_case_cost(price: Price, input_tokens: int, output_tokens: int) -> int:
     token at the dearest input bucket (plain, or a 5-minute or 1-hour cache write) and every
     output token at the dearer of output and reasoning. What budgets reserve."""
     r = price.rates_for(input_tokens)
-    return (input_tokens * max(r.input, r.cache_write_5m, r.cache_write_1h)
-            + output_tokens * max(r.output, r.reasoning))
+    return (input_tokens * max(r.input, r.cache_write_5m, r.cache_write_1h, r.audio_input or 0)
+            + output_tokens * max(r.output, r.reasoning, r.audio_output or 0))
 
 
 def cache_effect(usage: Usage, price: Price) -> tuple[int, int]:
@@ -270,10 +289,15 @@ def cache_effect(usage: Usage, price: Price) -> tuple[int, int]:
 def price_usage(usage: Usage, price: Price) -> Cost:
     """Price one usage record for one model. The only function that computes money."""
     r = price.rates_for(usage.prompt_tokens) if price.tiers else price.base
-    return Cost(  # input, cached_input, cache_write, output, reasoning (positional: cheaper)
+    audio = 0
+    if usage.audio_input or usage.audio_output:  # unpriced audio (never asked for) at the text rates
+        audio = (usage.audio_input * (r.input if r.audio_input is None else r.audio_input)
+                 + usage.audio_output * (r.output if r.audio_output is None else r.audio_output))
+    return Cost(  # input, cached_input, cache_write, output, reasoning, audio (positional: cheaper)
         usage.input * r.input,
         usage.cached_input * r.cached_input,
         usage.cache_write_5m * r.cache_write_5m + usage.cache_write_1h * r.cache_write_1h,
         usage.output * r.output,
         usage.reasoning * r.reasoning,
+        audio,
     )

@@ -4,26 +4,25 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
 
-from gateway.redaction import redact
+from gateway.redaction import Redactor
 
 __all__ = ["RedactingFormatter", "configure_logging"]
 
 
 class RedactingFormatter(logging.Formatter):
-    def __init__(self, secrets: Sequence[str], fmt: str) -> None:
+    def __init__(self, redact: Redactor, fmt: str) -> None:
         super().__init__(fmt)
-        self.secrets = list(secrets)
+        self.redact = redact
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record), self.secrets)
+        return self.redact(super().format(record))
 
 
-def configure_logging(secrets: Sequence[str], level: str = "INFO") -> None:
+def configure_logging(redact: Redactor, level: str = "INFO") -> None:
     """Route gateway and uvicorn logs through one redacting handler on stderr."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter(secrets, "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(RedactingFormatter(redact, "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -122,6 +122,8 @@ class Metrics:
             ("cache_write", usage.cache_write_5m + usage.cache_write_1h),
             ("output", usage.output),
             ("reasoning", usage.reasoning),
+            ("audio_input", usage.audio_input),
+            ("audio_output", usage.audio_output),
         ):
             if n:
                 self.child(self.tokens, model, bucket).inc(n)

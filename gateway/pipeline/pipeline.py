@@ -31,8 +31,10 @@ from gateway.pipeline.relay import relay
 from gateway.pipeline.request import ChatRequest
 from gateway.pipeline.settle import Books
 from gateway.providers.base import Completion, Provider
+from gateway.redaction import Redactor
 from gateway.routing.router import Router, unfit_reason
-from gateway.tokens.counter import TokenCounter
+from gateway.tokens.counter import encoding_name_for
+from gateway.tokens.pool import CountingPool
 
 __all__ = ["Pipeline"]
 
@@ -42,7 +44,7 @@ _ZERO = MappingProxyType(Cost().usage_fields())  # a cache hit's usage cost: $0
 class Pipeline:
     def __init__(
         self, settings: Settings, router: Router, access: Access, prefix: PrefixCache, responses: ResponseCache,
-        providers: Mapping[str, Provider], tokens: TokenCounter, books: Books, secrets: list[str],
+        providers: Mapping[str, Provider], counting: CountingPool, books: Books, secrets: Redactor,
     ) -> None:
         self._settings = settings
         self._router = router
@@ -50,7 +52,7 @@ class Pipeline:
         self._prefix = prefix
         self._responses = responses
         self._providers = providers
-        self._tokens = tokens
+        self._counting = counting
         self._books = books
         self._secrets = secrets
 
@@ -59,6 +61,7 @@ class Pipeline:
         failure is counted here and raised for the API layer to render."""
         exchange = Exchange(request, caller)
         try:
+            self._check_bounds(request)
             tier = self._router.tier(request.model)
             if tier is None:
                 return await self._by_name(exchange)
@@ -70,19 +73,48 @@ class Pipeline:
             self._books.failed(exchange, GatewayError("internal gateway error"))
             raise
 
+    async def estimate(self, request: ChatRequest, caller: Caller) -> dict[str, Any]:
+        """POST /v1/estimate: the routing decision and estimated cost, calling no provider; the
+        same key checks as a request (and one request against its RPM)."""
+        self._check_bounds(request)
+        grant, tier = caller.grant, self._router.tier(request.model)
+        if tier is None:
+            spec = self._settings.resolve_model(request.model)
+            self._access.check(grant, spec.name, None)
+            _check_fit(spec, request)
+            await self._access.admit_estimate(grant)
+            tokens = await self._count(request, encoding_name_for(spec.upstream_model))
+            return await self._router.estimate(spec, request, tokens, caller.tenant())
+        self._access.check(grant, None, tier.name)
+        await self._access.admit_estimate(grant)
+        counts = await self._counting.count(request.messages, request.tools, self._router.encodings(tier),
+                                            request.size)
+        allowed = grant.key.models if grant.key is not None else None
+        plan = await self._router.plan(tier, request, counts, caller.tenant(), None, allowed)
+        return plan.describe()
+
+    def _check_bounds(self, request: ChatRequest) -> None:
+        if request.n > self._settings.limits.max_n:
+            raise InvalidRequest(f"'n' must be at most {self._settings.limits.max_n}", param="n")
+
+    async def _count(self, request: ChatRequest, encoding: str) -> int:
+        counts = await self._counting.count(request.messages, request.tools, (encoding,), request.size)
+        return counts[encoding]
+
     async def _by_name(self, exchange: Exchange) -> Answer | Stream:
         request, grant = exchange.request, exchange.caller.grant
         spec = self._settings.resolve_model(request.model)
         self._access.check(grant, spec.name, None)
+        _check_fit(spec, request)
         tokens = 0  # the prompt is counted when a window or a key's budget and limits need it
         if grant.key is not None or spec.max_input_tokens:
-            tokens = self._tokens.count_messages(request.messages, spec.upstream_model, request.tools)
+            tokens = await self._count(request, encoding_name_for(spec.upstream_model))
         unfit = unfit_reason(spec, tokens, request.max_output)
         if unfit is not None:  # refused before any upstream call, as a tier would exclude it
             raise InvalidRequest(f"model '{spec.name}' cannot serve this request: {unfit}", param="messages")
         charge = self._access.rate_charge(
-            grant, tokens + (request.max_output or self._settings.routing.default_output_tokens))
-        exchange.route = Route(None, await self._prefix.plan((spec,), request.body), None)
+            grant, tokens + (request.max_output or self._settings.routing.default_output_tokens) * request.n)
+        exchange.route = Route(None, await self._prefix.plan((spec,), request.body, exchange.caller.tenant()), None)
         return await self._attempt(exchange, spec, tokens, None, charge)
 
     async def _by_tier(self, exchange: Exchange, tier: TierSpec) -> Answer | Stream:
@@ -91,7 +123,10 @@ class Pipeline:
         exchange.tier = tier.name
         routing = self._settings.routing
         allowed = grant.key.models if grant.key is not None else None
-        plan = await self._router.plan(tier, request, routing.max_attempts, allowed)
+        counts = await self._counting.count(request.messages, request.tools, self._router.encodings(tier),
+                                            request.size)
+        plan = await self._router.plan(tier, request, counts, exchange.caller.tenant(), routing.max_attempts,
+                                       allowed)
         first = plan.first
         charge = self._access.rate_charge(grant, first.input_tokens + first.expected_output_tokens)
         exchange.route = Route(plan, plan.prefix, plan.baseline)
@@ -119,6 +154,8 @@ class Pipeline:
         """One model: the response cache first, then the budget hold, then the provider."""
         request = exchange.request
         body = {**request.body, "model": spec.upstream_model}
+        for field in request.extras - spec.extra_body_fields if request.extras else ():
+            del body[field]  # not a chat parameter, and this upstream does not take it
         marked = exchange.route.prefix.with_breakpoint(spec.name, request.messages)
         if marked is not None:
             body["messages"] = marked
@@ -132,7 +169,7 @@ class Pipeline:
                     return self._hit(exchange, attempt, entry.body, entry.cost_pico)
         carried = previous.reservation.admission if previous is not None else None
         attempt.reservation = await self._access.reserve(
-            exchange.caller.grant, spec, input_tokens, request.max_output, charge, carried)
+            exchange.caller.grant, spec, input_tokens, request.max_output, request.n, charge, carried)
         try:
             return await self._call(exchange, attempt, self._providers[spec.wire])
         except BaseException:
@@ -165,3 +202,10 @@ class Pipeline:
         usage = answer.get("usage")
         answer["usage"] = {**(usage if isinstance(usage, dict) else {}), **_ZERO}
         return Answer(answer, exchange.headers(), Cost(), True)
+
+
+def _check_fit(spec: ModelSpec, request: ChatRequest) -> None:
+    """A model asked for by name must be able to take the request at all (a tier excludes it)."""
+    if "audio" in request.needs and "audio" not in spec.capabilities:
+        raise InvalidRequest(f"model '{spec.name}' has no audio price: a request with audio cannot be billed "
+                             "correctly, so it is refused", param="model")

@@ -17,7 +17,7 @@ from gateway.errors import GatewayError, UpstreamError
 from gateway.pipeline.exchange import Attempt, Exchange, StreamEnd, StreamEvent
 from gateway.pipeline.settle import Books, Settled
 from gateway.providers.base import UpstreamStream
-from gateway.redaction import redact
+from gateway.redaction import Redactor
 
 __all__ = ["relay"]
 
@@ -36,7 +36,7 @@ def _end(exchange: Exchange, attempt: Attempt, stream: UpstreamStream, settled: 
 
 async def relay(
     exchange: Exchange, attempt: Attempt, stream: UpstreamStream, books: Books, responses: ResponseCache,
-    secrets: list[str],
+    redact: Redactor,
 ) -> AsyncGenerator[StreamEvent, None]:
     spec = attempt.spec
     settled: Settled | None = None
@@ -62,7 +62,7 @@ async def relay(
     except GatewayError as exc:
         status, reason = str(exc.status_code), "error"
         books.upstream_failed(exchange, exc)
-        exc.message = redact(exc.message, secrets)
+        exc.message = redact(exc.message)
         yield exc
     finally:
         stream.close()

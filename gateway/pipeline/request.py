@@ -2,7 +2,9 @@
 later step reads. This is the validation boundary: a body of the wrong shape is refused here
 with a 400 naming the field (`param`), so nothing after it meets a type it does not expect.
 
-Only what the gateway relies on is checked; every other field is passed through untouched.
+Only what the gateway relies on is checked. Fields that are not OpenAI chat parameters are
+listed in `extras`: they reach an upstream only if its model's `extra_body_fields` allow them,
+and credentials or endpoints (`api_key`, `api_base`, ...) never do.
 """
 
 from __future__ import annotations
@@ -11,10 +13,16 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from gateway.cache.response_key import CachePolicy, cache_policy
+from gateway.cache.response_key import IGNORED_FIELDS, KEY_FIELDS, CachePolicy, cache_policy
 from gateway.errors import InvalidRequest
 
-__all__ = ["ChatRequest", "needed_capabilities", "parse_chat_request"]
+__all__ = ["CHAT_FIELDS", "MAX_OUTPUT_TOKENS", "ChatRequest", "needed_capabilities", "parse_chat_request"]
+
+# OpenAI's chat parameters (the response cache classifies each one: part of the key, or not).
+CHAT_FIELDS = KEY_FIELDS | frozenset(IGNORED_FIELDS)
+# No model writes more than this in one answer; a larger max_tokens is a mistake or an attack.
+MAX_OUTPUT_TOKENS = 1 << 24
+_NO_EXTRAS: frozenset[str] = frozenset()
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _ROLE_LIST = ", ".join(sorted(_ROLES))
@@ -33,18 +41,20 @@ class ChatRequest(NamedTuple):
     include_usage: bool  # stream_options.include_usage: the client wants the usage chunk
     tools: list[Any] | None
     response_format: dict[str, Any] | None
-    needs: frozenset[str]  # capabilities a model must have: tools, vision, json_schema
+    needs: frozenset[str]  # capabilities a model must have: tools, vision, json_schema, audio
     cache: CachePolicy  # may the answer come from, or go to, the response cache
+    size: int  # the body's bytes (a large one is counted off the event loop)
+    extras: frozenset[str]  # top-level fields that are not chat parameters (usually none)
 
 
 def _fail(message: str, param: str) -> InvalidRequest:
     return InvalidRequest(message, param=param)
 
 
-def _positive_int(body: dict[str, Any], key: str) -> int | None:
+def _positive_int(body: dict[str, Any], key: str, high: int) -> int | None:
     value = body.get(key)
-    if value is not None and (value.__class__ is not int or value < 1):
-        raise _fail(f"'{key}' must be an integer >= 1", key)
+    if value is not None and (value.__class__ is not int or not 1 <= value <= high):
+        raise _fail(f"'{key}' must be an integer from 1 to {high}", key)
     return value
 
 
@@ -79,6 +89,8 @@ def _part(part: Any, param: str) -> None:
         _string(image.get("url"), f"{param}.image_url.url")
         if image.get("detail") is not None:
             _string(image["detail"], f"{param}.image_url.detail")
+    elif kind == "input_audio":
+        _string(_object(part.get("input_audio"), f"{param}.input_audio").get("data"), f"{param}.input_audio.data")
 
 
 def _tool_calls(calls: Any, param: str) -> None:
@@ -196,24 +208,39 @@ def _stop(body: dict[str, Any]) -> None:
         raise _fail("'stop' must be a string or an array of strings", "stop")
 
 
-def needed_capabilities(messages: list[Any], tools: Any, functions: Any, fmt: Any) -> frozenset[str]:
+def needed_capabilities(messages: list[Any], tools: Any, functions: Any, fmt: Any,
+                        audio_out: bool = False) -> frozenset[str]:
     """What a model must support to serve this request (of validated parts)."""
     needs = set()
     if tools or functions:
         needs.add("tools")
     if fmt is not None and fmt.get("type") == "json_schema":
         needs.add("json_schema")
+    if audio_out:
+        needs.add("audio")
     for message in messages:
         content = message.get("content")
-        if content.__class__ is list and any(p.get("type") == "image_url" for p in content):
-            needs.add("vision")
-            break
+        if content.__class__ is list:
+            kinds = {p.get("type") for p in content}
+            if "image_url" in kinds:
+                needs.add("vision")
+            if "input_audio" in kinds:
+                needs.add("audio")
     return frozenset(needs)
+
+
+def _audio_out(body: dict[str, Any]) -> bool:
+    """Whether the client asks for spoken output (`modalities` with "audio", or `audio`)."""
+    modalities = body.get("modalities")
+    if modalities is not None and (modalities.__class__ is not list or not all(m.__class__ is str for m in modalities)):
+        raise _fail("'modalities' must be an array of strings", "modalities")
+    return bool(modalities and "audio" in modalities) or body.get("audio") is not None
 
 
 def _special(body: dict[str, Any], messages: list[Any]) -> bool:
     """Whether the request may need a capability; False for the common request, cheaply."""
-    if body.get("tools") or body.get("functions") or body.get("response_format") is not None:
+    if (body.get("tools") or body.get("functions") or body.get("response_format") is not None
+            or body.get("modalities") is not None or body.get("audio") is not None):
         return True
     for message in messages:
         if message.get("content").__class__ is list:
@@ -245,17 +272,21 @@ def parse_chat_request(raw: bytes, cache_header: str | None = None) -> ChatReque
     if stream is not None and stream.__class__ is not bool:
         raise _fail("'stream' must be a boolean", "stream")
     include_usage = _stream_options(body)
-    max_tokens = _positive_int(body, "max_tokens")
-    max_completion = _positive_int(body, "max_completion_tokens")
-    n = _positive_int(body, "n") or 1
+    max_tokens = _positive_int(body, "max_tokens", MAX_OUTPUT_TOKENS)
+    max_completion = _positive_int(body, "max_completion_tokens", MAX_OUTPUT_TOKENS)
+    n = _positive_int(body, "n", 128) or 1
+    extras = _NO_EXTRAS
     if len(body) > 2:  # only model and messages: nothing more to check
         _number(body, "temperature", 0, 2)
         _number(body, "top_p", 0, 1)
         _stop(body)
         _functions(body.get("functions"))
+        unknown = body.keys() - CHAT_FIELDS
+        if unknown:
+            extras = frozenset(unknown)
     tools = _tools(body.get("tools"))
     fmt = _response_format(body)
-    needs = (needed_capabilities(messages, tools, body.get("functions"), fmt) if _special(body, messages)
-             else _NOTHING_NEEDED)
+    needs = (needed_capabilities(messages, tools, body.get("functions"), fmt, _audio_out(body))
+             if _special(body, messages) else _NOTHING_NEEDED)
     return ChatRequest(body, model, messages, max_completion or max_tokens, n, bool(stream), include_usage, tools,
-                       fmt, needs, cache_policy(body, cache_header))
+                       fmt, needs, cache_policy(body, cache_header), len(raw), extras)

@@ -123,6 +123,7 @@ class Books:
             usage.reasoning, cost.input, cost.cached_input, cost.cache_write, cost.output, cost.reasoning,
             cost.total, attempt.cache_result, exchange.route_reason(), status,
             round((perf_counter() - exchange.caller.arrived) * 1000, 3), routing_saved, cache_saved,
+            usage.audio_input + usage.audio_output, cost.audio,
         )
 
     def finished(self, exchange: Exchange, status: str, upstream_time: float = 0.0) -> None:

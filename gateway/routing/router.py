@@ -9,7 +9,7 @@ request does not fit.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from math import inf
 from typing import Any, Protocol
@@ -23,6 +23,7 @@ from gateway.money.pricing import FlatRates, Price, estimate_cost, estimate_cost
 from gateway.observability.metrics import Metrics
 from gateway.routing.state import MemoryRoutingState, RoutingState, Snapshot
 from gateway.tokens.counter import TokenCounter, encoding_name_for
+from gateway.tokens.pool import CountingPool
 from routing_policies import Candidate
 
 __all__ = ["Excluded", "RoutePlan", "RoutedRequest", "Router", "unfit_reason"]
@@ -47,6 +48,9 @@ class RoutedRequest(Protocol):
 
     @property
     def needs(self) -> frozenset[str]: ...
+
+    @property
+    def n(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,11 +229,8 @@ def unfit_reason(spec: ModelSpec, input_tokens: int, max_tokens: int | None) -> 
 
 
 class Router:
-    def __init__(
-        self, settings: Settings, tokens: TokenCounter, state: RoutingState, prefix: PrefixCache
-    ) -> None:
+    def __init__(self, settings: Settings, state: RoutingState, prefix: PrefixCache) -> None:
         self._settings = settings
-        self._tokens = tokens
         self.state = state
         self._prefix = prefix
         self._latency: dict[str, float] = {}  # model -> running mean duration, this process
@@ -246,8 +247,8 @@ class Router:
     def offline(cls, settings: Settings, tokens: TokenCounter) -> Router:
         """A router that has learned nothing and knows no warm prompt (`gateway route`, tests)."""
         index = MemoryPrefixIndex(settings.prefix.max_entries)
-        return cls(settings, tokens, MemoryRoutingState(settings.routing),
-                   PrefixCache(settings.prefix, tokens, index, Metrics()))
+        return cls(settings, MemoryRoutingState(settings.routing),
+                   PrefixCache(settings.prefix, tokens, CountingPool(tokens, settings.limits), index, Metrics()))
 
     def observe_output(self, model: str, output_tokens: int) -> None:
         """A completed call: reset the model's failure streak, learn its output length."""
@@ -260,30 +261,31 @@ class Router:
     def tier(self, name: str) -> TierSpec | None:
         return self._settings.tiers.get(name)
 
+    def encodings(self, tier: TierSpec) -> tuple[str, ...]:
+        """The encodings a request to `tier` must be counted in (for `plan`'s `counts`)."""
+        return self._tiers[tier.name].encodings
+
     async def plan(
-        self, tier: TierSpec, request: RoutedRequest, limit: int | None = None, allowed: Sequence[str] | None = None
+        self, tier: TierSpec, request: RoutedRequest, counts: Mapping[str, int], scope: str,
+        limit: int | None = None, allowed: Sequence[str] | None = None,
     ) -> RoutePlan:
-        """Rank the tier's candidates for this request; raises if none qualifies. With `limit`
-        (what a request may try), a policy that ranks by cost gets only that many built.
-        `allowed`: the only models the caller's key may use (None: any)."""
+        """Rank the tier's candidates for this request; raises if none qualifies. `counts`: the
+        prompt's tokens in each of the tier's `encodings`; `scope`: whose prompt-cache state the
+        predictions may read (the caller's tenant). With `limit` (what a request may try), a policy
+        that ranks by cost gets only that many built. `allowed`: the only models the caller's key
+        may use (None: any)."""
         models = self._tiers[tier.name]
         if not models.rows:  # no model of the catalog reaches the tier's quality
             raise _no_candidate(tier, list(models.excluded))
         snapshot = self.state.current(models.names) or await self.state.snapshot(models.names)
         max_tokens = request.max_output
-        messages, tools, encodings = request.messages, request.tools, models.encodings
         enc = models.flat_encoding
-        if enc is not None and allowed is None and not snapshot.cooling and not request.needs:  # the common case
-            n = self._tokens.count_messages_in(messages, enc, tools)
+        if enc is not None and allowed is None and not snapshot.cooling and not request.needs and request.n == 1:
+            n = counts[enc]  # the common case
             if (n + (max_tokens or 0) <= models.min_context and (not max_tokens or max_tokens <= models.min_output)
                     and n < OPENAI_MIN_TOKENS):
                 return self._flat_plan(tier, models, snapshot, n, max_tokens, limit)
-        if len(encodings) == 1:
-            longest = self._tokens.count_messages_in(messages, encodings[0], tools)
-            counts = {encodings[0]: longest}
-        else:
-            counts = {enc: self._tokens.count_messages_in(messages, enc, tools) for enc in encodings}
-            longest = max(counts.values())
+        longest = max(counts.values())
         excluded = list(models.excluded)
         rows, prices = self._live(models, snapshot, request.needs, counts, longest, max_tokens, excluded, allowed)
         if not rows:
@@ -295,9 +297,11 @@ class Router:
             outs = self._expected_outputs(tier.name, models, snapshot)
         else:
             outs = self._outputs_of(rows, snapshot)
+        if request.n > 1:  # every choice is written, and billed
+            outs = [out * request.n for out in outs]
         prefix = NO_PREDICTIONS
         if longest >= OPENAI_MIN_TOKENS:
-            prefix = await self._prefix.plan([spec for spec, _ in rows], request.body)
+            prefix = await self._prefix.plan([spec for spec, _ in rows], request.body, scope)
         if not prefix.predictions:
             costs, cached = estimate_costs(prices, inputs, outs), None
         else:
@@ -365,7 +369,7 @@ class Router:
         return outs, top
 
     def _live(
-        self, models: _TierModels, snapshot: Snapshot, needs: frozenset[str], counts: dict[str, int], longest: int,
+        self, models: _TierModels, snapshot: Snapshot, needs: frozenset[str], counts: Mapping[str, int], longest: int,
         max_tokens: int | None, excluded: list[Excluded], allowed: Sequence[str] | None,
     ) -> tuple[Sequence[tuple[ModelSpec, str]], Sequence[Price]]:
         """The rows that can serve this request (and their prices); the others go to `excluded`."""
@@ -384,13 +388,14 @@ class Router:
                 excluded.append(Excluded(spec.name, *reason))
         return rows, [spec.price for spec, _ in rows]
 
-    async def estimate(self, spec: ModelSpec, request: RoutedRequest) -> dict[str, Any]:
-        """POST /v1/estimate for a model asked for by name: its cost, no routing."""
+    async def estimate(self, spec: ModelSpec, request: RoutedRequest, tokens: int, scope: str) -> dict[str, Any]:
+        """POST /v1/estimate for a model asked for by name: its cost for a prompt of `tokens`, no
+        routing; prompt-cache predictions from `scope`'s own state only."""
         names = (spec.name,)
         snapshot = self.state.current(names) or await self.state.snapshot(names)
-        tokens = self._tokens.count_messages(request.messages, spec.upstream_model, request.tools)
-        output = request.max_output or self._expected_output(spec.name, snapshot)
-        prefix = await self._prefix.plan([spec], request.body) if tokens >= OPENAI_MIN_TOKENS else NO_PREDICTIONS
+        output = (request.max_output or self._expected_output(spec.name, snapshot)) * request.n
+        prefix = await self._prefix.plan([spec], request.body, scope) if tokens >= OPENAI_MIN_TOKENS \
+            else NO_PREDICTIONS
         cached, write = _clamp(prefix.prediction(spec.name), tokens)
         cost = estimate_cost(spec.price, tokens, output, cached, write) / 10**12
         candidate = {"model": spec.name, "estimated_cost_usd": cost, "input_tokens": tokens, "cached_tokens": cached,

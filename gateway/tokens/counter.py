@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 import tiktoken
+
+from gateway.errors import RequestTooLarge
 
 __all__ = ["TokenCounter", "encoding_name_for"]
 
@@ -110,7 +113,10 @@ class TokenCounter:
         memo = self._id_memos[encoding]
         ids = memo.get(text)
         if ids is None:
-            ids = array("I", self.encoding(encoding).encode(text, disallowed_special=()))
+            enc = self.encoding(encoding)
+            ids = array("I")
+            for piece in _pieces(text, _PIECE_CHARS):  # (one piece but for long texts)
+                ids.extend(enc.encode(piece, disallowed_special=()))
             memo.put(text, ids)
         return ids
 
@@ -128,8 +134,23 @@ class TokenCounter:
     def count_messages_in(self, messages: list[Any], enc_name: str, tools: list[Any] | None = None) -> int:
         """`count_messages` by encoding name (routing counts once per encoding, not per model).
         The common message, a role and a resent text, costs two dict lookups."""
+        return self._walk(messages, enc_name, tools, None)
+
+    def count_bounded(self, messages: list[Any], enc_name: str, tools: list[Any] | None, limit: int,
+                      cpu_s: float) -> int:
+        """`count_messages_in` for a large prompt (on a worker thread): long texts are encoded in
+        pieces cut at whitespace, and counting stops with 413 as soon as the count passes `limit`
+        tokens or this thread has spent `cpu_s` seconds of CPU on it."""
+        total = self._walk(messages, enc_name, tools, _BoundedCount(self, enc_name, limit, cpu_s))
+        if total > limit:
+            raise RequestTooLarge(f"the prompt is {total} tokens; the limit is {limit}", param="messages")
+        return total
+
+    def _walk(self, messages: list[Any], enc_name: str, tools: list[Any] | None,
+              n: Callable[[str], int] | None) -> int:
+        """The prompt's tokens; `n` counts any text (None: a memoised counter, made when first
+        needed)."""
         known = self._memos[enc_name].items
-        n: Callable[[str], int] | None = None  # counts any text, memoised; made when first needed
         total = _REPLY_PRIMING
         for message in messages:
             if not isinstance(message, dict):
@@ -171,6 +192,51 @@ class TokenCounter:
             return count
 
         return n
+
+
+# Texts longer than this are encoded in pieces by a bounded count: BPE work grows faster than
+# the length of one unbroken run (a megabyte of punctuation took seconds in one call).
+_PIECE_CHARS = 16 * 1024
+
+
+class _BoundedCount:
+    """Counts texts for `TokenCounter.count_bounded`: raises 413 once the texts counted so far
+    pass the token limit or the thread's CPU time passes its allowance."""
+
+    def __init__(self, counter: TokenCounter, enc_name: str, limit: int, cpu_s: float) -> None:
+        self._encoding = counter.encoding(enc_name)
+        self._limit = limit
+        self._cpu_s = cpu_s
+        self._cpu_deadline = time.thread_time() + cpu_s
+        self.total = 0
+
+    def __call__(self, text: str) -> int:
+        count = 0
+        for piece in _pieces(text, _PIECE_CHARS):
+            count += len(self._encoding.encode(piece, disallowed_special=()))
+            if self.total + count > self._limit:
+                raise RequestTooLarge(f"the prompt is over the limit of {self._limit} tokens", param="messages")
+            if time.thread_time() > self._cpu_deadline:
+                raise RequestTooLarge(f"the prompt takes more than {self._cpu_s:g} s of CPU to count",
+                                      param="messages")
+        self.total += count
+        return count
+
+
+def _pieces(text: str, size: int) -> Iterator[str]:
+    """`text` in pieces of about `size` characters, each cut before a space that starts a word
+    (where the tokenizer's own pre-split cuts too, so the count is the same), else hard."""
+    start = 0
+    while len(text) - start > size:
+        cut = text.rfind(" ", start + size // 2, start + size)
+        while cut > start and text[cut - 1] == " ":  # the start of a run of spaces
+            cut -= 1
+        if cut <= start:
+            cut = start + size
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
+
 
 def _content_tokens(content: Any, n: Any) -> int:
     if isinstance(content, str):
