@@ -116,10 +116,13 @@ class RequestTooLarge(GatewayError):
     code = "request_too_large"
 
 
-class RequestTimeout(GatewayError):
-    status_code = 408
+class ClientGone(GatewayError):
+    """The client closed the connection before its request was read: nobody to answer (the
+    status is the ledger's and the metrics' convention for a client that left)."""
+
+    status_code = 499
     error_type = "invalid_request_error"
-    code = "request_timeout"
+    code = "client_closed_request"
 
 
 class RateLimited(GatewayError):

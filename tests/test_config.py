@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from gateway.app import load_settings
+from gateway.cache.prefix_cache import FixedTenant
 from gateway.config.catalog import BUILTIN_MODELS
 from gateway.config.schema import ConfigError, parse_config
 from gateway.config.settings import resolve_settings
@@ -156,7 +157,7 @@ def test_builtin_catalog_has_sourced_quality_and_default_tiers(monkeypatch: pyte
     request = parse_chat_request(b'{"model": "premium", "messages": [{"role": "user", "content": "hi"}]}')
     tier = settings.tiers["premium"]
     counts = {enc: tokens.count_messages_in(request.messages, enc) for enc in router.encodings(tier)}
-    plan = asyncio.run(router.plan(tier, request, counts, "test"))
+    plan = asyncio.run(router.plan(tier, request, counts, FixedTenant("test")))
     assert {c.model for c in plan.ranked} == {"o3", "deepseek-reasoner", "gemini-2.5-pro"}
     assert plan.ranked[0].model == "deepseek-reasoner"  # $0.28/M in, $0.42/M out: the cheapest of the three
     assert plan.baseline is not None and plan.baseline.name == "gemini-2.5-pro"  # highest quality

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import base64
 import logging
+from typing import Any
 
 import pytest
+from conftest import UPSTREAM_KEY, model
 
+from gateway.fake_upstream import FakeUpstreamThread
 from gateway.observability.error_log import ErrorLog
 from gateway.redaction import Redactor
 
@@ -54,3 +57,25 @@ def test_one_traceback_per_cause_per_minute(caplog: pytest.LogCaptureFixture) ->
                                                         "unhandled error on /v1/estimate: KeyError: 'other'"]
     assert len(caplog.records) == 4
     assert caplog.records[1].getMessage().startswith("unhandled error on /v1/chat/completions: ValueError: bad 1 (at ")
+
+
+@pytest.mark.anyio
+async def test_a_500_logs_one_traceback_and_says_nothing(in_process: Any, upstream: FakeUpstreamThread,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    config = {"models": [model("boom", "openai", upstream, pricing={"input_per_mtok": 1, "output_per_mtok": 1})],
+              "tiers": {"boom-tier": {"min_quality": 0}}}
+    async with in_process(config) as gw:
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError(f"bug holding {UPSTREAM_KEY}")
+
+        gw.state.router.plan = broken  # a bug below the API layer
+        with caplog.at_level(logging.ERROR):
+            answers = [await gw.client.post(path, json={"model": "boom-tier", "messages": [{"role": "user",
+                                                                                       "content": "hi"}]})
+                       for path in ("/v1/estimate", "/v1/estimate", "/v1/chat/completions")]
+    assert [a.status_code for a in answers] == [500, 500, 500]
+    assert {a.json()["error"]["message"] for a in answers} == {"internal gateway error"}
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1  # once for the cause, not per request, and not twice per request
+    assert len([r for r in caplog.records if "unhandled error" in r.getMessage()]) == 3

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from gateway.cache.prefix_cache import FixedTenant
 from gateway.config.schema import parse_config
 from gateway.config.settings import resolve_settings
 from gateway.money.price_table import load_price_table
@@ -58,7 +59,7 @@ def test_every_request_gets_the_order_pricing_gives_it() -> None:
                         body["max_tokens"] = max_tokens
                     request = parse_chat_request(orjson.dumps({"model": "t", **body}))
                     counts = {enc: TOKENS.count_messages_in(request.messages, enc) for enc in router.encodings(tier)}
-                    plan = await router.plan(tier, request, counts, "test", limit)
+                    plan = await router.plan(tier, request, counts, FixedTenant("test"), limit)
                     got = [(c.model, c.estimated_cost_pico) for c in plan.ranked]
                     assert got == _brute_force(router, body, limit), (max_tokens, limit, words)
                     assert plan.count == 4 and {e.model for e in plan.excluded} == {"low"}

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from gateway.errors import RequestTimeout, RequestTooLarge
+from gateway.errors import ClientGone, RequestTooLarge
 
 __all__ = ["read_body", "request_id"]
 
@@ -21,22 +20,20 @@ def request_id(request: Request) -> str:
     return given if given and _SAFE_ID.match(given) else uuid.uuid4().hex
 
 
-async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
-    """The request body, refusing anything over `limit` bytes (413) without reading it all, and
-    a body that takes longer than `timeout_s` to arrive (408)."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing anything over `limit` bytes (413) without reading it all. (A
+    body too slow to arrive is the server's to cut off: `api/http_server.py`.)"""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge(f"request body is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
     try:
-        async with asyncio.timeout(timeout_s):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise RequestTimeout(f"the request body did not arrive within {timeout_s:g} s",
-                             headers={"connection": "close"}) from None
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientGone("the client went away before its request body arrived") from None
     return b"".join(chunks)

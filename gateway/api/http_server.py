@@ -2,13 +2,14 @@
 with what it lacks for a port that faces untrusted clients.
 
 - A request's head (request line and headers) must arrive within `header_timeout_s` of the
-  connection opening or of the request's first byte, else 408 and the connection closes: a
-  client that trickles its headers (or sends nothing) cannot hold a socket for ever.
+  connection opening or of the request's first byte, and its body within `body_timeout_s` of
+  the head, else 408 and the connection closes: a client that trickles its request (or sends
+  nothing) cannot hold a socket for ever. A body that arrives with its head, as almost every
+  one does, costs no timer.
 - A head over `max_header_bytes` gets 431.
 - A request the parser cannot read gets an OpenAI-shaped 400 (uvicorn sends plain text).
 
-The body's own deadline (`body_timeout_s`) is kept where the body is read (`api/body.py`);
-the connection cap and the keep-alive timeout are uvicorn's (`limit_concurrency`,
+The connection cap and the keep-alive timeout are uvicorn's (`limit_concurrency`,
 `timeout_keep_alive`), set by `uvicorn_options`.
 """
 
@@ -53,9 +54,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         app = config.loaded_app
         limits = app.server if isinstance(app, GatewayASGI) else ServerConfig()
         self.header_timeout_s = limits.header_timeout_s
+        self.body_timeout_s = limits.body_timeout_s
         self.max_header_bytes = limits.max_header_bytes
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self._in_body = False  # between a request's head and the end of its body
+        self._body_timer: asyncio.TimerHandle | None = None
         self._refusal: bytes | None = None  # what to answer instead of uvicorn's plain-text 400
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -64,7 +68,13 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        self._disarm_body_timer()
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_body and self._body_timer is None:  # the body is still to come
+            self._body_timer = self.loop.call_later(self.body_timeout_s, self._body_too_slow)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -82,7 +92,13 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm_head_timer()
+        self._in_body = True
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._disarm_body_timer()
+        super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request its parser refused: ours is JSON (and 431 for a head
@@ -108,6 +124,20 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+
+    def _disarm_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_too_slow(self) -> None:
+        """The app is still waiting for the body: answer for it, and close (the app then sees the
+        client gone, and its own answer goes nowhere)."""
+        self._body_timer = None
+        if self._in_body and not self.transport.is_closing():
+            self.transport.write(error_bytes(408, f"the request body did not arrive within {self.body_timeout_s:g} s",
+                                             "request_timeout"))
+            self.transport.close()
 
     def _head_too_slow(self) -> None:
         self._head_timer = None

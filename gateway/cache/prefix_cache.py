@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.cache.prefix_blocks import PromptBlocks, likely_tokens_at_least
 from gateway.cache.prefix_hasher import BlockHasher
@@ -36,10 +36,27 @@ from gateway.runtime.background import Background
 from gateway.tokens.counter import TokenCounter, encoding_name_for
 from gateway.tokens.pool import CountingPool
 
-__all__ = ["NO_PREDICTIONS", "PrefixCache", "PrefixPlan"]
+__all__ = ["NO_PREDICTIONS", "FixedTenant", "PrefixCache", "PrefixPlan", "Tenant"]
 
 log = logging.getLogger("gateway.cache")
 _COLD = Warmth(0, False)
+
+
+class Tenant(Protocol):
+    """Whose index entries a request may read and write (`gateway.pipeline.exchange.Caller` is
+    one); asked only for prompts long enough to be looked up."""
+
+    def tenant(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FixedTenant:
+    """A tenant known by name (`gateway route`, tests)."""
+
+    name: str
+
+    def tenant(self) -> str:
+        return self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +100,13 @@ class PrefixCache:
     def __post_init__(self) -> None:
         self._hasher = BlockHasher(self.tokens)
 
-    async def plan(self, specs: Sequence[ModelSpec], body: dict[str, Any], scope: str) -> PrefixPlan:
+    async def plan(self, specs: Sequence[ModelSpec], body: dict[str, Any], caller: Tenant) -> PrefixPlan:
         """Predictions for `specs` (those whose provider caches) for the request `body`, from
-        what the tenant `scope` sent before: no tenant can learn what another one sent."""
+        what the caller's tenant sent before: no tenant can learn what another one sent."""
         relevant = [s for s in specs if min_tokens(s) is not None]
         if not self.config.enabled or not relevant or not likely_tokens_at_least(body, OPENAI_MIN_TOKENS):
             return NO_PREDICTIONS
+        scope = caller.tenant()
         groups: dict[str, list[ModelSpec]] = {}
         for spec in relevant:
             groups.setdefault(encoding_name_for(spec.upstream_model), []).append(spec)

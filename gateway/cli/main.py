@@ -83,6 +83,7 @@ def route(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
+    from gateway.cache.prefix_cache import FixedTenant
     from gateway.errors import GatewayError
     from gateway.pipeline.request import parse_chat_request
     from gateway.routing.router import Router
@@ -100,7 +101,7 @@ def route(args: argparse.Namespace) -> int:
     try:
         request = parse_chat_request(Path(args.file).read_bytes())
         counts = {enc: tokens.count_messages_in(request.messages, enc, request.tools) for enc in router.encodings(tier)}
-        plan = asyncio.run(router.plan(tier, request, counts, "cli"))
+        plan = asyncio.run(router.plan(tier, request, counts, FixedTenant("cli")))
     except GatewayError as exc:
         print(json.dumps(exc.body(), indent=2))
         return 1

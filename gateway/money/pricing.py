@@ -67,9 +67,13 @@ class Usage:
         reasoning = _int(out_details.get("reasoning_tokens"))
         cached = min(cached, prompt)
         write = min(write, prompt - cached)
-        audio_in = min(_int(details.get("audio_tokens")), prompt - cached - write)
         reasoning = min(reasoning, completion)
-        audio_out = min(_int(out_details.get("audio_tokens")), completion - reasoning)
+        audio_in, audio_out = details.get("audio_tokens"), out_details.get("audio_tokens")
+        if audio_in or audio_out:  # (rare: most usage has no audio, or says 0)
+            audio_in = min(_int(audio_in), prompt - cached - write)
+            audio_out = min(_int(audio_out), completion - reasoning)
+        else:
+            audio_in = audio_out = 0
         return cls(
             input=prompt - cached - write - audio_in,
             cached_input=cached,

@@ -84,13 +84,13 @@ class Pipeline:
             _check_fit(spec, request)
             await self._access.admit_estimate(grant)
             tokens = await self._count(request, encoding_name_for(spec.upstream_model))
-            return await self._router.estimate(spec, request, tokens, caller.tenant())
+            return await self._router.estimate(spec, request, tokens, caller)
         self._access.check(grant, None, tier.name)
         await self._access.admit_estimate(grant)
         counts = await self._counting.count(request.messages, request.tools, self._router.encodings(tier),
                                             request.size)
         allowed = grant.key.models if grant.key is not None else None
-        plan = await self._router.plan(tier, request, counts, caller.tenant(), None, allowed)
+        plan = await self._router.plan(tier, request, counts, caller, None, allowed)
         return plan.describe()
 
     def _check_bounds(self, request: ChatRequest) -> None:
@@ -114,7 +114,7 @@ class Pipeline:
             raise InvalidRequest(f"model '{spec.name}' cannot serve this request: {unfit}", param="messages")
         charge = self._access.rate_charge(
             grant, tokens + (request.max_output or self._settings.routing.default_output_tokens) * request.n)
-        exchange.route = Route(None, await self._prefix.plan((spec,), request.body, exchange.caller.tenant()), None)
+        exchange.route = Route(None, await self._prefix.plan((spec,), request.body, exchange.caller), None)
         return await self._attempt(exchange, spec, tokens, None, charge)
 
     async def _by_tier(self, exchange: Exchange, tier: TierSpec) -> Answer | Stream:
@@ -125,8 +125,7 @@ class Pipeline:
         allowed = grant.key.models if grant.key is not None else None
         counts = await self._counting.count(request.messages, request.tools, self._router.encodings(tier),
                                             request.size)
-        plan = await self._router.plan(tier, request, counts, exchange.caller.tenant(), routing.max_attempts,
-                                       allowed)
+        plan = await self._router.plan(tier, request, counts, exchange.caller, routing.max_attempts, allowed)
         first = plan.first
         charge = self._access.rate_charge(grant, first.input_tokens + first.expected_output_tokens)
         exchange.route = Route(plan, plan.prefix, plan.baseline)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from math import inf
 from typing import Any, Protocol
 
-from gateway.cache.prefix_cache import NO_PREDICTIONS, PrefixCache, PrefixPlan
+from gateway.cache.prefix_cache import NO_PREDICTIONS, PrefixCache, PrefixPlan, Tenant
 from gateway.cache.prefix_index import MemoryPrefixIndex
 from gateway.cache.prefix_rules import OPENAI_MIN_TOKENS, Prediction
 from gateway.config.settings import ModelSpec, Settings, TierSpec
@@ -266,14 +266,14 @@ class Router:
         return self._tiers[tier.name].encodings
 
     async def plan(
-        self, tier: TierSpec, request: RoutedRequest, counts: Mapping[str, int], scope: str,
+        self, tier: TierSpec, request: RoutedRequest, counts: Mapping[str, int], caller: Tenant,
         limit: int | None = None, allowed: Sequence[str] | None = None,
     ) -> RoutePlan:
         """Rank the tier's candidates for this request; raises if none qualifies. `counts`: the
-        prompt's tokens in each of the tier's `encodings`; `scope`: whose prompt-cache state the
-        predictions may read (the caller's tenant). With `limit` (what a request may try), a policy
-        that ranks by cost gets only that many built. `allowed`: the only models the caller's key
-        may use (None: any)."""
+        prompt's tokens in each of the tier's `encodings`; `caller`: whose prompt-cache state the
+        predictions may read. With `limit` (what a request may try), a policy that ranks by cost
+        gets only that many built. `allowed`: the only models the caller's key may use (None:
+        any)."""
         models = self._tiers[tier.name]
         if not models.rows:  # no model of the catalog reaches the tier's quality
             raise _no_candidate(tier, list(models.excluded))
@@ -301,7 +301,7 @@ class Router:
             outs = [out * request.n for out in outs]
         prefix = NO_PREDICTIONS
         if longest >= OPENAI_MIN_TOKENS:
-            prefix = await self._prefix.plan([spec for spec, _ in rows], request.body, scope)
+            prefix = await self._prefix.plan([spec for spec, _ in rows], request.body, caller)
         if not prefix.predictions:
             costs, cached = estimate_costs(prices, inputs, outs), None
         else:
@@ -388,13 +388,13 @@ class Router:
                 excluded.append(Excluded(spec.name, *reason))
         return rows, [spec.price for spec, _ in rows]
 
-    async def estimate(self, spec: ModelSpec, request: RoutedRequest, tokens: int, scope: str) -> dict[str, Any]:
+    async def estimate(self, spec: ModelSpec, request: RoutedRequest, tokens: int, caller: Tenant) -> dict[str, Any]:
         """POST /v1/estimate for a model asked for by name: its cost for a prompt of `tokens`, no
-        routing; prompt-cache predictions from `scope`'s own state only."""
+        routing; prompt-cache predictions from the caller's own tenant only."""
         names = (spec.name,)
         snapshot = self.state.current(names) or await self.state.snapshot(names)
         output = (request.max_output or self._expected_output(spec.name, snapshot)) * request.n
-        prefix = await self._prefix.plan([spec], request.body, scope) if tokens >= OPENAI_MIN_TOKENS \
+        prefix = await self._prefix.plan([spec], request.body, caller) if tokens >= OPENAI_MIN_TOKENS \
             else NO_PREDICTIONS
         cached, write = _clamp(prefix.prediction(spec.name), tokens)
         cost = estimate_cost(spec.price, tokens, output, cached, write) / 10**12

@@ -115,7 +115,10 @@ class TokenCounter:
         if ids is None:
             enc = self.encoding(encoding)
             ids = array("I")
-            for piece in _pieces(text, _PIECE_CHARS):  # (one piece but for long texts)
+            pieces = _pieces(text, _PIECE_CHARS)  # (one piece but for long texts)
+            ids.extend(enc.encode(next(pieces), disallowed_special=()))
+            for piece in pieces:  # a long text: hashed on a worker thread, which lets go of the GIL
+                time.sleep(0)
                 ids.extend(enc.encode(piece, disallowed_special=()))
             memo.put(text, ids)
         return ids
@@ -194,9 +197,11 @@ class TokenCounter:
         return n
 
 
-# Texts longer than this are encoded in pieces by a bounded count: BPE work grows faster than
-# the length of one unbroken run (a megabyte of punctuation took seconds in one call).
-_PIECE_CHARS = 16 * 1024
+# Long texts are encoded in pieces of about this many characters (well under a millisecond
+# each): BPE work grows faster than the length of one unbroken run, and between pieces a worker
+# thread lets go of the GIL (tiktoken holds it while it encodes), so the event loop waits for
+# at most one piece, not for the interpreter's 5 ms switch interval.
+_PIECE_CHARS = 8 * 1024
 
 
 class _BoundedCount:
@@ -214,6 +219,7 @@ class _BoundedCount:
         count = 0
         for piece in _pieces(text, _PIECE_CHARS):
             count += len(self._encoding.encode(piece, disallowed_special=()))
+            time.sleep(0)  # the GIL, for the event loop
             if self.total + count > self._limit:
                 raise RequestTooLarge(f"the prompt is over the limit of {self._limit} tokens", param="messages")
             if time.thread_time() > self._cpu_deadline:

@@ -57,11 +57,12 @@ class CountingPool:
                     body_bytes: int) -> dict[str, int]:
         """The prompt's tokens in each of `encodings`; 413 over the token limit."""
         if body_bytes <= self._inline_bytes:
-            counts = {enc: self._counter.count_messages_in(messages, enc, tools) for enc in encodings}
-            longest = max(counts.values(), default=0)
-            if longest > self._max_tokens:
-                raise RequestTooLarge(f"the prompt is {longest} tokens; the limit is {self._max_tokens}",
-                                      param="messages")
+            counts = {}
+            for enc in encodings:
+                n = counts[enc] = self._counter.count_messages_in(messages, enc, tools)
+                if n > self._max_tokens:
+                    raise RequestTooLarge(f"the prompt is {n} tokens; the limit is {self._max_tokens}",
+                                          param="messages")
             return counts
         return await self.offload(self._count_large, messages, tools, tuple(encodings))
 
