@@ -24,6 +24,7 @@ class Candidate:
     latency_s: float | None = None  # recent average duration in this process; None if unseen
     cached_tokens: int = 0  # prompt tokens expected to be read from the provider's prompt cache
     cache_write_tokens: int = 0  # prompt tokens the gateway expects to write to it (Anthropic breakpoint)
+    expected_reasoning_tokens: int = 0  # a reasoning model's expected reasoning tokens (priced in the estimate)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from gateway.cache.prefix_cache import FixedTenant
 from gateway.config.schema import parse_config
 from gateway.config.settings import resolve_settings
 from gateway.money.price_table import load_price_table
-from gateway.money.pricing import estimate_cost
+from gateway.money.pricing import Usage, estimate_cost
 from gateway.pipeline.request import parse_chat_request
 from gateway.routing.router import Router
 from gateway.tokens.counter import TokenCounter
@@ -35,11 +35,14 @@ def _router() -> Router:
     return Router.offline(settings, TOKENS)
 
 
-def _brute_force(router: Router, body: dict[str, Any], limit: int | None) -> list[tuple[str, int]]:
-    tokens = TOKENS.count_messages(body["messages"], "in-cheap")
-    learned = router.state.current(()).outputs
+def _brute_force(router: Router, request: Any, limit: int | None) -> list[tuple[str, int]]:
+    """Every candidate priced from scratch with its expected output, sorted (the fast path keeps
+    orders and their ranges between requests: it must give the same)."""
+    tokens = TOKENS.count_messages(request.messages, "in-cheap")
+    snapshot = router.state.current(())
+    demand = router._demand(request)
     specs = [router._settings.models[n] for n, q, _, _ in MODELS if q >= 60]
-    costs = sorted((estimate_cost(s.price, tokens, body.get("max_tokens") or round(learned.get(s.name, 100))),
+    costs = sorted((estimate_cost(s.price, tokens, *router._expect(s, snapshot, demand)[:1]),
                     -(s.quality or 0), s.name) for s in specs)
     return [(name, cost) for cost, _, name in costs][:limit]
 
@@ -61,14 +64,16 @@ def test_every_request_gets_the_order_pricing_gives_it() -> None:
                     counts = {enc: TOKENS.count_messages_in(request.messages, enc) for enc in router.encodings(tier)}
                     plan = await router.plan(tier, request, counts, FixedTenant("test"), limit)
                     got = [(c.model, c.estimated_cost_pico) for c in plan.ranked]
-                    assert got == _brute_force(router, body, limit), (max_tokens, limit, words)
+                    assert got == _brute_force(router, request, limit), (max_tokens, limit, words)
                     assert plan.count == 4 and {e.model for e in plan.excluded} == {"low"}
                     seen.add(got[0][0])
                 if max_tokens is None:
                     assert seen == flips
 
     asyncio.run(sweep({"out-cheap", "even", "in-cheap"}))  # the choice flips with the prompt length
-    for _ in range(3):  # learned outputs: in-cheap writes long answers, out-cheap short ones
-        router.observe_output("in-cheap", 4000)
-        router.observe_output("out-cheap", 3)
-        asyncio.run(sweep({"out-cheap", "even"}))
+    request = parse_chat_request(b'{"model": "t", "messages": [{"role": "user", "content": "word word"}]}')
+    models = router._settings.models
+    for _ in range(3):  # learned outputs: in-cheap writes long answers, out-cheap short ones (within 2x
+        router.observe(models["in-cheap"], request, Usage(input=5, output=4000))  # of the others: the
+        router.observe(models["out-cheap"], request, Usage(input=5, output=3))  # choice still flips)
+        asyncio.run(sweep({"out-cheap", "even", "in-cheap"}))

@@ -50,10 +50,12 @@ def test_cooldown_and_learned_output_are_shared_across_processes(
     while True:
         plan = httpx.post(f"{b.url}/v1/estimate", json={"model": "standard", "messages": SHORT}).json()
         learned = {c["model"]: c["expected_output_tokens"] for c in plan["candidates"]}
-        if learned["cheap"] == 33 or time.monotonic() > deadline:
+        if learned["cheap"] != 64 or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    assert learned["cheap"] == 33  # learned on A, used by B
+    # Learned on A, used by B: 33 tokens against a general prompt's base of 256 made "cheap" terse;
+    # for B's short prompt (base 64) that is the most a model can be below its prior, half: 32.
+    assert learned["cheap"] == 32
     assert httpx.get(f"{b.url}/readyz").status_code == 200
 
 

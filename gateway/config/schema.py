@@ -71,6 +71,7 @@ class ModelConfig(_Strict):
     max_output_tokens: int | None = Field(None, gt=0)
     timeout_s: float = Field(120.0, gt=0)
     capabilities: list[Capability] | None = None
+    reasoning: bool | None = None  # writes reasoning tokens (default: the price table's supports_reasoning)
     # Request fields beyond OpenAI's chat parameters to forward to this upstream (e.g. vLLM's
     # top_k); anything else unknown is dropped. Credentials and endpoints never pass.
     extra_body_fields: list[str] = []

@@ -58,6 +58,7 @@ class ModelSpec:
     capabilities: frozenset[str] = frozenset()
     unavailable_reason: str | None = None
     extra_body_fields: frozenset[str] = frozenset()  # request fields forwarded beyond OpenAI's chat parameters
+    reasoning: bool = False  # writes reasoning tokens (billed as completion tokens), estimated per effort
 
     @property
     def available(self) -> bool:
@@ -199,6 +200,7 @@ def _resolve_model(i: int, m: ModelConfig, table: PriceTable, problems: list[str
         capabilities=caps,
         unavailable_reason=reason,
         extra_body_fields=frozenset(m.extra_body_fields),
+        reasoning=bool(entry.get("supports_reasoning")) if m.reasoning is None else m.reasoning,
     )
 
 

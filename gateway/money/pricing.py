@@ -208,14 +208,16 @@ class Cost:
         return {"cost": _usd(self.total), "cost_details": details}
 
 
-def estimate_cost(price: Price, input_tokens: int, output_tokens: int, cached: int = 0, write: int = 0) -> int:
+def estimate_cost(price: Price, input_tokens: int, output_tokens: int, cached: int = 0, write: int = 0,
+                  reasoning: int = 0) -> int:
     """The cost in pico-USD of a prompt of `input_tokens` of which `cached` are expected to be
     read from the provider's prompt cache and `write` written to it (5-minute), plus
-    `output_tokens` output: what `price_usage` returns for that usage, without building the
-    per-bucket breakdown (routing prices every candidate of every request with it)."""
+    `output_tokens` output and `reasoning` reasoning tokens: what `price_usage` returns for that
+    usage, without building the per-bucket breakdown (routing prices every candidate of every
+    request with it)."""
     r = price.rates_for(input_tokens)
     return ((input_tokens - cached - write) * r.input + cached * r.cached_input + write * r.cache_write_5m
-            + output_tokens * r.output)
+            + output_tokens * r.output + reasoning * r.reasoning)
 
 
 def estimate_costs(prices: Sequence[Price], inputs: Sequence[int], outputs: Sequence[int]) -> list[int]:

@@ -15,6 +15,7 @@ import orjson
 
 from gateway.cache.response_key import IGNORED_FIELDS, KEY_FIELDS, CachePolicy, cache_policy
 from gateway.errors import InvalidRequest
+from gateway.routing.outputs import request_shape
 
 __all__ = ["CHAT_FIELDS", "MAX_OUTPUT_TOKENS", "ChatRequest", "needed_capabilities", "parse_chat_request"]
 
@@ -45,6 +46,7 @@ class ChatRequest(NamedTuple):
     cache: CachePolicy  # may the answer come from, or go to, the response cache
     size: int  # the body's bytes (a large one is counted off the event loop)
     extras: frozenset[str]  # top-level fields that are not chat parameters (usually none)
+    shape: str  # short | general | long | structured: what its answer's length is expected from
 
 
 def _fail(message: str, param: str) -> InvalidRequest:
@@ -289,4 +291,5 @@ def parse_chat_request(raw: bytes, cache_header: str | None = None) -> ChatReque
     needs = (needed_capabilities(messages, tools, body.get("functions"), fmt, _audio_out(body))
              if _special(body, messages) else _NOTHING_NEEDED)
     return ChatRequest(body, model, messages, max_completion or max_tokens, n, bool(stream), include_usage, tools,
-                       fmt, needs, cache_policy(body, cache_header), len(raw), extras)
+                       fmt, needs, cache_policy(body, cache_header), len(raw), extras,
+                       request_shape(messages, needs, body))

@@ -86,8 +86,20 @@ class Books:
         self.access.settle(exchange.caller.grant, attempt.reservation, cost.total,
                            usage.prompt_tokens + usage.completion_tokens, now)
         if complete:
-            self.router.observe_output(spec.name, usage.completion_tokens)
+            self.router.observe(spec, exchange.request, usage)
+            self._estimate_accuracy(exchange, spec.name, cost.total)
         return Settled(usage, usage_dict, cost)
+
+    def _estimate_accuracy(self, exchange: Exchange, model: str, actual: int) -> None:
+        """How far routing's estimate was from what the answer cost (tier requests)."""
+        plan = exchange.route.plan
+        if plan is None:
+            return
+        first = plan.first
+        chosen = first if first.model == model else next((c for c in plan.ranked if c.model == model), None)
+        if chosen is not None and chosen.estimated_cost_pico > 0:
+            metrics = self.metrics
+            metrics.child(metrics.estimate_ratio, exchange.tier).observe(actual / chosen.estimated_cost_pico)
 
     def _usage(self, attempt: Attempt, result: Billable, reason: str, complete: bool) -> tuple[Usage, dict[str, Any]]:
         spec, metrics = attempt.spec, self.metrics

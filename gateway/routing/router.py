@@ -9,18 +9,27 @@ request does not fit.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from math import inf
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from gateway.cache.prefix_cache import NO_PREDICTIONS, PrefixCache, PrefixPlan, Tenant
 from gateway.cache.prefix_index import MemoryPrefixIndex
 from gateway.cache.prefix_rules import OPENAI_MIN_TOKENS, Prediction
 from gateway.config.settings import ModelSpec, Settings, TierSpec
 from gateway.errors import InvalidRequest, PermissionDenied, ServiceUnavailable
-from gateway.money.pricing import FlatRates, Price, estimate_cost, estimate_costs, usd_text
+from gateway.money.pricing import FlatRates, Price, Usage, estimate_cost, usd_text
 from gateway.observability.metrics import Metrics
+from gateway.routing.outputs import (
+    REASONING_PRIOR,
+    SHAPE_BASE,
+    Observation,
+    effort_of,
+    expected_tokens,
+    prior_verbosity,
+)
 from gateway.routing.state import MemoryRoutingState, RoutingState, Snapshot
 from gateway.tokens.counter import TokenCounter, encoding_name_for
 from gateway.tokens.pool import CountingPool
@@ -51,6 +60,9 @@ class RoutedRequest(Protocol):
 
     @property
     def n(self) -> int: ...
+
+    @property
+    def shape(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +143,8 @@ class RoutePlan:
             "candidates": [
                 {"model": c.model, "estimated_cost_usd": usd(c.estimated_cost_pico), "input_tokens": c.input_tokens,
                  "cached_tokens": c.cached_tokens, "cache_write_tokens": c.cache_write_tokens,
-                 "expected_output_tokens": c.expected_output_tokens, "quality": c.quality}
+                 "expected_output_tokens": c.expected_output_tokens,
+                 "expected_reasoning_tokens": c.expected_reasoning_tokens, "quality": c.quality}
                 for c in self.ranked
             ],
             "excluded": [{"model": e.model, "reason": e.reason} for e in self.excluded],
@@ -139,7 +152,25 @@ class RoutePlan:
         }
 
 
-_Rest = tuple["_TierModels", list[int], int, list[int], dict[str, float]]  # models, order, n, outs, latency
+# models, order, n, (visible outputs, reasoning), latency
+_Rest = tuple["_TierModels", list[int], int, "_Outputs", dict[str, float]]
+
+
+class _Demand(NamedTuple):
+    """What a request's expected output depends on, beyond the model (`routing/outputs.py`)."""
+
+    shape: str  # short | general | long | structured (`routing/outputs.py`)
+    effort: str  # reasoning_effort (for reasoning models)
+    max_tokens: int | None
+    n: int
+
+
+class _Outputs(NamedTuple):
+    """Expected tokens of a tier's rows for one demand (all `n` choices)."""
+
+    visible: list[int]
+    reasoning: list[int]
+    total: list[int]  # visible + reasoning: what `FlatRates` prices (at the output rate)
 
 
 @dataclass(frozen=True)
@@ -161,14 +192,15 @@ class _TierModels:
     head: str  # the route reason's start when no model is excluded per request
     flat_encoding: str | None  # the one encoding of all rows, when `flat` (the fast path's condition)
 
-    def candidate(self, i: int, n: int, out: int, latency: dict[str, float]) -> Candidate:
-        """Row `i` for a prompt of `n` tokens and `out` expected output tokens (`flat` prices)."""
+    def candidate(self, i: int, n: int, outs: _Outputs, latency: dict[str, float]) -> Candidate:
+        """Row `i` for a prompt of `n` tokens and the expected outputs `outs` (`flat` prices)."""
         assert self.flat is not None
         name = self.names[i]
-        return Candidate(name, self.qualities[i], self.flat.estimate(i, n, out), n, out, latency.get(name))
+        return Candidate(name, self.qualities[i], self.flat.estimate(i, n, outs.total[i]), n, outs.visible[i],
+                         latency.get(name), 0, 0, outs.reasoning[i])
 
-    def candidates(self, rows: list[int], n: int, outs: list[int], latency: dict[str, float]) -> list[Candidate]:
-        return [self.candidate(i, n, outs[i], latency) for i in rows]
+    def candidates(self, rows: list[int], n: int, outs: _Outputs, latency: dict[str, float]) -> list[Candidate]:
+        return [self.candidate(i, n, outs, latency) for i in rows]
 
     @classmethod
     def build(cls, tier: TierSpec, models: list[ModelSpec]) -> _TierModels:
@@ -184,7 +216,9 @@ class _TierModels:
         rows = tuple((m, encoding_name_for(m.upstream_model)) for m in ranked)
         encodings = tuple(dict.fromkeys(enc for _, enc in rows))
         by_cost = bool(getattr(tier.policy, "ranks_by_cost", False))
-        flat = FlatRates.of([m.price for m, _ in rows]) if by_cost else None
+        # Flat pricing folds reasoning into output: only where both have one rate.
+        same_rate = all(not m.reasoning or m.price.base.reasoning == m.price.base.output for m, _ in rows)
+        flat = FlatRates.of([m.price for m, _ in rows]) if by_cost and same_rate else None
         return cls(
             in_tier, rows, tuple(excluded), tuple(m.name for m, _ in rows), encodings,
             min((m.max_input_tokens or inf for m, _ in rows), default=inf),
@@ -204,7 +238,7 @@ class _Order:
     version: int
     lo: int
     hi: int
-    outs: list[int]
+    outs: _Outputs
     top: list[int]  # row indices, cheapest first
 
 
@@ -233,15 +267,16 @@ class Router:
         self._settings = settings
         self.state = state
         self._prefix = prefix
+        self._priors = {name: prior_verbosity(spec.upstream_model) for name, spec in settings.models.items()}
         self._latency: dict[str, float] = {}  # model -> running mean duration, this process
         # Quality, keys and prices never change at run time: split each tier's models once.
         models = sorted(settings.models.values(), key=lambda m: m.name)
         self._tiers = {tier.name: _TierModels.build(tier, models) for tier in settings.tiers.values()}
         self._baselines = {t.name: self._baseline(t, self._tiers[t.name].in_tier) for t in settings.tiers.values()}
-        # Per tier: the expected outputs of all its rows, for (snapshot.outputs, snapshot.version).
-        self._expected: dict[str, tuple[dict[str, float], int, list[int]]] = {}
-        # The latest cost order found, by (tier, limit, max_tokens or 0): _Order.
-        self._orders: dict[tuple[str, int | None, int], _Order] = {}
+        # Per (tier, demand): the expected outputs of all its rows, for (snapshot.verbosity, version).
+        self._expected: dict[tuple[str, _Demand], tuple[dict[str, float], int, _Outputs]] = {}
+        # The latest cost order found, by (tier, limit, demand): _Order.
+        self._orders: dict[tuple[str, int | None, _Demand], _Order] = {}
 
     @classmethod
     def offline(cls, settings: Settings, tokens: TokenCounter) -> Router:
@@ -250,9 +285,22 @@ class Router:
         return cls(settings, MemoryRoutingState(settings.routing),
                    PrefixCache(settings.prefix, tokens, CountingPool(tokens, settings.limits), index, Metrics()))
 
-    def observe_output(self, model: str, output_tokens: int) -> None:
-        """A completed call: reset the model's failure streak, learn its output length."""
-        self.state.record_success(model, output_tokens)
+    def observe(self, spec: ModelSpec, request: RoutedRequest, usage: Usage) -> None:
+        """A completed call: reset the model's failure streak, learn from its answer (its
+        visible output against the request's base, its reasoning under the request's effort)."""
+        shape, choices = request.shape, request.n
+        visible = (usage.completion_tokens - usage.reasoning) / choices
+        effort = effort_of(request.body) if spec.reasoning else None
+        obs = Observation(shape, math.log(max(visible, 1) / self._prior_base(shape)), self._priors[spec.name],
+                          effort, math.log1p(usage.reasoning / choices),
+                          math.log1p(REASONING_PRIOR[effort]) if effort is not None else 0.0)
+        self.state.record_success(spec.name, obs)
+
+    def _prior_base(self, shape: str) -> int:
+        return SHAPE_BASE.get(shape) or self._settings.routing.default_output_tokens
+
+    def _demand(self, request: RoutedRequest) -> _Demand:
+        return _Demand(request.shape, effort_of(request.body), request.max_output, request.n)
 
     def observe_latency(self, model: str, seconds: float) -> None:
         old = self._latency.get(model)
@@ -280,92 +328,105 @@ class Router:
         snapshot = self.state.current(models.names) or await self.state.snapshot(models.names)
         max_tokens = request.max_output
         enc = models.flat_encoding
-        if enc is not None and allowed is None and not snapshot.cooling and not request.needs and request.n == 1:
+        if enc is not None and allowed is None and not snapshot.cooling and not request.needs:
             n = counts[enc]  # the common case
             if (n + (max_tokens or 0) <= models.min_context and (not max_tokens or max_tokens <= models.min_output)
                     and n < OPENAI_MIN_TOKENS):
-                return self._flat_plan(tier, models, snapshot, n, max_tokens, limit)
+                return self._flat_plan(tier, models, snapshot, n, self._demand(request), limit)
         longest = max(counts.values())
         excluded = list(models.excluded)
         rows, prices = self._live(models, snapshot, request.needs, counts, longest, max_tokens, excluded, allowed)
         if not rows:
             raise _no_candidate(tier, excluded)
         inputs = [counts[enc] for _, enc in rows] if len(counts) > 1 else [*counts.values()] * len(rows)
-        if max_tokens:
-            outs = [max_tokens] * len(rows)
-        elif rows is models.rows:
-            outs = self._expected_outputs(tier.name, models, snapshot)
+        demand = self._demand(request)
+        if rows is models.rows:
+            outs = self._expected_outputs(tier.name, models, snapshot, demand)
         else:
-            outs = self._outputs_of(rows, snapshot)
-        if request.n > 1:  # every choice is written, and billed
-            outs = [out * request.n for out in outs]
+            outs = self._outputs_of(rows, snapshot, demand)
         prefix = NO_PREDICTIONS
         if longest >= OPENAI_MIN_TOKENS:
             prefix = await self._prefix.plan([spec for spec, _ in rows], request.body, caller)
-        if not prefix.predictions:
-            costs, cached = estimate_costs(prices, inputs, outs), None
-        else:
-            cached = [_clamp(prefix.prediction(spec.name), n) for (spec, _), n in zip(rows, inputs, strict=True)]
-            costs = [estimate_cost(spec.price, n, o, *c)
-                     for (spec, _), n, o, c in zip(rows, inputs, outs, cached, strict=True)]
+        cached = [(0, 0)] * len(rows) if not prefix.predictions else [
+            _clamp(prefix.prediction(spec.name), n) for (spec, _), n in zip(rows, inputs, strict=True)]
+        costs = [estimate_cost(spec.price, n, out, *c, reasoning=r) for (spec, _), n, out, r, c
+                 in zip(rows, inputs, outs.visible, outs.reasoning, cached, strict=True)]
         order = sorted(range(len(rows)), key=costs.__getitem__)[:limit] if models.by_cost else range(len(rows))
         latency = self._latency
-        candidates = [Candidate(rows[i][0].name, rows[i][0].quality or 0.0, costs[i], inputs[i], outs[i],
-                                latency.get(rows[i][0].name), *(cached[i] if cached else (0, 0))) for i in order]
+        candidates = [Candidate(rows[i][0].name, rows[i][0].quality or 0.0, costs[i], inputs[i], outs.visible[i],
+                                latency.get(rows[i][0].name), *cached[i], outs.reasoning[i]) for i in order]
         ranked = candidates if models.by_cost else tier.policy.rank(candidates, tier.route)
         return RoutePlan(tier, ranked[0], excluded, self._baselines[tier.name], len(rows), len(ranked), prefix,
                          "", ranked, None)
 
     def _flat_plan(
-        self, tier: TierSpec, models: _TierModels, snapshot: Snapshot, n: int, max_tokens: int | None,
-        limit: int | None,
+        self, tier: TierSpec, models: _TierModels, snapshot: Snapshot, n: int, demand: _Demand, limit: int | None,
     ) -> RoutePlan:
         """The common case: a policy ranking by cost, nothing excluded per request (no key
         restriction, nothing cooling, no capability needed, the prompt fits every window), one
-        prompt length for all, no prompt-cache predictions. The cost order found for an earlier request
-        holds while the prompt length stays in its range and the expected outputs are the same;
-        only the first is priced and built now, the others when read."""
-        found = self._orders.get((tier.name, limit, max_tokens or 0))
+        prompt length for all, no prompt-cache predictions. The cost order found for an earlier
+        request of the same demand holds while the prompt length stays in its range and the
+        expected outputs are the same; only the first is priced and built now, the others when
+        read."""
+        found = self._orders.get((tier.name, limit, demand))
         if found is not None and found.lo <= n <= found.hi and (
-                max_tokens or found.learned is snapshot.outputs and found.version == snapshot.version):
+                found.learned is snapshot.verbosity and found.version == snapshot.version):
             outs, top = found.outs, found.top  # the order found for an earlier request holds
         else:
-            outs, top = self._cost_order(tier.name, models, snapshot, n, max_tokens, limit)
+            outs, top = self._cost_order(tier.name, models, snapshot, n, demand, limit)
         i, latency = top[0], self._latency
-        return RoutePlan(tier, models.candidate(i, n, outs[i], latency), models.excluded, self._baselines[tier.name],
+        return RoutePlan(tier, models.candidate(i, n, outs, latency), models.excluded, self._baselines[tier.name],
                          len(models.rows), len(top), NO_PREDICTIONS, models.head, None, (models, top, n, outs, latency))
 
-    def _outputs_of(self, rows: Sequence[tuple[ModelSpec, str]], snapshot: Snapshot) -> list[int]:
-        default, learned = self._settings.routing.default_output_tokens, snapshot.outputs
-        return [round(learned.get(spec.name, default)) for spec, _ in rows]
+    def _outputs_of(self, rows: Sequence[tuple[ModelSpec, str]], snapshot: Snapshot, demand: _Demand) -> _Outputs:
+        visible, reasoning = [], []
+        for spec, _ in rows:
+            out, thought = self._expect(spec, snapshot, demand)
+            visible.append(out)
+            reasoning.append(thought)
+        return _Outputs(visible, reasoning, [v + r for v, r in zip(visible, reasoning, strict=True)])
 
-    def _expected_outputs(self, tier: str, models: _TierModels, snapshot: Snapshot) -> list[int]:
-        """Expected output tokens of all the tier's rows; recomputed only when the snapshot's
-        expectations changed (read-only: shared by the requests until then)."""
-        memo = self._expected.get(tier)
-        if memo is not None and memo[0] is snapshot.outputs and memo[1] == snapshot.version:
+    def _expect(self, spec: ModelSpec, snapshot: Snapshot, demand: _Demand) -> tuple[int, int]:
+        """(visible output, reasoning) tokens `spec` is expected to write for `demand`."""
+        prior = self._priors[spec.name]
+        reasoning = None
+        if spec.reasoning:
+            reasoning = snapshot.reasoning.get(f"{spec.name}|{demand.effort}")
+            if reasoning is None:
+                reasoning = math.log1p(REASONING_PRIOR[demand.effort])
+        base = self._prior_base(demand.shape) * math.exp(snapshot.shapes.get(demand.shape, 0.0))
+        return expected_tokens(base, snapshot.verbosity.get(spec.name, prior), prior, reasoning, demand.max_tokens,
+                               demand.n)
+
+    def _expected_outputs(self, tier: str, models: _TierModels, snapshot: Snapshot, demand: _Demand) -> _Outputs:
+        """Expected outputs of all the tier's rows for `demand`; recomputed only when the
+        snapshot's learned values changed (read-only: shared by the requests until then)."""
+        memo = self._expected.get((tier, demand))
+        if memo is not None and memo[0] is snapshot.verbosity and memo[1] == snapshot.version:
             return memo[2]
-        outs = self._outputs_of(models.rows, snapshot)
-        self._expected[tier] = (snapshot.outputs, snapshot.version, outs)
+        outs = self._outputs_of(models.rows, snapshot, demand)
+        if len(self._expected) >= 256:
+            self._expected.clear()
+        self._expected[tier, demand] = (snapshot.verbosity, snapshot.version, outs)
         return outs
 
     def _cost_order(
-        self, tier: str, models: _TierModels, snapshot: Snapshot, n: int, max_tokens: int | None, limit: int | None
-    ) -> tuple[list[int], list[int]]:
-        """The expected outputs of the tier's rows (the request's `max_tokens` for all, or
-        learned) and the first `limit` rows by estimated cost for `n` input tokens; kept for the
-        next requests with the range of prompt lengths over which the same order holds."""
+        self, tier: str, models: _TierModels, snapshot: Snapshot, n: int, demand: _Demand, limit: int | None
+    ) -> tuple[_Outputs, list[int]]:
+        """The expected outputs of the tier's rows for `demand` and the first `limit` rows by
+        estimated cost for `n` input tokens; kept for the next requests with the range of prompt
+        lengths over which the same order holds."""
         assert models.flat is not None
-        outs = [max_tokens] * len(models.rows) if max_tokens else self._expected_outputs(tier, models, snapshot)
-        key = (tier, limit, max_tokens or 0)
+        outs = self._expected_outputs(tier, models, snapshot, demand)
+        key = (tier, limit, demand)
         found = self._orders.get(key)
         if found is not None and found.lo <= n <= found.hi and found.outs == outs:  # a new snapshot, same figures
             top, lo, hi = found.top, found.lo, found.hi
         else:
-            top, lo, hi = models.flat.cheapest(n, outs, limit)
+            top, lo, hi = models.flat.cheapest(n, outs.total, limit)
         if len(self._orders) >= 256:
             self._orders.clear()
-        self._orders[key] = _Order(snapshot.outputs, snapshot.version, lo, hi, outs, top)
+        self._orders[key] = _Order(snapshot.verbosity, snapshot.version, lo, hi, outs, top)
         return outs, top
 
     def _live(
@@ -393,19 +454,16 @@ class Router:
         routing; prompt-cache predictions from the caller's own tenant only."""
         names = (spec.name,)
         snapshot = self.state.current(names) or await self.state.snapshot(names)
-        output = (request.max_output or self._expected_output(spec.name, snapshot)) * request.n
+        output, reasoning = self._expect(spec, snapshot, self._demand(request))
         prefix = await self._prefix.plan([spec], request.body, caller) if tokens >= OPENAI_MIN_TOKENS \
             else NO_PREDICTIONS
         cached, write = _clamp(prefix.prediction(spec.name), tokens)
-        cost = estimate_cost(spec.price, tokens, output, cached, write) / 10**12
+        cost = estimate_cost(spec.price, tokens, output, cached, write, reasoning) / 10**12
         candidate = {"model": spec.name, "estimated_cost_usd": cost, "input_tokens": tokens, "cached_tokens": cached,
-                     "cache_write_tokens": write, "expected_output_tokens": output, "quality": spec.quality}
+                     "cache_write_tokens": write, "expected_output_tokens": output,
+                     "expected_reasoning_tokens": reasoning, "quality": spec.quality}
         return {"model": spec.name, "tier": None, "policy": None, "estimated_cost_usd": cost,
                 "candidates": [candidate], "excluded": [], "baseline_model": None}
-
-    def _expected_output(self, model: str, snapshot: Snapshot) -> int:
-        """Learned from recent completions of the model; the configured default until then."""
-        return round(snapshot.outputs.get(model, self._settings.routing.default_output_tokens))
 
     def _exclusion(
         self, spec: ModelSpec, snapshot: Snapshot, needs: frozenset[str], input_tokens: int, max_tokens: int | None
