@@ -117,7 +117,7 @@ def test_missing_key_makes_a_model_unavailable_not_a_crash(monkeypatch: pytest.M
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-x")
     settings = load_settings(None)
     assert len(settings.models) == len(BUILTIN_MODELS)
-    assert settings.models["gpt-4o"].unavailable_reason == "no API key: set OPENAI_API_KEY or models[].api_key"
+    assert settings.models["gpt-4.1"].unavailable_reason == "no API key: set OPENAI_API_KEY or models[].api_key"
     assert settings.models["claude-sonnet-4-5"].available
     assert settings.models["claude-sonnet-4-5"].price.base.cache_write_1h == 6_000_000
 
@@ -147,17 +147,25 @@ def test_builtin_catalog_has_sourced_quality_and_default_tiers(monkeypatch: pyte
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     monkeypatch.delenv("MISTRAL_API_KEY", raising=False)
     settings = load_settings(None)
-    assert {t: s.min_quality for t, s in settings.tiers.items()} == {"economy": 55, "standard": 70, "premium": 85}
-    assert all(m.quality_source for m in settings.models.values())
-    assert settings.models["o3"].quality == 85.6
-    assert "'o3-2025-04-16' 1428" in (settings.models["o3"].quality_source or "")
-    assert settings.models["claude-sonnet-4-5"].quality is None  # newer than the snapshot: no score
+    assert {t: s.min_quality for t, s in settings.tiers.items()} == {"economy": 60, "standard": 75, "premium": 84}
+    assert all(m.quality is not None and m.quality_source for m in settings.models.values())
+    assert settings.models["o3"].quality == 82.2
+    assert "'o3-2025-04-16' 1410.8" in (settings.models["o3"].quality_source or "")
+    assert settings.models["claude-sonnet-4-5"].quality == 85.3
+    for tier in settings.tiers.values():  # candidates from several providers in every tier
+        assert len({m.provider for m in settings.models.values() if (m.quality or 0) >= tier.min_quality}) >= 3
     tokens = TokenCounter()
     router = Router.offline(settings, tokens)
     request = parse_chat_request(b'{"model": "premium", "messages": [{"role": "user", "content": "hi"}]}')
     tier = settings.tiers["premium"]
     counts = {enc: tokens.count_messages_in(request.messages, enc) for enc in router.encodings(tier)}
     plan = asyncio.run(router.plan(tier, request, counts, FixedTenant("test")))
-    assert {c.model for c in plan.ranked} == {"o3", "deepseek-reasoner", "gemini-2.5-pro"}
-    assert plan.ranked[0].model == "deepseek-reasoner"  # $0.28/M in, $0.42/M out: the cheapest of the three
+    assert {c.model for c in plan.ranked} == {"gpt-5.1", "gemini-2.5-pro"}  # (no Anthropic or Mistral key)
     assert plan.baseline is not None and plan.baseline.name == "gemini-2.5-pro"  # highest quality
+    standard = settings.tiers["standard"]
+    capital = parse_chat_request(b'{"model": "standard", "messages": [{"role": "user", "content": '
+                                 b'"What is the capital of France?"}]}')
+    counts = {enc: tokens.count_messages_in(capital.messages, enc) for enc in router.encodings(standard)}
+    chosen = asyncio.run(router.plan(standard, capital, counts, FixedTenant("test"))).first
+    # deepseek-reasoner ties deepseek-chat on list price, but would reason 2,000 tokens first
+    assert (chosen.model, chosen.expected_reasoning_tokens) == ("deepseek-chat", 0)

@@ -17,7 +17,8 @@ from gateway.money.pricing import Usage, price_usage
 __all__ = ["ROUTED_MODELS", "run_routed"]
 
 # Models the router may choose from (name, provider); quality scores come from the catalog.
-ROUTED_MODELS = (("gpt-4.1-mini", "openai"), ("gpt-4.1", "openai"), ("o3", "openai"), ("deepseek-chat", "deepseek"))
+ROUTED_MODELS = (("gpt-4.1-mini", "openai"), ("gpt-4.1", "openai"), ("o3", "openai"), ("deepseek-chat", "deepseek"),
+                 ("gpt-5.1", "openai"))
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ def run_routed(client: openai.OpenAI, fake: FakeUpstreamThread, settings: Settin
     print("{:>2}  {:38} {:9} {:14} {:>11} {:>14}  {}".format("#", "request", "tier", "chosen", "cost USD",
                                                           "baseline USD", "why (x-gateway-route)"))
     total = baseline_total = Decimal(0)
+    baselines: set[str] = set()
     for i, step in enumerate(ROUTED, 1):
         usage = {"prompt_tokens": step.prompt_words + 8, "completion_tokens": step.completion}
         for spec in settings.models.values():
@@ -59,9 +61,11 @@ def run_routed(client: openai.OpenAI, fake: FakeUpstreamThread, settings: Settin
         baseline = max((m for m in settings.models.values() if (m.quality or 0) >= tier.min_quality),
                        key=lambda m: (m.quality or 0, m.price.base.output))
         base_cost = price_usage(Usage.from_openai(usage), baseline.price).usd
+        baselines.add(baseline.name)
         total, baseline_total = total + cost, baseline_total + base_cost
         print(f"{i:>2}  {step.label:38} {step.tier:9} {raw.headers['x-gateway-model']:14} {_usd(cost):>11} "
               f"{_usd(base_cost):>14}  {raw.headers['x-gateway-route']}")
-    print(f"\nRouted total ${_usd(total)}; always using each tier's best model (o3) would have cost "
+    print(f"\nRouted total ${_usd(total)}; always using each tier's best model ({', '.join(sorted(baselines))}) "
+          "would have cost "
           f"${_usd(baseline_total)}: saved ${_usd(baseline_total - total)}.")
     print(f"Prometheus agrees: sum of gateway_routing_saved_usd_total = ${saved()}")

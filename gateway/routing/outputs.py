@@ -25,8 +25,8 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 __all__ = [
-    "REASONING_PRIOR", "SHAPE_BASE", "Observation", "effort_of", "expected_tokens", "learn", "prior_verbosity",
-    "request_shape",
+    "REASONING_PRIOR", "SHAPE_BASE", "Observation", "default_effort", "effort_of", "expected_tokens", "learn",
+    "prior_verbosity", "request_shape",
 ]
 
 # Base output tokens by shape ("general" is routing.default_output_tokens).
@@ -85,9 +85,19 @@ def request_shape(messages: list[Any], needs: frozenset[str], body: Mapping[str,
     return "short"
 
 
-def effort_of(body: Mapping[str, Any]) -> str:
+def default_effort(upstream_model: str, wire: str) -> str:
+    """The effort a reasoning model uses when the request names none: Anthropic models think
+    only when asked, GPT-5.1 defaults to none, the others (o-series, GPT-5, Gemini 2.5,
+    DeepSeek's reasoner) to a medium effort."""
+    if wire == "anthropic" or upstream_model.lower().rsplit("/", 1)[-1].startswith("gpt-5.1"):
+        return "none"
+    return _DEFAULT_EFFORT
+
+
+def effort_of(body: Mapping[str, Any]) -> str | None:
+    """The request's own reasoning_effort, if it names a known one."""
     effort = body.get("reasoning_effort")
-    return effort if effort.__class__ is str and effort in REASONING_PRIOR else _DEFAULT_EFFORT
+    return effort if effort.__class__ is str and effort in REASONING_PRIOR else None
 
 
 def expected_tokens(base: float, log_verbosity: float, prior: float, reasoning: float | None,

@@ -26,6 +26,7 @@ from gateway.routing.outputs import (
     REASONING_PRIOR,
     SHAPE_BASE,
     Observation,
+    default_effort,
     effort_of,
     expected_tokens,
     prior_verbosity,
@@ -160,7 +161,7 @@ class _Demand(NamedTuple):
     """What a request's expected output depends on, beyond the model (`routing/outputs.py`)."""
 
     shape: str  # short | general | long | structured (`routing/outputs.py`)
-    effort: str  # reasoning_effort (for reasoning models)
+    effort: str | None  # the request's reasoning_effort (None: each model's default)
     max_tokens: int | None
     n: int
 
@@ -268,6 +269,7 @@ class Router:
         self.state = state
         self._prefix = prefix
         self._priors = {name: prior_verbosity(spec.upstream_model) for name, spec in settings.models.items()}
+        self._efforts = {name: default_effort(spec.upstream_model, spec.wire) for name, spec in settings.models.items()}
         self._latency: dict[str, float] = {}  # model -> running mean duration, this process
         # Quality, keys and prices never change at run time: split each tier's models once.
         models = sorted(settings.models.values(), key=lambda m: m.name)
@@ -290,7 +292,7 @@ class Router:
         visible output against the request's base, its reasoning under the request's effort)."""
         shape, choices = request.shape, request.n
         visible = (usage.completion_tokens - usage.reasoning) / choices
-        effort = effort_of(request.body) if spec.reasoning else None
+        effort = (effort_of(request.body) or self._efforts[spec.name]) if spec.reasoning else None
         obs = Observation(shape, math.log(max(visible, 1) / self._prior_base(shape)), self._priors[spec.name],
                           effort, math.log1p(usage.reasoning / choices),
                           math.log1p(REASONING_PRIOR[effort]) if effort is not None else 0.0)
@@ -391,9 +393,10 @@ class Router:
         prior = self._priors[spec.name]
         reasoning = None
         if spec.reasoning:
-            reasoning = snapshot.reasoning.get(f"{spec.name}|{demand.effort}")
+            effort = demand.effort or self._efforts[spec.name]
+            reasoning = snapshot.reasoning.get(f"{spec.name}|{effort}")
             if reasoning is None:
-                reasoning = math.log1p(REASONING_PRIOR[demand.effort])
+                reasoning = math.log1p(REASONING_PRIOR[effort])
         base = self._prior_base(demand.shape) * math.exp(snapshot.shapes.get(demand.shape, 0.0))
         return expected_tokens(base, snapshot.verbosity.get(spec.name, prior), prior, reasoning, demand.max_tokens,
                                demand.n)
