@@ -30,8 +30,8 @@ def test_demo_runs_without_keys_or_redis() -> None:
     assert "0.02295" in out.stdout  # Sonnet: 300 in + 4,200 cache-write + 420 out at list price
     # routed half: deepseek-chat (the cheapest standard model) summarises 9,008 in / 300 out tokens
     assert re.search(r"Summarise a long report\s+standard\s+deepseek-chat\s+0.00264824", out.stdout)
-    assert "saved $0.08063118." in out.stdout
-    assert "gateway_routing_saved_usd_total = $0.0806312" in out.stdout
+    assert "saved $0.09358994." in out.stdout
+    assert "gateway_routing_saved_usd_total = $0.0935899" in out.stdout
     assert "second  x-gateway-cache: hit   cost $0" in out.stdout and "upstream called 1 time(s)" in out.stdout
     # 1,282 cached tokens of claude-sonnet-4-5: written at $3.75/M (premium $0.75/M), read at $0.30/M
     assert "And a saw bought last week?            breakpoint added" in out.stdout

@@ -33,6 +33,8 @@ async def list_models(request: Request) -> JSONResponse:
         if spec.unavailable_reason:
             entry["unavailable_reason"] = spec.unavailable_reason
         entry["quality"] = spec.quality
+        if spec.quality_by_category:
+            entry["quality_by_category"] = dict(spec.quality_by_category)
         if spec.quality_source:
             entry["quality_source"] = spec.quality_source
         data.append(entry)

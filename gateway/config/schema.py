@@ -58,13 +58,19 @@ class PricingConfig(PriceFields):
     tiers: list[PricingTier] = []
 
 
+OVERALL = "overall"
+# Categories a model's quality may be given for (LMArena's, where the built-in catalog's come from).
+QUALITY_CATEGORIES = frozenset({OVERALL, "coding", "math", "creative_writing", "instruction_following",
+                                "hard_prompts", "multiturn", "long"})
+
+
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)
     provider: str = Field(min_length=1)
     upstream_model: str | None = None
     api_base: str | None = None
     api_key: str | None = None
-    quality: float | None = Field(None, ge=0, le=100)
+    quality: float | dict[str, float] | None = None  # 0-100, or a map by category with "overall"
     quality_source: str | None = None  # where the score comes from (shown by /v1/models)
     pricing: PricingConfig | None = None
     max_input_tokens: int | None = Field(None, gt=0)
@@ -75,6 +81,22 @@ class ModelConfig(_Strict):
     # Request fields beyond OpenAI's chat parameters to forward to this upstream (e.g. vLLM's
     # top_k); anything else unknown is dropped. Credentials and endpoints never pass.
     extra_body_fields: list[str] = []
+
+    @field_validator("quality")
+    @classmethod
+    def _quality(cls, quality: float | dict[str, float] | None) -> float | dict[str, float] | None:
+        scores = quality.values() if isinstance(quality, dict) else [] if quality is None else [quality]
+        for score in scores:
+            if score > 100 or score < 0:
+                raise ValueError("must be <= 100" if score > 100 else "must be >= 0")
+        if isinstance(quality, dict):
+            unknown = sorted(set(quality) - QUALITY_CATEGORIES)
+            if unknown:
+                raise ValueError(f"unknown categor{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)} "
+                                 f"(known: {', '.join(sorted(QUALITY_CATEGORIES))})")
+            if OVERALL not in quality:
+                raise ValueError("a quality map needs an 'overall' score")
+        return quality
 
     @field_validator("extra_body_fields")
     @classmethod
@@ -222,6 +244,8 @@ def _message(err: dict[str, Any]) -> str:
         "string_too_short": "must not be empty",
         "literal_error": f"must be one of {ctx.get('expected')}",
     }
+    if kind == "value_error":  # a validator's own sentence
+        return str(err["msg"]).removeprefix("Value error, ")
     return simple.get(kind) or str(err["msg"][0].lower() + err["msg"][1:])
 
 

@@ -8,6 +8,7 @@ not a crash.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
@@ -15,6 +16,7 @@ from typing import Any
 
 from gateway.config.providers import defaults_for
 from gateway.config.schema import (
+    OVERALL,
     BudgetConfig,
     CacheLayer,
     ConfigError,
@@ -53,12 +55,17 @@ class ModelSpec:
     timeout_s: float
     max_input_tokens: int | None = None
     max_output_tokens: int | None = None
-    quality: float | None = None
+    quality: float | None = None  # overall
     quality_source: str | None = None
     capabilities: frozenset[str] = frozenset()
     unavailable_reason: str | None = None
     extra_body_fields: frozenset[str] = frozenset()  # request fields forwarded beyond OpenAI's chat parameters
     reasoning: bool = False  # writes reasoning tokens (billed as completion tokens), estimated per effort
+    # overrides `quality` for a request's category
+    quality_by_category: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+    def quality_for(self, category: str) -> float | None:
+        return self.quality_by_category.get(category, self.quality)
 
     @property
     def available(self) -> bool:
@@ -195,7 +202,8 @@ def _resolve_model(i: int, m: ModelConfig, table: PriceTable, problems: list[str
         timeout_s=m.timeout_s,
         max_input_tokens=m.max_input_tokens or entry.get("max_input_tokens"),
         max_output_tokens=m.max_output_tokens or entry.get("max_output_tokens"),
-        quality=m.quality,
+        quality=m.quality.get(OVERALL) if isinstance(m.quality, dict) else m.quality,
+        quality_by_category=MappingProxyType(dict(m.quality) if isinstance(m.quality, dict) else {}),
         quality_source=m.quality_source,
         capabilities=caps,
         unavailable_reason=reason,
