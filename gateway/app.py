@@ -50,7 +50,8 @@ def load_settings(path: str | Path | None) -> Settings:
     return resolve_settings(config, load_price_table(), str(path) if path else "built-in catalog")
 
 
-def build_state(settings: Settings, tokens: TokenCounter, app_metrics: Metrics, errors: ErrorLog) -> AppState:
+def build_state(settings: Settings, tokens: TokenCounter, app_metrics: Metrics, errors: ErrorLog,
+                redact: Redactor) -> AppState:
     """Every service, wired once (inside the running event loop: some bind to it)."""
     pool = UpstreamPool()
     redis = backends.redis_client(settings, app_metrics)
@@ -66,7 +67,6 @@ def build_state(settings: Settings, tokens: TokenCounter, app_metrics: Metrics, 
     responses = backends.response_cache(settings, redis, app_metrics, background)
     providers = build_providers(pool)
     books = Books(tokens, app_metrics, ledger_store, stats, prefix, access, router, background)
-    redact = Redactor(settings.secrets())
     pipeline = Pipeline(settings, router, access, prefix, responses, providers, counting, books, redact)
     return AppState(settings, app_metrics, tokens, counting, pool, providers, router, prefix, access, responses,
                     ledger_store, stats, background, pipeline, redact, errors, redis)
@@ -117,10 +117,11 @@ def create_app(settings: Settings) -> GatewayASGI:
     tokens = TokenCounter()
     app_metrics = Metrics()
     errors = ErrorLog()
+    redact = Redactor(settings.secrets())  # (one regex of every credential's forms, built once)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.gw = state = build_state(settings, tokens, app_metrics, errors)
+        app.state.gw = state = build_state(settings, tokens, app_metrics, errors, redact)
         async with _running(state):
             yield
 
@@ -128,7 +129,7 @@ def create_app(settings: Settings) -> GatewayASGI:
     # would send a `?key=` URL to another site.
     app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
                   redirect_slashes=False)
-    install_error_handlers(app, Redactor(settings.secrets()), errors)
+    install_error_handlers(app, redact, errors)
     for module in (models, estimate, health, metrics, admin, ledger, dashboard):
         app.include_router(module.router)
     return GatewayASGI(app, app_metrics.in_flight, settings.server)

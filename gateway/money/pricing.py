@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 __all__ = [
-    "PICO_PER_USD", "Cost", "FlatRates", "Price", "Rates", "Usage", "cache_effect", "estimate_cost", "estimate_costs",
+    "PICO_PER_USD", "Cost", "FlatRates", "Price", "Rates", "Usage", "cache_effect", "estimate_cost",
     "price_usage", "usd_text", "worst_case_cost",
 ]
 
@@ -220,15 +220,6 @@ def estimate_cost(price: Price, input_tokens: int, output_tokens: int, cached: i
             + output_tokens * r.output + reasoning * r.reasoning)
 
 
-def estimate_costs(prices: Sequence[Price], inputs: Sequence[int], outputs: Sequence[int]) -> list[int]:
-    """`estimate_cost` for many models at once, in order, with nothing cached (routing prices
-    every candidate of every request)."""
-    return [
-        n * (r := p.base if not p.tiers else p.rates_for(n)).input + o * r.output
-        for p, n, o in zip(prices, inputs, outputs, strict=True)
-    ]
-
-
 class FlatRates:
     """Models priced without long-context tiers, for ranking by estimated cost: input tokens x
     input rate + expected output tokens x output rate, as `estimate_cost` computes it with
@@ -237,7 +228,7 @@ class FlatRates:
 
     @classmethod
     def of(cls, prices: Sequence[Price]) -> FlatRates | None:
-        """None if any of the prices has long-context tiers (then use `estimate_costs`)."""
+        """None if any of the prices has long-context tiers (then price each with `estimate_cost`)."""
         return None if any(p.tiers for p in prices) else cls(prices)
 
     def __init__(self, prices: Sequence[Price]) -> None:

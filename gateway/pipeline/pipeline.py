@@ -87,8 +87,7 @@ class Pipeline:
             return await self._router.estimate(spec, request, tokens, caller)
         self._access.check(grant, None, tier.name)
         await self._access.admit_estimate(grant)
-        counts = await self._counting.count(request.messages, request.tools, self._router.encodings(tier),
-                                            request.size)
+        counts = await self._counts(request, self._router.encodings(tier))
         allowed = grant.key.models if grant.key is not None else None
         plan = await self._router.plan(tier, request, counts, caller, None, allowed)
         return plan.describe()
@@ -97,9 +96,12 @@ class Pipeline:
         if request.n > self._settings.limits.max_n:
             raise InvalidRequest(f"'n' must be at most {self._settings.limits.max_n}", param="n")
 
+    async def _counts(self, request: ChatRequest, encodings: tuple[str, ...]) -> dict[str, int]:
+        """The prompt's tokens in each of `encodings` (a large prompt off the event loop)."""
+        return await self._counting.count(request.messages, request.tools, encodings, request.size)
+
     async def _count(self, request: ChatRequest, encoding: str) -> int:
-        counts = await self._counting.count(request.messages, request.tools, (encoding,), request.size)
-        return counts[encoding]
+        return (await self._counts(request, (encoding,)))[encoding]
 
     async def _by_name(self, exchange: Exchange) -> Answer | Stream:
         request, grant = exchange.request, exchange.caller.grant
@@ -123,8 +125,7 @@ class Pipeline:
         exchange.tier = tier.name
         routing = self._settings.routing
         allowed = grant.key.models if grant.key is not None else None
-        counts = await self._counting.count(request.messages, request.tools, self._router.encodings(tier),
-                                            request.size)
+        counts = await self._counts(request, self._router.encodings(tier))
         plan = await self._router.plan(tier, request, counts, exchange.caller, routing.max_attempts, allowed)
         first = plan.first
         charge = self._access.rate_charge(grant, first.input_tokens + first.expected_output_tokens)
