@@ -1,4 +1,5 @@
-"""The `gateway` command: serve, demo, check-config, route; keys, teams and spend (cli_keys, cli_spend)."""
+"""The `gateway` command: serve, demo, check-config, route; keys, teams and spend (cli_keys, cli_spend); the
+learned router (cli_router)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.cli.keys import add_parsers as add_key_parsers
+from gateway.cli.router import add_parser as add_router_parser
 from gateway.cli.spend import add_parser as add_spend_parser
 from gateway.config.schema import ConfigError
 from gateway.redaction import Redactor
@@ -101,7 +103,7 @@ def route(args: argparse.Namespace) -> int:
     try:
         request = parse_chat_request(Path(args.file).read_bytes())
         counts = {enc: tokens.count_messages_in(request.messages, enc, request.tools) for enc in router.encodings(tier)}
-        plan = asyncio.run(router.plan(tier, request, counts, FixedTenant("cli")))
+        plan = asyncio.run(router.plan(tier, request, counts, FixedTenant("cli"), routed=False))
     except GatewayError as exc:
         print(json.dumps(exc.body(), indent=2))
         return 1
@@ -137,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=demo)
     add_key_parsers(sub)
     add_spend_parser(sub)
+    add_router_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
