@@ -59,7 +59,7 @@ def build_state(settings: Settings, tokens: TokenCounter, app_metrics: Metrics, 
     counting = CountingPool(tokens, settings.limits)
     prefix = PrefixCache(settings.prefix, tokens, counting, backends.prefix_index(settings, redis), app_metrics,
                          background)
-    router = Router(settings, backends.routing_state(settings, redis), prefix)
+    router = Router(settings, backends.routing_state(settings, redis), prefix, tokens)
     access = Access(backends.key_store(settings, redis), backends.budgets(settings, redis),
                     backends.rate_limiter(settings, redis), app_metrics, settings.budgets, settings.require_keys,
                     background)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 
@@ -147,7 +148,9 @@ def test_builtin_catalog_has_sourced_quality_and_default_tiers(monkeypatch: pyte
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     monkeypatch.delenv("MISTRAL_API_KEY", raising=False)
     settings = load_settings(None)
-    assert {t: s.min_quality for t, s in settings.tiers.items()} == {"economy": 60, "standard": 75, "premium": 84}
+    assert {t: s.min_quality for t, s in settings.tiers.items()} == {"economy": 60, "standard": 75, "premium": 84,
+                                                                     "auto": 60}
+    assert settings.tiers["auto"].policy.name == "learned"
     assert all(m.quality is not None and m.quality_source for m in settings.models.values())
     assert settings.models["o3"].quality == 82.2
     assert "'o3-2025-04-16' 1410.8" in (settings.models["o3"].quality_source or "")
@@ -169,3 +172,34 @@ def test_builtin_catalog_has_sourced_quality_and_default_tiers(monkeypatch: pyte
     chosen = asyncio.run(router.plan(standard, capital, counts, FixedTenant("test"))).first
     # deepseek-reasoner ties deepseek-chat on list price, but would reason 2,000 tokens first
     assert (chosen.model, chosen.expected_reasoning_tokens) == ("deepseek-chat", 0)
+
+
+def test_the_builtin_auto_tier_routes_by_the_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped router on the built-in catalog (OpenAI models only): a factual question goes to
+    a cheap model, a word problem with arithmetic to a dearer one; never with a worse prediction
+    than the floor allows, and the route says against which reference."""
+    import asyncio
+
+    from gateway.pipeline.request import parse_chat_request
+    from gateway.routing.router import Router
+    from gateway.tokens.counter import TokenCounter
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    for var in ("ANTHROPIC_API_KEY", "MISTRAL_API_KEY", "DEEPSEEK_API_KEY", "GEMINI_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    settings = load_settings(None)
+    tokens = TokenCounter()
+    router, tier = Router.offline(settings, tokens), settings.tiers["auto"]
+
+    def plan(text: str) -> Any:
+        request = parse_chat_request(orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": text}]}))
+        counts = {enc: tokens.count_messages_in(request.messages, enc) for enc in router.encodings(tier)}
+        return asyncio.run(router.plan(tier, request, counts, FixedTenant("test"), routed=False))
+
+    easy = plan("What is the capital of France?")
+    hard = plan("Janet buys 3 boxes of 12 eggs at $2.50 a box, sells 45% of the eggs at $0.35 each and gives "
+                "1/3 of the rest away. How much profit does she make?")
+    assert easy.first.model == "gpt-4.1-mini" and hard.first.model == "gpt-4.1"
+    assert easy.first.model != easy.ranked[-1].model
+    assert easy.reason(easy.first.model).endswith("p 0.97 vs 0.97 for gpt-5.1, floor 0.95")
+    assert "category math" in hard.reason(hard.first.model)

@@ -29,7 +29,7 @@ def _router() -> Router:
         "models": [{"name": n, "provider": "openai", "api_base": "http://127.0.0.1:9/v1", "api_key": "k",
                     "quality": q, "pricing": {"input_per_mtok": i, "output_per_mtok": o}} for n, q, i, o in MODELS],
         "tiers": {"t": {"min_quality": 60}},
-        "routing": {"default_output_tokens": 100, "max_attempts": 2},
+        "routing": {"default_output_tokens": 100, "max_attempts": 2, "explore": {"every": 0}},  # pure order
     })
     settings = resolve_settings(config, load_price_table())
     return Router.offline(settings, TOKENS)

@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.config.schema import GatewayConfig, parse_config
 
-__all__ = ["BUILTIN_MODELS", "DEFAULT_TIERS", "builtin_config"]
+__all__ = ["AUTO_TIER", "BUILTIN_MODELS", "DEFAULT_TIERS", "builtin_config"]
 
 _ARENA = ("LMArena text leaderboard, category 'full', 2025-12-11 "
           "(shared/data/quality/lmarena_text_categories_2025-12-11.csv)")
@@ -116,6 +116,9 @@ BUILTIN_MODELS: tuple[tuple[str, str, tuple[dict[str, float], str]], ...] = (
 # gpt-5-mini, gpt-4.1, Claude Haiku 4.5 and up, premium (84) GPT-5.1, Claude Sonnet and Opus 4.5,
 # Mistral Large 3 and Gemini 2.5 Pro.
 DEFAULT_TIERS = MappingProxyType({"economy": 60.0, "standard": 75.0, "premium": 84.0})
+# The learned tier: per request, the cheapest model expected to keep 95 % of the best available
+# model's quality (routing_policies/learned/; docs/routing.md, "The auto tier").
+AUTO_TIER = MappingProxyType({"policy": "learned", "min_quality": 60.0, "quality_floor": 0.95})
 
 
 def builtin_config() -> GatewayConfig:
@@ -123,7 +126,8 @@ def builtin_config() -> GatewayConfig:
         {"name": name, "provider": provider, "quality": quality, "quality_source": source}
         for provider, name, (quality, source) in BUILTIN_MODELS
     ]
-    data: dict[str, Any] = {"models": models, "tiers": {t: {"min_quality": q} for t, q in DEFAULT_TIERS.items()}}
+    tiers: dict[str, Any] = {t: {"min_quality": q} for t, q in DEFAULT_TIERS.items()}
+    data: dict[str, Any] = {"models": models, "tiers": {**tiers, "auto": dict(AUTO_TIER)}}
     if os.environ.get("GATEWAY_MASTER_KEY"):
         data["master_key"] = os.environ["GATEWAY_MASTER_KEY"]
     return parse_config(data, "built-in catalog")

@@ -112,6 +112,10 @@ class TierConfig(_Strict):
     policy: str = "cheapest"  # a built-in name or an importable module defining POLICY
     baseline_model: str | None = None  # savings are measured against it (default: best quality)
     order: list[str] = []  # preference list for the `ordered` policy
+    # The learned policy (`policy: learned`): the share of the reference model's (baseline_model's)
+    # quality to keep, and a router file of `gateway router train` (default: the shipped one).
+    quality_floor: float | None = Field(None, gt=0, le=1.2)
+    router_model: str | None = None
 
 
 class RoutingConfig(_Strict):
@@ -123,6 +127,16 @@ class RoutingConfig(_Strict):
     # With Redis: how stale this process's copy of the shared state (cooldowns, learned output
     # lengths) may get; successes are also written back in batches this often.
     shared_state_refresh_s: float = Field(0.5, ge=0)
+    explore: ExploreConfig = Field(default_factory=lambda: ExploreConfig())
+
+
+class ExploreConfig(_Strict):
+    """Exploration: a model that stopped winning a cost-ranked tier is measured again now and then,
+    so an estimate that ran high does not keep it out for ever."""
+
+    every: int = Field(100, ge=0)  # one request in this many of a tier may explore (0: never)
+    max_extra_cost: float = Field(0.5, ge=0)  # ... going to a model estimated at most this much dearer
+    after_s: float = Field(300, ge=0)  # ... that has not answered in this process for this long
 
 
 class CacheLayer(_Strict):

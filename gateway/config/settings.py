@@ -32,7 +32,7 @@ from gateway.config.schema import (
 from gateway.errors import ModelNotFound, ServiceUnavailable
 from gateway.money.price_table import PriceTable
 from gateway.money.pricing import Price, Rates, per_mtok_to_pico
-from routing_policies import RoutingPolicy, TierRoute, load_policy
+from routing_policies import PolicyOptions, RoutingPolicy, TierRoute, load_policy
 
 __all__ = ["ModelSpec", "Settings", "TierSpec", "resolve_settings"]
 
@@ -79,10 +79,11 @@ class TierSpec:
     policy: RoutingPolicy
     baseline_model: str | None  # None: the best-quality qualifying model of the moment
     order: tuple[str, ...] = ()
+    reads_prompt: bool = False  # the policy reads the prompt (the learned policy): `rank` gets a `Prompt`
 
     @property
     def route(self) -> TierRoute:
-        return TierRoute(self.name, self.min_quality, self.order)
+        return TierRoute(self.name, self.min_quality, self.order, self.baseline_model)
 
 
 @dataclass(frozen=True)
@@ -231,11 +232,12 @@ def _resolve_tiers(config: GatewayConfig, models: dict[str, int], problems: list
             if ref is not None and ref not in models:
                 problems.append(f"{path}.{where}: model '{ref}' is not defined")
         try:
-            policy = load_policy(tier.policy)
+            policy = load_policy(tier.policy, PolicyOptions(name, tier.quality_floor, tier.router_model))
         except ValueError as exc:
             problems.append(f"{path}.policy: {exc}")
             continue
-        tiers[name] = TierSpec(name, tier.min_quality, policy, tier.baseline_model, tuple(tier.order))
+        tiers[name] = TierSpec(name, tier.min_quality, policy, tier.baseline_model, tuple(tier.order),
+                               bool(getattr(policy, "reads_prompt", False)))
     return tiers
 
 

@@ -89,7 +89,7 @@ class Pipeline:
         await self._access.admit_estimate(grant)
         counts = await self._counts(request, self._router.encodings(tier))
         allowed = grant.key.models if grant.key is not None else None
-        plan = await self._router.plan(tier, request, counts, caller, None, allowed)
+        plan = await self._router.plan(tier, request, counts, caller, None, allowed, routed=False)
         return plan.describe()
 
     def _check_bounds(self, request: ChatRequest) -> None:

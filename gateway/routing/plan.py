@@ -64,6 +64,12 @@ class RoutePlan:
                 self._rest = None
         return self._ranked
 
+    def exploring(self, candidate: Candidate) -> RoutePlan:
+        """This plan with `candidate` (one of `ranked`) tried first, the others after it."""
+        ranked = [candidate, *(c for c in self.ranked if c.model != candidate.model)]
+        return RoutePlan(self.tier, candidate, self.excluded, self.baseline, self.count, len(ranked), self.prefix,
+                         self.head, ranked, None)
+
     def reason(self, chosen: str, failures: Sequence[str] = ()) -> str:
         """The x-gateway-route text for the `chosen` model after the attempts that `failures`
         name ("model (reason)"); also the ledger's route: formatted once per outcome."""
@@ -76,9 +82,11 @@ class RoutePlan:
 
     def _format_reason(self, chosen: str, failures: Sequence[str]) -> str:
         first = self.first
-        cost = first.estimated_cost_pico if first.model == chosen else next(
-            c.estimated_cost_pico for c in self.ranked if c.model == chosen)
-        text = (self.head or reason_head(self.tier, self.count, len(self.excluded))) + usd_text(cost)
+        picked = first if first.model == chosen else next(c for c in self.ranked if c.model == chosen)
+        text = (self.head or reason_head(self.tier, self.count, len(self.excluded))) + usd_text(
+            picked.estimated_cost_pico)
+        if picked.note:
+            text += "; " + picked.note
         if failures:
             text += "; failover from " + ", ".join(failures)
         return text

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any, Protocol, cast
 
 from gateway.cache.prefix_cache import NO_PREDICTIONS, PrefixCache, Tenant
 from gateway.cache.prefix_index import MemoryPrefixIndex
@@ -43,7 +45,7 @@ from gateway.routing.plan import (
 from gateway.routing.state import MemoryRoutingState, RoutingState, Snapshot
 from gateway.tokens.counter import TokenCounter
 from gateway.tokens.pool import CountingPool
-from routing_policies import Candidate
+from routing_policies import PROMPT_CHARS, Candidate, Prompt, PromptPolicy
 
 __all__ = ["Excluded", "RoutePlan", "RoutedRequest", "Router", "unfit_reason"]  # (plan's, re-exported)
 
@@ -92,13 +94,17 @@ def unfit_reason(spec: ModelSpec, input_tokens: int, max_tokens: int | None) -> 
 
 
 class Router:
-    def __init__(self, settings: Settings, state: RoutingState, prefix: PrefixCache) -> None:
+    def __init__(self, settings: Settings, state: RoutingState, prefix: PrefixCache, tokens: TokenCounter) -> None:
         self._settings = settings
         self.state = state
         self._prefix = prefix
+        self._tokens = tokens
         self._priors = {name: prior_verbosity(spec.upstream_model) for name, spec in settings.models.items()}
         self._efforts = {name: default_effort(spec.upstream_model, spec.wire) for name, spec in settings.models.items()}
         self._latency: dict[str, float] = {}  # model -> running mean duration, this process
+        self._answered: dict[str, float] = {}  # model -> when it last answered (monotonic), this process
+        self._routed: dict[str, int] = {}  # tier -> requests routed, this process (for exploration)
+        self._explore_every = settings.routing.explore.every
         # Quality, keys and prices never change at run time: split each tier's models once.
         models = self._models = sorted(settings.models.values(), key=lambda m: m.name)
         self._tiers = {tier.name: TierModels.build(tier, models) for tier in settings.tiers.values()}
@@ -116,8 +122,8 @@ class Router:
     def offline(cls, settings: Settings, tokens: TokenCounter) -> Router:
         """A router that has learned nothing and knows no warm prompt (`gateway route`, tests)."""
         index = MemoryPrefixIndex(settings.prefix.max_entries)
-        return cls(settings, MemoryRoutingState(settings.routing),
-                   PrefixCache(settings.prefix, tokens, CountingPool(tokens, settings.limits), index, Metrics()))
+        prefix = PrefixCache(settings.prefix, tokens, CountingPool(tokens, settings.limits), index, Metrics())
+        return cls(settings, MemoryRoutingState(settings.routing), prefix, tokens)
 
     def _split(self, tier: TierSpec, category: str) -> TierModels:
         """The tier's models for requests of `category` (overall: the one made at start-up)."""
@@ -131,6 +137,7 @@ class Router:
     def observe(self, spec: ModelSpec, request: RoutedRequest, usage: Usage) -> None:
         """A completed call: reset the model's failure streak, learn from its answer (its
         visible output against the request's base, its reasoning under the request's effort)."""
+        self._answered[spec.name] = time.monotonic()
         shape, choices = request.shape, request.n
         visible = (usage.completion_tokens - usage.reasoning) / choices
         effort = (effort_of(request.body) or self._efforts[spec.name]) if spec.reasoning else None
@@ -158,13 +165,14 @@ class Router:
 
     async def plan(
         self, tier: TierSpec, request: RoutedRequest, counts: Mapping[str, int], caller: Tenant,
-        limit: int | None = None, allowed: Sequence[str] | None = None,
+        limit: int | None = None, allowed: Sequence[str] | None = None, routed: bool = True,
     ) -> RoutePlan:
         """Rank the tier's candidates for this request; raises if none qualifies. `counts`: the
         prompt's tokens in each of the tier's `encodings`; `caller`: whose prompt-cache state the
         predictions may read. With `limit` (what a request may try), a policy that ranks by cost
         gets only that many built. `allowed`: the only models the caller's key may use (None:
-        any)."""
+        any). `routed`: False when the plan is only shown (an estimate), so that a policy that
+        learns from its own decisions does not learn from it."""
         models = self._tiers[tier.name]
         if self._categorized:
             models = self._split(tier, detect_category(request.messages))
@@ -177,7 +185,8 @@ class Router:
             n = counts[enc]  # the common case
             if (n + (max_tokens or 0) <= models.min_context and (not max_tokens or max_tokens <= models.min_output)
                     and n < OPENAI_MIN_TOKENS):
-                return self._flat_plan(tier, models, snapshot, n, self._demand(request), limit)
+                plan = self._flat_plan(tier, models, snapshot, n, self._demand(request), limit)
+                return self._explore(plan) if routed and self._due(tier) else plan
         longest = max(counts.values())
         excluded = list(models.excluded)
         rows, prices = self._live(models, snapshot, request.needs, counts, longest, max_tokens, excluded, allowed)
@@ -200,10 +209,41 @@ class Router:
         latency = self._latency
         candidates = [Candidate(rows[i][0].name, rows[i][0].quality or 0.0, costs[i], inputs[i], outs.visible[i],
                                 latency.get(rows[i][0].name), *cached[i], outs.reasoning[i]) for i in order]
-        ranked = candidates if models.by_cost else tier.policy.rank(candidates, tier.route)
+        if models.by_cost:
+            ranked = candidates
+        elif tier.reads_prompt:
+            text = _last_user_text(request.messages)
+            category = models.category if self._categorized else detect_category(request.messages)
+            prompt = Prompt(text, self._tokens.token_ids(text, "o200k_base"), longest, category, routed)
+            ranked = cast(PromptPolicy, tier.policy).rank(candidates, tier.route, prompt)
+        else:
+            ranked = tier.policy.rank(candidates, tier.route)
         head = "" if models.category == OVERALL else reason_head(tier, len(rows), len(excluded), models.category)
-        return RoutePlan(tier, ranked[0], excluded, self._baselines[tier.name], len(rows), len(ranked), prefix,
+        plan = RoutePlan(tier, ranked[0], excluded, self._baselines[tier.name], len(rows), len(ranked), prefix,
                          head, ranked, None)
+        return self._explore(plan) if models.by_cost and routed and self._due(tier) else plan
+
+    def _due(self, tier: TierSpec) -> bool:
+        """Whether this request of a cost-ranked tier is one that may explore."""
+        every = self._explore_every
+        if not every:
+            return False
+        count = self._routed[tier.name] = self._routed.get(tier.name, 0) + 1
+        return count % every == 0
+
+    def _explore(self, plan: RoutePlan) -> RoutePlan:
+        """The plan, or with a runner-up first: one that has not answered here for a while and is
+        estimated at most `max_extra_cost` dearer than the best (its estimate may be out of date)."""
+        explore = self._settings.routing.explore
+        best = plan.first
+        bound = best.estimated_cost_pico * (1 + explore.max_extra_cost)
+        now = time.monotonic()
+        for candidate in plan.ranked[1:]:
+            idle = now - self._answered.get(candidate.model, -math.inf)
+            if candidate.estimated_cost_pico <= bound and idle >= explore.after_s:
+                said = "never answered here" if idle == math.inf else f"not measured for {idle:.0f} s"
+                return plan.exploring(replace(candidate, note=f"exploring: {said}"))
+        return plan
 
     def _flat_plan(
         self, tier: TierSpec, models: TierModels, snapshot: Snapshot, n: int, demand: Demand, limit: int | None,
@@ -327,6 +367,16 @@ class Router:
         if tier.baseline_model:
             return self._settings.models[tier.baseline_model]
         return max(in_tier, key=lambda m: (m.quality or 0.0, m.price.base.output), default=None)
+
+
+def _last_user_text(messages: list[Any]) -> str:
+    """The start of the last user message's text: what a prompt-reading policy reads (its token
+    ids are memoised, so a resent message is encoded once)."""
+    last = next((m for m in reversed(messages) if m.get("role") == "user"), messages[-1])
+    content = last.get("content")
+    text = content if content.__class__ is str else " ".join(
+        p.get("text") or "" for p in content or () if p.get("type") == "text")
+    return text[:PROMPT_CHARS]
 
 
 def _no_candidate(tier: TierSpec, excluded: list[Excluded]) -> Exception:
