@@ -39,6 +39,30 @@ def test_demo_runs_without_keys_or_redis() -> None:
     # 3,000 x $0.15/M + 400 x $0.60/M = $0.00069 a request; the third's worst case no longer fits in $0.002
     assert out.stdout.count(": 200, cost $0.00069") == 2 and "request 3: 429 budget_exceeded" in out.stdout
     assert "spent $0.001380 of $0.002" in out.stdout and "upstream called 2 times" in out.stdout
+    _check_auto_replay(out.stdout)
+
+
+def _check_auto_replay(stdout: str) -> None:
+    """The auto tier beside static tiers on the replayed slice: static tiers and the reference cost
+    exactly what the slice's token counts cost at their prices, with the slice's own quality."""
+    from decimal import Decimal
+
+    from gateway.demo.auto import REPLAY
+    from gateway.money.price_table import load_price_table
+    from gateway.routing.auto.data import load_outcomes
+
+    data = load_outcomes(REPLAY, load_price_table())
+    costs, right = data.costs(), data.correct
+    ref = data.models.index("gpt-4o-2024-05-13")
+    for asked, model in (("economy", "gemini-1.5-flash-002"), ("standard", "gemini-1.5-pro-002"),
+                         ("gpt-4o-2024-05-13", "gpt-4o-2024-05-13")):
+        j = data.models.index(model)
+        usd = Decimal(int(costs[:, j].sum())).scaleb(-12).normalize()
+        quality = 100 * right[:, j].sum() / right[:, ref].sum()
+        assert re.search(rf"^  {re.escape(asked)}\s+{quality:.1f} %\s+{usd:f}\s", stdout, flags=re.M), (asked, stdout)
+    auto = re.search(r"^  auto\s+(\S+) %\s+(\S+)\s+(\S+) %", stdout, flags=re.M)
+    assert auto is not None
+    assert 80 <= float(auto.group(1)) <= 100 and float(auto.group(3)) >= 50  # near the floor, for much less
 
 
 def test_dockerfile_is_slim_non_root_with_healthcheck() -> None:

@@ -16,6 +16,7 @@ from gateway.app import create_app
 from gateway.config.catalog import BUILTIN_MODELS, DEFAULT_TIERS
 from gateway.config.schema import parse_config
 from gateway.config.settings import Settings, resolve_settings
+from gateway.demo.auto import load_replay, replay_settings, run_auto
 from gateway.demo.budget import MASTER_KEY, run_budget
 from gateway.demo.caching import run_cached
 from gateway.demo.routing import ROUTED_MODELS, run_routed
@@ -144,6 +145,19 @@ def _scraped(port: int, name: str, labels: str = "") -> float:
     return total
 
 
+def _replay(fake: FakeUpstreamThread) -> None:
+    """The auto tier beside static tiers on a replayed slice, through a gateway of its own."""
+    data = load_replay()
+    port = _free_port()
+    server, thread = _start(create_app(replay_settings(fake, data)), port)
+    try:
+        with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="demo", max_retries=0) as client:
+            run_auto(client, fake, data)
+    finally:
+        server.should_exit = True
+        thread.join(5)
+
+
 def run_demo() -> int:
     print(f"\n*** {BANNER} ***\n")
     with FakeUpstreamThread() as fake:
@@ -159,5 +173,6 @@ def run_demo() -> int:
         finally:
             server.should_exit = True
             thread.join(5)
+        _replay(fake)
     print(f"\n*** {BANNER} ***")
     return 0
