@@ -18,6 +18,7 @@ from conftest import ROOT, InProcess, model
 from gateway.config.schema import ConfigError, parse_config
 from gateway.config.settings import resolve_settings
 from gateway.fake_upstream import FakeUpstreamThread
+from routing_policies.learned.model import RouterModel
 
 BIG, SMALL = "gpt-4o-2024-05-13", "gemini-1.5-flash-002"  # names the router has heads of (trained below)
 FRUIT = ("banana", "apple", "mango", "plum")
@@ -124,6 +125,19 @@ def test_eval_prints_the_figures_of_the_router_as_given(tmp_path: Path, router_f
     assert set(found["intervals"]) == {"learned", "static", "random", "oracle"}
     table = gateway_cli("router", "eval", "--data", str(data), "--router", str(router_file))
     assert "learned" in table.stdout and "quality floor 0.95: reached" in table.stdout
+    assert found["in_training"] is False and "held_out" not in found
+
+
+def test_eval_of_a_training_file_says_so_and_shows_its_held_out_figures(router_file: Path) -> None:
+    """Replaying the file the router learned from is in-sample: the eval says so, beside the
+    figures training measured on held-out folds (stored in the router file)."""
+    trained = router_file.with_name("outcomes.csv")
+    done = gateway_cli("router", "eval", "--data", str(trained), "--router", str(router_file), "--json")
+    found = json.loads(done.stdout)["datasets"][0]
+    stored = RouterModel.load(router_file).meta["held_out"][0]
+    assert found["in_training"] is True and found["held_out"] == stored and stored["file"] == "outcomes.csv"
+    table = gateway_cli("router", "eval", "--data", str(trained), "--router", str(router_file))
+    assert "(in-sample: the router was trained on this file" in table.stdout
 
 
 def test_bad_input_to_the_router_commands_is_a_clear_error(tmp_path: Path, router_file: Path) -> None:

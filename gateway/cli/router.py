@@ -47,6 +47,15 @@ def print_table(document: dict[str, Any]) -> None:
             print(f"  {method:10} " + " ".join(f"{c:>24}" for c in cells))
         print(f"  quality floor {d['floor']:g}: reached {_pct(d['floor_reached'], d['floor_reached_interval'])} "
               f"of the reference's quality for {_pct(d['cost_at_floor']).strip()} of its cost")
+        if d.get("in_training"):
+            print("  (in-sample: the router was trained on this file; its held-out figures, measured in training:")
+            held = d.get("held_out") or {}
+            for method in ("learned", "random", "oracle"):
+                cells = [_pct((held.get(method) or {}).get(lv)) for lv in ("0.90", "0.95", "0.99")]
+                print(f"  {method:10} " + " ".join(f"{c:>24}" for c in cells))
+            if held.get("floor_reached") is not None:
+                reached = _pct(held["floor_reached"]).strip()
+                print(f"  quality floor {held.get('floor', d['floor']):g}: reached {reached})")
 
 
 def train(args: argparse.Namespace) -> int:

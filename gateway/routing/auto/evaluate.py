@@ -8,12 +8,18 @@ x price + the length head's expected output x price); costs it is charged are wh
 says each answer took, priced by the pricing core. Nothing is trained here.
 
 The bootstrap intervals resample prompts (the decisions stay as made) 200 times.
+
+A file the router was trained on (same sha256 as one in its `trained_on`) replays in-sample, so its
+figures flatter the router: the document marks it (`in_training`) and carries the held-out
+figures the training measured for it (`held_out`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -146,7 +152,14 @@ def evaluate(model: RouterModel, sets: Sequence[OutcomeSet], tokens: TokenCounte
              floor: float = DEFAULT_FLOOR) -> dict[str, Any]:
     """`gateway router eval --json`'s document."""
     datasets = []
+    trained = {t.get("sha256"): t.get("file") for t in model.meta.get("trained_on", ())}
+    held_out = {h.get("file"): h for h in model.meta.get("held_out", ())}
     for data in sets:
         pred = predict(model, data, tokens)
-        datasets.append(report(data, pred, lambda f: f + model.margin(f), seed, floor))
+        document = report(data, pred, lambda f: f + model.margin(f), seed, floor)
+        name = trained.get(hashlib.sha256(Path(data.file).read_bytes()).hexdigest())
+        document["in_training"] = name is not None
+        if name is not None:
+            document["held_out"] = held_out.get(name)
+        datasets.append(document)
     return {"datasets": datasets}
