@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 
-from gateway.fake_upstream import anthropic_format, openai_format
+from gateway.fake_upstream import anthropic_format, embeddings_format, openai_format, responses_format
 from gateway.fake_upstream.behaviour import Behaviour, ReplyPlan, Turn
 
 T = TypeVar("T")
@@ -38,7 +38,14 @@ class _Script:
 
 
 class FakeUpstream:
-    """A real loopback HTTP server speaking the OpenAI Chat Completions and Anthropic Messages formats."""
+    """A real loopback HTTP server speaking the OpenAI Chat Completions, Responses and Embeddings formats
+    and the Anthropic Messages format.
+
+    Provider routes: ``POST /v1/chat/completions``, ``POST /v1/responses``, ``POST /v1/embeddings``,
+    ``POST /v1/messages`` and ``GET /v1/models``. Every provider request is answered by the behaviour
+    scripted for its body's ``model`` (``script`` or ``POST /_fake/script``) and logged with its path,
+    headers and body (``calls`` or ``GET /_fake/calls``); ``reset`` / ``POST /_fake/reset`` forget both.
+    """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._host = host
@@ -54,6 +61,8 @@ class FakeUpstream:
     def _make_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post(openai_format.PATH, self._handle_openai)
+        app.router.add_post(responses_format.PATH, self._handle_responses)
+        app.router.add_post(embeddings_format.PATH, self._handle_embeddings)
         app.router.add_post(anthropic_format.PATH, self._handle_anthropic)
         app.router.add_get("/v1/models", self._handle_models)
         app.router.add_post("/_fake/script", self._handle_script)
@@ -128,6 +137,12 @@ class FakeUpstream:
     # ------------------------------------------------------------------ provider endpoints
     async def _handle_openai(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(request, openai_format)
+
+    async def _handle_responses(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, responses_format)
+
+    async def _handle_embeddings(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, embeddings_format)
 
     async def _handle_anthropic(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(request, anthropic_format)
