@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from gateway import backends
 from gateway.access.gate import Access
-from gateway.api import admin, dashboard, estimate, health, ledger, metrics, models
+from gateway.api import admin, dashboard, estimate, health, ledger, metrics, models, responses
 from gateway.api.asgi import GatewayASGI
 from gateway.api.errors import install_error_handlers
 from gateway.cache.prefix_cache import PrefixCache
@@ -69,7 +69,8 @@ def build_state(settings: Settings, tokens: TokenCounter, app_metrics: Metrics, 
     books = Books(tokens, app_metrics, ledger_store, stats, prefix, access, router, background)
     pipeline = Pipeline(settings, router, access, prefix, responses, providers, counting, books, redact)
     return AppState(settings, app_metrics, tokens, counting, pool, providers, router, prefix, access, responses,
-                    ledger_store, stats, background, pipeline, redact, errors, redis)
+                    ledger_store, stats, background, pipeline, redact, errors, redis,
+                    backends.response_store(settings, redis))
 
 
 def _warm_up(tokens: TokenCounter, upstream_ids: list[str], litellm: bool) -> None:
@@ -130,7 +131,7 @@ def create_app(settings: Settings) -> GatewayASGI:
     app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
                   redirect_slashes=False)
     install_error_handlers(app, redact, errors)
-    for module in (models, estimate, health, metrics, admin, ledger, dashboard):
+    for module in (models, estimate, health, metrics, admin, ledger, dashboard, responses):
         app.include_router(module.router)
     return GatewayASGI(app, app_metrics.in_flight, settings.server)
 

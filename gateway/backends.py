@@ -14,6 +14,7 @@ from gateway.cache.prefix_index import MemoryPrefixIndex, PrefixIndex, RedisPref
 from gateway.cache.response_cache import DisabledResponseCache, ResponseCache, StoredResponseCache
 from gateway.cache.response_store import CacheStore, MemoryCacheStore, RedisCacheStore
 from gateway.config.settings import Settings
+from gateway.conversations.store import MemoryResponseStore, RedisResponseStore, ResponseStore
 from gateway.ledger.spend_stats import MemorySpendStats, RedisSpendStats, SpendStats
 from gateway.ledger.store import Ledger, MemoryLedger
 from gateway.observability.metrics import Metrics
@@ -21,7 +22,7 @@ from gateway.routing.state import MemoryRoutingState, RedisRoutingState, Routing
 from gateway.runtime.background import Background
 
 __all__ = ["budgets", "key_store", "ledger", "prefix_index", "rate_limiter", "redis_client", "response_cache",
-           "routing_state", "spend_stats"]
+           "response_store", "routing_state", "spend_stats"]
 
 
 def redis_client(settings: Settings, metrics: Metrics) -> Any:
@@ -88,3 +89,10 @@ def ledger(settings: Settings, redis: Any) -> Ledger:
     from gateway.ledger.store_redis import RedisLedger
 
     return RedisLedger(redis, settings.redis_prefix, settings.ledger)
+
+
+def response_store(settings: Settings, redis: Any) -> ResponseStore:
+    config = settings.conversations
+    if redis is None:
+        return MemoryResponseStore(config.ttl_s, config.max_entries)
+    return RedisResponseStore(redis, settings.redis_prefix, config.ttl_s)

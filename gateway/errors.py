@@ -6,6 +6,7 @@
     ├── PermissionDenied              403 permission_error
     ├── ModelNotFound                 404 invalid_request_error / model_not_found
     ├── NotFound                      404 invalid_request_error / not_found (admin objects)
+    ├── MethodNotAllowed              405 invalid_request_error / method_not_allowed
     ├── RequestTooLarge               413 invalid_request_error / request_too_large
     ├── RateLimited                   429 rate_limit_exceeded  (retry-after)
     │   └── RateLimitExceeded         429 the key's own RPM/TPM limit (gateway-side, retry-after)
@@ -28,6 +29,7 @@ __all__ = [
     "BudgetExceeded",
     "GatewayError",
     "InvalidRequest",
+    "MethodNotAllowed",
     "ModelNotFound",
     "NotFound",
     "PermissionDenied",
@@ -108,6 +110,12 @@ class NotFound(GatewayError):
     status_code = 404
     error_type = "invalid_request_error"
     code = "not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    status_code = 405
+    error_type = "invalid_request_error"
+    code = "method_not_allowed"
 
 
 class RequestTooLarge(GatewayError):

@@ -10,6 +10,7 @@ from gateway.access.gate import Access
 from gateway.cache.prefix_cache import PrefixCache
 from gateway.cache.response_cache import ResponseCache
 from gateway.config.settings import Settings
+from gateway.conversations.store import ResponseStore
 from gateway.ledger.spend_stats import SpendStats
 from gateway.ledger.store import Ledger
 from gateway.observability.error_log import ErrorLog
@@ -45,3 +46,4 @@ class AppState:
     redact: Redactor  # masks every credential held, in the forms it may be echoed
     errors: ErrorLog  # unexpected errors: a line each, a traceback per cause per minute
     redis: Any  # redis.asyncio.Redis when configured, else None
+    conversations: ResponseStore  # responses kept for the Responses API

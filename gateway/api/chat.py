@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator
 from time import perf_counter
-from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -15,7 +14,7 @@ from starlette.responses import Response
 
 from gateway.api.body import read_body, request_id
 from gateway.api.errors import error_response, unexpected_error
-from gateway.api.sse_response import SSEResponse
+from gateway.api.sse_response import SSEResponse, completion_chunks
 from gateway.errors import GatewayError
 from gateway.pipeline.exchange import Answer, Caller, Stream, StreamEnd, StreamEvent
 from gateway.pipeline.request import parse_chat_request
@@ -73,17 +72,9 @@ async def _sse(events: AsyncGenerator[StreamEvent, None], include_usage: bool) -
 
 async def _replay(answer: Answer, include_usage: bool) -> AsyncGenerator[bytes, None]:
     body = answer.body
-    base = {"id": body.get("id"), "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": body.get("model")}
-    events: list[dict[str, Any]] = []
-    for choice in body.get("choices") or ():
-        message, index = choice.get("message") or {}, choice.get("index", 0)
-        delta: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
-        if message.get("tool_calls"):
-            delta["tool_calls"] = [{**c, "index": i} for i, c in enumerate(message["tool_calls"])]
-        events.append({**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]})
-        finish = {"index": index, "delta": {}, "finish_reason": choice.get("finish_reason")}
-        events.append({**base, "choices": [finish]})
+    events = completion_chunks(body)
     if include_usage:
-        events.append({**base, "choices": [], "usage": body["usage"]})
-    yield b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + _DONE
+        usage = {"id": body.get("id"), "object": "chat.completion.chunk", "created": int(time.time()),
+                 "model": body.get("model"), "choices": [], "usage": body["usage"]}
+        events += b"data: " + orjson.dumps(usage) + b"\n\n"
+    yield events + _DONE

@@ -4,12 +4,14 @@ when the client goes away."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
+import orjson
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["SSEResponse"]
+__all__ = ["SSEResponse", "completion_chunks"]
 
 
 class SSEResponse:
@@ -46,3 +48,20 @@ class SSEResponse:
         finally:
             watcher.cancel()
             await self.body.aclose()
+
+
+def completion_chunks(body: dict[str, Any]) -> bytes:
+    """A whole chat.completion as the SSE chat.completion.chunk events that would have carried
+    it (no usage chunk, no [DONE]): how a cached answer is replayed to a streaming client."""
+    base = {"id": body.get("id"), "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": body.get("model")}
+    events: list[dict[str, Any]] = []
+    for choice in body.get("choices") or ():
+        message, index = choice.get("message") or {}, choice.get("index", 0)
+        delta: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [{**c, "index": i} for i, c in enumerate(message["tool_calls"])]
+        events.append({**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]})
+        finish = {"index": index, "delta": {}, "finish_reason": choice.get("finish_reason")}
+        events.append({**base, "choices": [finish]})
+    return b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events)

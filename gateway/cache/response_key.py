@@ -56,11 +56,12 @@ _POLICIES = MappingProxyType({(read, write): CachePolicy(read, write) for read i
                               for write in (False, True)})
 
 
-def cache_policy(body: dict[str, Any], header: str | None) -> CachePolicy:
+def cache_policy(body: dict[str, Any], header: str | None, deterministic: bool = False) -> CachePolicy:
+    """`deterministic`: the same request always gets the same answer (embeddings)."""
     mode = header.strip().lower() if header else ""
     if mode and mode not in _MODES:
         raise InvalidRequest(f"x-gateway-cache must be one of {', '.join(sorted(_MODES))}", param="x-gateway-cache")
-    eligible = body.get("temperature") == 0 or body.get("seed") is not None or mode == "force"
+    eligible = deterministic or body.get("temperature") == 0 or body.get("seed") is not None or mode == "force"
     return _POLICIES[eligible and mode != "no-cache", eligible and mode != "no-store"]
 
 

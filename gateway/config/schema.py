@@ -78,6 +78,7 @@ class ModelConfig(_Strict):
     timeout_s: float = Field(120.0, gt=0)
     capabilities: list[Capability] | None = None
     reasoning: bool | None = None  # writes reasoning tokens (default: the price table's supports_reasoning)
+    mode: Literal["chat", "embedding"] | None = None  # what it serves (default: the price table's mode)
     # Request fields beyond OpenAI's chat parameters to forward to this upstream (e.g. vLLM's
     # top_k); anything else unknown is dropped. Credentials and endpoints never pass.
     extra_body_fields: list[str] = []
@@ -214,6 +215,14 @@ FORBIDDEN_BODY_FIELDS = frozenset({
 })
 
 
+class ConversationsConfig(_Strict):
+    """Responses the gateway keeps for `previous_response_id` and `GET /v1/responses/{id}` (Redis
+    when configured, else this process's memory), each visible to its own key or team only."""
+
+    ttl_s: int = Field(30 * 86400, gt=0)  # as long as OpenAI keeps a stored response
+    max_entries: int = Field(10_000, gt=0)  # the in-memory store's bound (oldest dropped first)
+
+
 class GatewayConfig(_Strict):
     redis_url: str | None = None
     redis_prefix: str = Field("gw", min_length=1)  # every key the gateway writes starts with it
@@ -233,6 +242,7 @@ class GatewayConfig(_Strict):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     budgets: BudgetConfig = Field(default_factory=BudgetConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    conversations: ConversationsConfig = Field(default_factory=ConversationsConfig)
 
 
 def _path(loc: tuple[Any, ...]) -> str:

@@ -20,6 +20,7 @@ from gateway.config.schema import (
     BudgetConfig,
     CacheLayer,
     ConfigError,
+    ConversationsConfig,
     GatewayConfig,
     LedgerConfig,
     LimitsConfig,
@@ -63,6 +64,7 @@ class ModelSpec:
     reasoning: bool = False  # writes reasoning tokens (billed as completion tokens), estimated per effort
     # overrides `quality` for a request's category
     quality_by_category: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    mode: str = "chat"  # chat | embedding (served by /v1/embeddings only, never in a tier)
 
     def quality_for(self, category: str) -> float | None:
         return self.quality_by_category.get(category, self.quality)
@@ -95,6 +97,7 @@ class Settings:
     prefix: PrefixLayer = field(default_factory=PrefixLayer)  # prompt-prefix index
     budgets: BudgetConfig = field(default_factory=BudgetConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    conversations: ConversationsConfig = field(default_factory=ConversationsConfig)  # stored responses
     max_body_bytes: int = 4 * 1024 * 1024
     redis_url: str | None = None
     redis_prefix: str = "gw"
@@ -210,6 +213,7 @@ def _resolve_model(i: int, m: ModelConfig, table: PriceTable, problems: list[str
         unavailable_reason=reason,
         extra_body_fields=frozenset(m.extra_body_fields),
         reasoning=bool(entry.get("supports_reasoning")) if m.reasoning is None else m.reasoning,
+        mode=m.mode or ("embedding" if entry.get("mode") == "embedding" else "chat"),
     )
 
 
@@ -267,6 +271,7 @@ def resolve_settings(config: GatewayConfig, table: PriceTable, source: str = "co
         prefix=config.cache.prefix,
         budgets=config.budgets,
         ledger=config.ledger,
+        conversations=config.conversations,
         max_body_bytes=config.max_body_bytes,
         redis_url=config.redis_url or os.environ.get("REDIS_URL") or None,
         redis_prefix=config.redis_prefix,

@@ -107,6 +107,8 @@ class Usage:
         writes = self.cache_write_5m + self.cache_write_1h
         if writes:
             prompt_details["cache_write_tokens"] = writes
+            if self.cache_write_1h:  # (the 1-hour part: what an Anthropic-format answer reports apart)
+                prompt_details["cache_write_1h_tokens"] = self.cache_write_1h
         completion_details = {"reasoning_tokens": self.reasoning}
         if self.audio_input:
             prompt_details["audio_tokens"] = self.audio_input

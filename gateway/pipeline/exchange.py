@@ -7,13 +7,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from gateway.access.gate import NO_RESERVATION, Grant, Reservation
 from gateway.cache.prefix_cache import NO_PREDICTIONS, PrefixPlan
 from gateway.config.settings import ModelSpec
 from gateway.errors import GatewayError
 from gateway.money.pricing import Cost
+from gateway.pipeline.embedding_request import EmbeddingRequest
 from gateway.pipeline.request import ChatRequest
 from gateway.routing.router import RoutePlan
 
@@ -68,11 +69,14 @@ class Attempt:
     started: float = 0.0  # perf_counter() when the upstream call started
 
 
-@dataclass(slots=True)
-class Exchange:
-    """One request on its way through the pipeline."""
+RequestT = TypeVar("RequestT", ChatRequest, EmbeddingRequest)
 
-    request: ChatRequest
+
+@dataclass(slots=True)
+class Exchange(Generic[RequestT]):
+    """One request (a chat request, or an embeddings request) on its way through the pipeline."""
+
+    request: RequestT
     caller: Caller
     tier: str = ""  # the tier asked for, once the key may use it (a metric label from then on)
     route: Route = UNROUTED

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from time import perf_counter
+from typing import Any
 
 from gateway.config.schema import RoutingConfig
 from gateway.errors import (
@@ -66,7 +67,7 @@ class Failover:
         self._tried = 1
         self._spent = f"routing deadline of {routing.deadline_s:g}s exceeded in tier '{plan.tier.name}'"
 
-    def _blame(self, exchange: Exchange, exc: GatewayError) -> GatewayError:
+    def _blame(self, exchange: Exchange[Any], exc: GatewayError) -> GatewayError:
         """The failure as the model's own, or as the deadline's (which blames no model)."""
         attempt = exchange.attempt
         assert attempt is not None
@@ -80,7 +81,7 @@ class Failover:
             return (UpstreamTimeout if fair else DeadlineExceeded)(f"{self._spent} (last tried '{name}')")
         return exc
 
-    async def next(self, exchange: Exchange, exc: GatewayError) -> Candidate:
+    async def next(self, exchange: Exchange[Any], exc: GatewayError) -> Candidate:
         """The candidate to try after the latest attempt failed with `exc`; raises the failure
         when it is not worth retrying, or when attempts or time have run out."""
         exc = self._blame(exchange, exc)

@@ -25,6 +25,7 @@ from gateway.cache.response_cache import ResponseCache
 from gateway.config.settings import ModelSpec, Settings, TierSpec
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.money.pricing import Cost
+from gateway.pipeline.embedding_request import EmbeddingRequest
 from gateway.pipeline.exchange import Answer, Attempt, Caller, Exchange, Route, Stream
 from gateway.pipeline.failover import Failover
 from gateway.pipeline.relay import relay
@@ -92,6 +93,60 @@ class Pipeline:
         plan = await self._router.plan(tier, request, counts, caller, None, allowed, routed=False)
         return plan.describe()
 
+    async def embed(self, request: EmbeddingRequest, caller: Caller) -> Answer:
+        """POST /v1/embeddings: one embedding model by name (a tier would mix vector spaces), with
+        the key's checks, its rate limit and budget hold, the response cache (embeddings are
+        deterministic), and the usage priced and booked like any answer."""
+        exchange: Exchange[EmbeddingRequest] = Exchange(request, caller)
+        try:
+            return await self._embed(exchange)
+        except GatewayError as exc:
+            self._books.failed(exchange, exc)
+            raise
+        except Exception:
+            self._books.failed(exchange, GatewayError("internal gateway error"))
+            raise
+
+    async def _embed(self, exchange: Exchange[EmbeddingRequest]) -> Answer:
+        request, grant = exchange.request, exchange.caller.grant
+        if self._router.tier(request.model) is not None:
+            raise InvalidRequest(f"'{request.model}' is a tier: embeddings are served by model name only (the "
+                                 "models of a tier embed into different vector spaces)", param="model")
+        spec = self._settings.resolve_model(request.model)
+        if spec.mode != "embedding":
+            raise InvalidRequest(f"model '{spec.name}' is not an embedding model", param="model")
+        self._access.check(grant, spec.name, None)
+        tokens = request.token_ids + sum(self._books.tokens.count_text(t, spec.upstream_model) for t in request.texts)
+        charge = self._access.rate_charge(grant, tokens)
+        attempt = exchange.attempt = Attempt(spec, {**request.body, "model": spec.upstream_model}, tokens, None, False)
+        if self._responses.used_for(request.cache):
+            attempt.cache_key = self._responses.key(exchange.caller.tenant(), spec.name, request.body)
+            if request.cache.read:
+                entry, attempt.cache_result = await self._responses.lookup(attempt.cache_key)
+                if entry is not None:
+                    return self._hit(exchange, attempt, entry.body, entry.cost_pico)
+        attempt.reservation = await self._access.reserve(grant, spec, tokens, 1, 1, charge, None)
+        try:
+            attempt.started = perf_counter()
+            completion = await self._providers[spec.wire].embed(spec, attempt.body)
+        except BaseException:
+            await self._access.release(attempt.reservation)
+            raise
+        return self._answer(exchange, attempt, completion)
+
+    async def count_prompt(self, request: ChatRequest, caller: Caller) -> int:
+        """The prompt's tokens for the model or tier `request` names (a tier: the most of its
+        models' encodings), calling no provider; the key checks of an estimate."""
+        grant, tier = caller.grant, self._router.tier(request.model)
+        if tier is None:
+            spec = self._settings.resolve_model(request.model)
+            self._access.check(grant, spec.name, None)
+            await self._access.admit_estimate(grant)
+            return await self._count(request, encoding_name_for(spec.upstream_model))
+        self._access.check(grant, None, tier.name)
+        await self._access.admit_estimate(grant)
+        return max((await self._counts(request, self._router.encodings(tier))).values())
+
     def _check_bounds(self, request: ChatRequest) -> None:
         if request.n > self._settings.limits.max_n:
             raise InvalidRequest(f"'n' must be at most {self._settings.limits.max_n}", param="n")
@@ -103,7 +158,7 @@ class Pipeline:
     async def _count(self, request: ChatRequest, encoding: str) -> int:
         return (await self._counts(request, (encoding,)))[encoding]
 
-    async def _by_name(self, exchange: Exchange) -> Answer | Stream:
+    async def _by_name(self, exchange: Exchange[ChatRequest]) -> Answer | Stream:
         request, grant = exchange.request, exchange.caller.grant
         spec = self._settings.resolve_model(request.model)
         self._access.check(grant, spec.name, None)
@@ -119,7 +174,7 @@ class Pipeline:
         exchange.route = Route(None, await self._prefix.plan((spec,), request.body, exchange.caller), None)
         return await self._attempt(exchange, spec, tokens, None, charge)
 
-    async def _by_tier(self, exchange: Exchange, tier: TierSpec) -> Answer | Stream:
+    async def _by_tier(self, exchange: Exchange[ChatRequest], tier: TierSpec) -> Answer | Stream:
         request, grant = exchange.request, exchange.caller.grant
         self._access.check(grant, None, tier.name)
         exchange.tier = tier.name
@@ -138,7 +193,9 @@ class Pipeline:
             return await self._fail_over(exchange, Failover(plan, deadline, routing, self._router.state,
                                                             self._books), exc)
 
-    async def _fail_over(self, exchange: Exchange, failover: Failover, exc: GatewayError) -> Answer | Stream:
+    async def _fail_over(
+        self, exchange: Exchange[ChatRequest], failover: Failover, exc: GatewayError,
+    ) -> Answer | Stream:
         """The first attempt failed with `exc`: try the next candidates while the failover allows."""
         while True:
             candidate = await failover.next(exchange, exc)  # raises when nothing is left to try
@@ -149,7 +206,8 @@ class Pipeline:
                 exc = err
 
     async def _attempt(
-        self, exchange: Exchange, spec: ModelSpec, input_tokens: int, deadline: float | None, charge: int | None,
+        self, exchange: Exchange[ChatRequest], spec: ModelSpec, input_tokens: int, deadline: float | None,
+        charge: int | None,
     ) -> Answer | Stream:
         """One model: the response cache first, then the budget hold, then the provider."""
         request = exchange.request
@@ -176,7 +234,7 @@ class Pipeline:
             await self._access.release(attempt.reservation)
             raise
 
-    async def _call(self, exchange: Exchange, attempt: Attempt, provider: Provider) -> Answer | Stream:
+    async def _call(self, exchange: Exchange[ChatRequest], attempt: Attempt, provider: Provider) -> Answer | Stream:
         attempt.started = perf_counter()
         if exchange.request.stream:
             upstream = await provider.stream(attempt.spec, attempt.body, attempt.deadline)  # refusals: plain errors
@@ -185,7 +243,7 @@ class Pipeline:
         completion = await provider.complete(attempt.spec, attempt.body, attempt.deadline)
         return self._answer(exchange, attempt, completion)
 
-    def _answer(self, exchange: Exchange, attempt: Attempt, completion: Completion) -> Answer:
+    def _answer(self, exchange: Exchange[Any], attempt: Attempt, completion: Completion) -> Answer:
         upstream_time = perf_counter() - attempt.started
         settled = self._books.settle(exchange, attempt, completion, "missing")
         completion.body["usage"] = settled.client_usage()
@@ -195,7 +253,7 @@ class Pipeline:
         self._books.finished(exchange, "200", upstream_time)
         return answer
 
-    def _hit(self, exchange: Exchange, attempt: Attempt, body: dict[str, Any], saved_pico: int) -> Answer:
+    def _hit(self, exchange: Exchange[Any], attempt: Attempt, body: dict[str, Any], saved_pico: int) -> Answer:
         """An answer from the response cache: $0, what it saved counted."""
         self._books.hit(exchange, attempt, saved_pico)
         answer = dict(body)

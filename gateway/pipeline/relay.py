@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator
 from time import perf_counter
+from typing import Any
 
 from gateway.cache.response_cache import ResponseCache, assemble
 from gateway.errors import GatewayError, UpstreamError
@@ -22,7 +23,7 @@ from gateway.redaction import Redactor
 __all__ = ["relay"]
 
 
-def _end(exchange: Exchange, attempt: Attempt, stream: UpstreamStream, settled: Settled) -> StreamEnd:
+def _end(exchange: Exchange[Any], attempt: Attempt, stream: UpstreamStream, settled: Settled) -> StreamEnd:
     usage = settled.client_usage()
     chunk = dict(stream.usage_chunk or {})
     chunk.setdefault("id", f"chatcmpl-{exchange.caller.request_id}")
@@ -35,7 +36,7 @@ def _end(exchange: Exchange, attempt: Attempt, stream: UpstreamStream, settled: 
 
 
 async def relay(
-    exchange: Exchange, attempt: Attempt, stream: UpstreamStream, books: Books, responses: ResponseCache,
+    exchange: Exchange[Any], attempt: Attempt, stream: UpstreamStream, books: Books, responses: ResponseCache,
     redact: Redactor,
 ) -> AsyncGenerator[StreamEvent, None]:
     spec = attempt.spec

@@ -17,7 +17,9 @@ from gateway.cache.response_key import IGNORED_FIELDS, KEY_FIELDS, CachePolicy, 
 from gateway.errors import InvalidRequest
 from gateway.routing.outputs import request_shape
 
-__all__ = ["CHAT_FIELDS", "MAX_OUTPUT_TOKENS", "ChatRequest", "needed_capabilities", "parse_chat_request"]
+__all__ = [
+    "CHAT_FIELDS", "MAX_OUTPUT_TOKENS", "ChatRequest", "chat_request", "needed_capabilities", "parse_chat_request",
+]
 
 # OpenAI's chat parameters (the response cache classifies each one: part of the key, or not).
 CHAT_FIELDS = KEY_FIELDS | frozenset(IGNORED_FIELDS)
@@ -265,7 +267,12 @@ def _decode(raw: bytes) -> dict[str, Any]:
 
 def parse_chat_request(raw: bytes, cache_header: str | None = None) -> ChatRequest:
     """The request in `raw` (a chat completion body) and the client's `x-gateway-cache` header."""
-    body = _decode(raw)
+    return chat_request(_decode(raw), len(raw), cache_header)
+
+
+def chat_request(body: dict[str, Any], size: int, cache_header: str | None = None) -> ChatRequest:
+    """A decoded chat body (`size`: the bytes it came in): what another client API's request was
+    translated into (`gateway/formats/`)."""
     model = body.get("model")
     if model.__class__ is not str or not model:
         raise _fail("'model' is required and must be a non-empty string", "model")
@@ -291,5 +298,5 @@ def parse_chat_request(raw: bytes, cache_header: str | None = None) -> ChatReque
     needs = (needed_capabilities(messages, tools, body.get("functions"), fmt, _audio_out(body))
              if _special(body, messages) else _NOTHING_NEEDED)
     return ChatRequest(body, model, messages, max_completion or max_tokens, n, bool(stream), include_usage, tools,
-                       fmt, needs, cache_policy(body, cache_header), len(raw), extras,
+                       fmt, needs, cache_policy(body, cache_header), size, extras,
                        request_shape(messages, needs, body))

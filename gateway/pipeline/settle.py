@@ -23,6 +23,7 @@ from gateway.ledger.store import Ledger, LedgerRecord
 from gateway.money.pricing import Cost, Usage, price_usage
 from gateway.observability.metrics import Metrics
 from gateway.pipeline.exchange import Attempt, Exchange
+from gateway.pipeline.request import ChatRequest
 from gateway.routing.router import Router
 from gateway.runtime.background import Background
 from gateway.tokens.counter import TokenCounter
@@ -62,7 +63,7 @@ class Books:
     router: Router
     background: Background
 
-    def settle(self, exchange: Exchange, attempt: Attempt, result: Billable, reason: str, complete: bool = True,
+    def settle(self, exchange: Exchange[Any], attempt: Attempt, result: Billable, reason: str, complete: bool = True,
                status: str = "200") -> Settled:
         """Price and record one attempt's usage (`status`: how the request ended).
         `complete=False` (a stream that broke or was abandoned): keep the upstream's input
@@ -85,12 +86,12 @@ class Books:
         self.prefix.settle(spec, exchange.route.prefix, attempt.breakpoint_added, usage)  # a cut-off prompt was read
         self.access.settle(exchange.caller.grant, attempt.reservation, cost.total,
                            usage.prompt_tokens + usage.completion_tokens, now)
-        if complete:
+        if complete and isinstance(exchange.request, ChatRequest):  # (what routing learns from)
             self.router.observe(spec, exchange.request, usage)
             self._estimate_accuracy(exchange, spec.name, cost.total)
         return Settled(usage, usage_dict, cost)
 
-    def _estimate_accuracy(self, exchange: Exchange, model: str, actual: int) -> None:
+    def _estimate_accuracy(self, exchange: Exchange[Any], model: str, actual: int) -> None:
         """How far routing's estimate was from what the answer cost (tier requests)."""
         plan = exchange.route.plan
         if plan is None:
@@ -112,20 +113,21 @@ class Books:
             metrics.child(metrics.usage_estimated, spec.name, reason).inc()
         elif usage is None or usage_dict is None:
             body = attempt.body
-            prompt = self.tokens.count_messages(body["messages"], spec.upstream_model, body.get("tools"))
+            prompt = self.tokens.count_messages(body["messages"], spec.upstream_model, body.get("tools")) \
+                if "messages" in body else attempt.input_tokens  # (embeddings: their counted input)
             usage = Usage(input=prompt, output=self.tokens.count_text(result.produced_text(), spec.upstream_model))
             usage_dict = usage.to_openai()
             metrics.child(metrics.usage_estimated, spec.name, reason).inc()
         return usage, usage_dict
 
-    def hit(self, exchange: Exchange, attempt: Attempt, saved_pico: int) -> None:
+    def hit(self, exchange: Exchange[Any], attempt: Attempt, saved_pico: int) -> None:
         """An answer from the response cache: $0 in the ledger, what it saved counted."""
         self.metrics.cache_saved.add(("response",), saved_pico)
         self.ledger.add(self._record(exchange, attempt, datetime.now(UTC), Usage(), Cost(), "200",
                                      cache_saved=saved_pico))
         self.finished(exchange, "200")
 
-    def _record(self, exchange: Exchange, attempt: Attempt, at: datetime, usage: Usage, cost: Cost, status: str,
+    def _record(self, exchange: Exchange[Any], attempt: Attempt, at: datetime, usage: Usage, cost: Cost, status: str,
                 routing_saved: int = 0, cache_saved: int = 0) -> LedgerRecord:
         spec, key = attempt.spec, exchange.caller.grant.key
         return LedgerRecord(
@@ -138,7 +140,7 @@ class Books:
             usage.audio_input + usage.audio_output, cost.audio,
         )
 
-    def finished(self, exchange: Exchange, status: str, upstream_time: float = 0.0) -> None:
+    def finished(self, exchange: Exchange[Any], status: str, upstream_time: float = 0.0) -> None:
         """Request count, duration and the gateway's own overhead."""
         metrics, attempt = self.metrics, exchange.attempt
         now = perf_counter()
@@ -150,18 +152,18 @@ class Books:
                 self.router.observe_latency(attempt.spec.name, took)
             metrics.overhead.observe(max(took - upstream_time, 0.0))
 
-    def upstream_failed(self, exchange: Exchange, exc: GatewayError) -> None:
+    def upstream_failed(self, exchange: Exchange[Any], exc: GatewayError) -> None:
         attempt = exchange.attempt
         if exc.kind is not None and attempt is not None:
             metrics = self.metrics
             metrics.child(metrics.upstream_errors, attempt.spec.name, exc.kind).inc()
             log.warning("request %s: %s (%s)", exchange.caller.request_id, exc.message, exc.kind)
 
-    def failed_over(self, exchange: Exchange, exc: GatewayError) -> None:
+    def failed_over(self, exchange: Exchange[Any], exc: GatewayError) -> None:
         """An attempt failed and the next candidate gets the request."""
         self.upstream_failed(exchange, exc)
         self.metrics.child(self.metrics.failovers, exchange.tier).inc()
 
-    def failed(self, exchange: Exchange, exc: GatewayError) -> None:
+    def failed(self, exchange: Exchange[Any], exc: GatewayError) -> None:
         self.upstream_failed(exchange, exc)
         self.finished(exchange, str(exc.status_code))

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from gateway.config.settings import ModelSpec
+from gateway.errors import InvalidRequest
 from gateway.money.pricing import Usage
 from gateway.providers.anthropic_translate import FINISH_REASONS, to_anthropic_request, to_openai_completion
 from gateway.providers.base import Completion
@@ -41,6 +42,9 @@ class AnthropicProvider:
             raise bad_response(model, "not a message")
         out, usage = to_openai_completion(data)
         return Completion(out, usage, usage.to_openai() if usage else None)
+
+    async def embed(self, model: ModelSpec, body: dict[str, Any], deadline: float | None = None) -> Completion:
+        raise InvalidRequest(f"model '{model.name}': Anthropic serves no embeddings", param="model")
 
     async def stream(
         self, model: ModelSpec, body: dict[str, Any], deadline: float | None = None

@@ -64,3 +64,7 @@ class Provider(Protocol):
     async def stream(self, model: ModelSpec, body: dict[str, Any], deadline: float | None = None) -> UpstreamStream:
         """Raises a GatewayError before returning if the upstream refused the request."""
         ...
+
+    async def embed(self, model: ModelSpec, body: dict[str, Any], deadline: float | None = None) -> Completion:
+        """An OpenAI embeddings request; the answer's `body` is OpenAI's embedding list."""
+        ...

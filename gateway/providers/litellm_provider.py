@@ -84,6 +84,22 @@ class LitellmProvider:
         usage, usage_dict = _usage(data.pop("usage", None))
         return Completion(data, usage, usage_dict)
 
+    async def embed(self, model: ModelSpec, body: dict[str, Any], deadline: float | None = None) -> Completion:
+        litellm = await self._module()
+        kwargs: dict[str, Any] = {k: body[k] for k in ("encoding_format", "dimensions", "user") if k in body}
+        kwargs.update(model=f"{model.provider}/{model.upstream_model}", input=body["input"], num_retries=0)
+        if model.api_key:
+            kwargs["api_key"] = model.api_key
+        if model.api_base:
+            kwargs["api_base"] = model.api_base
+        with upstream_errors(model):
+            limit = time_limit(model, deadline)
+            async with asyncio.timeout(limit):
+                response = await litellm.aembedding(timeout=limit, **kwargs)
+        data = response.model_dump(exclude_none=False)
+        usage, usage_dict = _usage(data.pop("usage", None))
+        return Completion(data, usage, usage_dict)
+
     async def stream(self, model: ModelSpec, body: dict[str, Any], deadline: float | None = None) -> LitellmStream:
         litellm = await self._module()
         with upstream_errors(model):

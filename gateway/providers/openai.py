@@ -43,6 +43,16 @@ class OpenAIProvider:
             return Completion(data, None, None)
         return Completion(data, Usage.from_openai(usage), usage)
 
+    async def embed(self, model: ModelSpec, body: dict[str, Any], deadline: float | None = None) -> Completion:
+        endpoint = self._transport.endpoint(model, "/embeddings", _headers(model))
+        data = await self._transport.post_json(model, endpoint, body, deadline)
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise bad_response(model, "no embeddings")
+        usage = data.get("usage")
+        if not isinstance(usage, dict):
+            return Completion(data, None, None)
+        return Completion(data, Usage.from_openai(usage), usage)
+
     async def stream(
         self, model: ModelSpec, body: dict[str, Any], deadline: float | None = None
     ) -> OpenAIStream:

@@ -1,0 +1,324 @@
+"""The client APIs besides Chat Completions, through the official SDKs against an in-process
+gateway and the fake upstream: Anthropic Messages (`anthropic`), the Responses API (`openai`,
+`openai-agents`) and embeddings (`openai`). Exact costs, one pricing core, the same keys,
+budgets, limits, ledger and metrics as chat."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Any
+
+import anthropic
+import httpx2
+import openai
+import pytest
+from conftest import InProcess, model, standard_config
+
+from gateway.fake_upstream import FakeUpstreamThread
+from gateway.tokens.counter import TokenCounter
+
+MASTER = "sk-master-client-apis-0123456789"
+CACHE_USAGE = {
+    "input_tokens": 100, "output_tokens": 200, "cache_read_input_tokens": 2000, "cache_creation_input_tokens": 1500,
+    "cache_creation": {"ephemeral_5m_input_tokens": 1000, "ephemeral_1h_input_tokens": 500},
+}
+# 100 x $3/M + 2,000 x $0.30/M + 1,000 x $3.75/M + 500 x $6/M + 200 x $15/M
+CACHE_COST = 0.01065
+# gpt-test: 1,000 prompt tokens of which 400 cached, 50 completion: 600 x 2.5 + 400 x 1.25 + 50 x 10 per M
+OPENAI_USAGE = {"prompt_tokens": 1000, "completion_tokens": 50, "total_tokens": 1050,
+                "prompt_tokens_details": {"cached_tokens": 400}}
+OPENAI_COST = 0.0025
+# reasoner-test: 300 prompt, 500 completion of which 400 reasoning: 300 x 1.1 + 100 x 4.4 + 400 x 12 per M
+REASONING_USAGE = {"prompt_tokens": 300, "completion_tokens": 500, "total_tokens": 800,
+                   "completion_tokens_details": {"reasoning_tokens": 400}}
+REASONING_COST = 0.00557
+
+
+def config(upstream: FakeUpstreamThread, **extra: Any) -> dict[str, Any]:
+    base = standard_config(upstream)
+    base["models"].append(model("embed-test", "openai", upstream, upstream_model="text-embedding-3-small"))
+    base["models"].append(model("gpt-b", "openai", upstream, upstream_model="gpt-b-up", quality=70,
+                                pricing={"input_per_mtok": 1, "output_per_mtok": 2}))
+    base["tiers"] = {"cheap": {"min_quality": 60}}
+    base["master_key"] = MASTER
+    return {**base, **extra}
+
+
+def claude(gw: InProcess, api_key: str = "client-key") -> anthropic.AsyncAnthropic:
+    """The anthropic SDK in the test's event loop, through ASGI (its own httpx2 client)."""
+    client = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=gw.app), base_url="http://gateway.test",
+                                timeout=30)
+    return anthropic.AsyncAnthropic(base_url="http://gateway.test", http_client=client, api_key=api_key,
+                                    max_retries=0)
+
+
+async def new_key(gw: InProcess, **fields: Any) -> str:
+    resp = await gw.client.post("/admin/keys", json=fields, headers={"Authorization": f"Bearer {MASTER}"})
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["key"])
+
+
+# ---------------------------------------------------------------------------------- Messages
+
+
+@pytest.mark.anyio
+async def test_messages_to_anthropic_report_its_usage_convention_and_exact_cost(
+        in_process: Any, upstream: FakeUpstreamThread) -> None:
+    upstream.script("claude-up", {"reply": "Bonjour", "usage": CACHE_USAGE})
+    async with in_process(config(upstream)) as gw:
+        raw = await claude(gw).messages.with_raw_response.create(
+            model="claude-test", max_tokens=100, system=[{"type": "text", "text": "Be brief.",
+                                                          "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
+            messages=[{"role": "user", "content": "Hello"}])
+        message = await raw.parse()
+        assert message.content[0].text == "Bonjour" and message.stop_reason == "end_turn"
+        usage = message.usage.model_dump()
+        assert (usage["input_tokens"], usage["output_tokens"], usage["cache_read_input_tokens"],
+                usage["cache_creation_input_tokens"]) == (100, 200, 2000, 1500)
+        assert usage["cache_creation"] == {"ephemeral_5m_input_tokens": 1000, "ephemeral_1h_input_tokens": 500}
+        assert usage["cost"] == CACHE_COST and raw.headers["x-gateway-cost-usd"] == "0.01065"
+        sent = upstream.calls()[-1]["body"]
+        assert sent["system"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}  # the 1-hour write kept
+        await gw.drain()
+        assert gw.metric("gateway_spend_usd_total", model="claude-test", provider="anthropic") == CACHE_COST
+
+
+@pytest.mark.anyio
+async def test_messages_routed_to_an_openai_model_stream_the_same_cost_as_without(
+        in_process: Any, upstream: FakeUpstreamThread) -> None:
+    upstream.script("gpt-4o-test", {"reply": "The answer is four.", "usage": OPENAI_USAGE})
+    async with in_process(config(upstream)) as gw:
+        client = claude(gw)
+        whole = await client.messages.create(model="gpt-test", max_tokens=64,
+                                             messages=[{"role": "user", "content": "2+2?"}])
+        assert whole.content[0].text == "The answer is four."
+        assert whole.model_dump()["usage"]["cost"] == OPENAI_COST
+        async with client.messages.stream(model="gpt-test", max_tokens=64,
+                                          messages=[{"role": "user", "content": "2+2?"}]) as stream:
+            events = [event async for event in stream]
+            final = await stream.get_final_message()
+        assert [e.type for e in events][:3] == ["message_start", "content_block_start", "content_block_delta"]
+        assert final.content[0].text == "The answer is four."  # type: ignore[union-attr]
+        usage = final.usage.model_dump()  # (the SDK keeps the token counts of message_delta's usage)
+        assert (usage["input_tokens"], usage["cache_read_input_tokens"], usage["output_tokens"]) == (600, 400, 50)
+        delta = next(e for e in events if e.type == "message_delta")
+        assert delta.usage.model_dump()["cost"] == OPENAI_COST  # stream == non-stream, never 0/0
+
+
+@pytest.mark.anyio
+async def test_messages_tool_use_round_trip_on_an_openai_model(in_process: Any, upstream: FakeUpstreamThread) -> None:
+    upstream.script("gpt-4o-test", {"tool_calls": [{"name": "weather", "arguments": '{"city": "Paris"}'}]})
+    tools = [{"name": "weather", "description": "Weather now", "input_schema": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+    async with in_process(config(upstream)) as gw:
+        client = claude(gw)
+        first = await client.messages.create(model="gpt-test", max_tokens=64, tools=tools,  # type: ignore[arg-type]
+                                             messages=[{"role": "user", "content": "Weather in Paris?"}])
+        call = first.content[-1]
+        assert first.stop_reason == "tool_use" and call.type == "tool_use"
+        assert (call.name, call.input) == ("weather", {"city": "Paris"})
+        upstream.script("gpt-4o-test", {"reply": "Sunny."})
+        second = await client.messages.create(model="gpt-test", max_tokens=64, tools=tools,  # type: ignore[arg-type]
+                                              messages=[{"role": "user", "content": "Weather in Paris?"},
+                                                        {"role": "assistant", "content": first.content},  # type: ignore[misc]
+                                                        {"role": "user", "content": [{
+                                                            "type": "tool_result", "tool_use_id": call.id,
+                                                            "content": "18 C, sunny"}]}])
+        assert second.content[0].text == "Sunny."
+        sent = upstream.calls()[-1]["body"]["messages"]
+        assert sent[1]["tool_calls"][0]["id"] == call.id and sent[2] == {
+            "role": "tool", "tool_call_id": call.id, "content": "18 C, sunny"}
+
+
+@pytest.mark.anyio
+async def test_count_tokens_calls_no_model_and_counts_like_the_gateway(
+        in_process: Any, upstream: FakeUpstreamThread) -> None:
+    async with in_process(config(upstream)) as gw:
+        before = len(upstream.calls())
+        messages = [{"role": "user", "content": "How many tokens is this sentence, exactly?"}]
+        counted = await claude(gw).messages.count_tokens(model="gpt-test", messages=messages)  # type: ignore[arg-type]
+        expected = TokenCounter().count_messages(messages, "gpt-4o-test")
+        assert counted.input_tokens == expected and len(upstream.calls()) == before
+
+
+@pytest.mark.anyio
+async def test_messages_keys_budgets_and_errors_in_anthropics_shape(
+        in_process: Any, upstream: FakeUpstreamThread) -> None:
+    upstream.script("claude-up", {"reply": "ok", "usage": CACHE_USAGE})
+    async with in_process(config(upstream, require_keys=True)) as gw:
+        with pytest.raises(anthropic.AuthenticationError) as denied:
+            await claude(gw, api_key="not-a-gateway-key").messages.create(
+                model="claude-test", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+        assert denied.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+        secret = await new_key(gw, budget_usd="0.015")
+        client = claude(gw, api_key=secret)  # sent as x-api-key
+        await client.messages.create(model="claude-test", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+        with pytest.raises(anthropic.RateLimitError) as spent:  # 0.01065 of 0.015 spent: the next hold does not fit
+            await client.messages.create(model="claude-test", max_tokens=1000,
+                                         messages=[{"role": "user", "content": "hi"}])
+        assert spent.value.body == {"type": "error", "error": {  # type: ignore[comparison-overlap]
+            "type": "rate_limit_error", "message": spent.value.body["error"]["message"]}}  # type: ignore[index]
+        with pytest.raises(anthropic.BadRequestError) as bad:
+            await client.messages.create(model="claude-test", max_tokens=5, messages=[])
+        assert bad.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+        with pytest.raises(anthropic.NotFoundError):
+            await client.messages.create(model="no-such-model", max_tokens=5,
+                                         messages=[{"role": "user", "content": "hi"}])
+        wrong = await gw.client.get("/v1/messages")
+        assert wrong.status_code == 405 and wrong.json()["type"] == "error" and wrong.headers["allow"] == "POST"
+
+
+# ---------------------------------------------------------------------------------- Responses
+
+
+@pytest.mark.anyio
+async def test_responses_price_cached_and_reasoning_tokens_stream_or_not(
+        in_process: Any, upstream: FakeUpstreamThread) -> None:
+    upstream.script("o3-test", {"reply": "Forty-two.", "usage": REASONING_USAGE})
+    async with in_process(config(upstream)) as gw:
+        client = gw.openai()
+        raw = await client.responses.with_raw_response.create(model="reasoner-test", input="The answer?",
+                                                              instructions="Answer in words.")
+        response = raw.parse()
+        assert response.output_text == "Forty-two." and response.status == "completed"
+        usage = response.usage
+        assert usage is not None and (usage.input_tokens, usage.output_tokens) == (300, 500)
+        assert usage.output_tokens_details.reasoning_tokens == 400
+        assert usage.model_dump()["cost"] == REASONING_COST and raw.headers["x-gateway-cost-usd"] == "0.00557"
+        sent = upstream.calls()[-1]["body"]["messages"]
+        assert sent == [{"role": "system", "content": "Answer in words."}, {"role": "user", "content": "The answer?"}]
+        async with client.responses.stream(model="reasoner-test", input="The answer?") as stream:
+            deltas = [e.delta async for e in stream if e.type == "response.output_text.delta"]
+            final = await stream.get_final_response()
+        assert "".join(deltas) == final.output_text == "Forty-two."
+        assert final.usage is not None and final.usage.model_dump()["cost"] == REASONING_COST
+        upstream.script("gpt-4o-test", {"reply": "ok", "usage": OPENAI_USAGE})
+        cached = await client.responses.create(model="gpt-test", input="hi")
+        assert cached.usage is not None and cached.usage.input_tokens_details.cached_tokens == 400
+        assert cached.usage.model_dump()["cost"] == OPENAI_COST
+        await gw.drain()
+        assert gw.metric("gateway_spend_usd_total", model="reasoner-test", provider="openai") == 2 * REASONING_COST
+
+
+@pytest.mark.anyio
+async def test_previous_response_id_continues_on_the_same_model_for_its_tenant_only(
+        in_process: Any, upstream: FakeUpstreamThread) -> None:
+    upstream.script("claude-up", {"reply": "Nice to meet you, Ada."})
+    async with in_process(config(upstream, require_keys=True)) as gw:
+        alice, bob = await new_key(gw), await new_key(gw)
+        client = gw.openai(api_key=alice)
+        first = await client.responses.create(model="claude-test", input="My name is Ada.")
+        upstream.script("claude-up", {"reply": "Your name is Ada."})
+        second = await client.responses.create(model="claude-test", input="What is my name?",
+                                               previous_response_id=first.id)
+        assert second.output_text == "Your name is Ada."
+        sent = upstream.calls()[-1]["body"]["messages"]
+        assert [(m["role"], m["content"][0]["text"] if isinstance(m["content"], list) else m["content"])
+                for m in sent] == [("user", "My name is Ada."), ("assistant", "Nice to meet you, Ada."),
+                                   ("user", "What is my name?")]
+        assert (await client.responses.retrieve(first.id)).output_text == "Nice to meet you, Ada."
+        other = gw.openai(api_key=bob)
+        with pytest.raises(openai.NotFoundError):
+            await other.responses.retrieve(first.id)
+        with pytest.raises(openai.BadRequestError) as foreign:
+            await other.responses.create(model="claude-test", input="and mine?", previous_response_id=first.id)
+        assert foreign.value.code == "previous_response_not_found"
+        await client.responses.delete(first.id)
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.retrieve(first.id)
+
+
+@pytest.mark.anyio
+async def test_a_continuation_on_a_tier_stays_with_the_model_that_answered(
+        in_process: Any, upstream: FakeUpstreamThread) -> None:
+    async with in_process(config(upstream)) as gw:
+        client = gw.openai()
+        first = await client.responses.with_raw_response.create(model="cheap", input="Hello")
+        answered = first.headers["x-gateway-model"]
+        second = await client.responses.with_raw_response.create(model="cheap", input="Again",
+                                                                 previous_response_id=first.parse().id)
+        assert second.headers["x-gateway-model"] == answered
+        assert "x-gateway-tier" not in second.headers  # by name now: the model that holds the conversation
+
+
+@pytest.mark.anyio
+async def test_openai_agents_runs_on_the_gateway_with_its_default_responses_model(
+        in_process: Any, upstream: FakeUpstreamThread) -> None:
+    from agents import Agent, OpenAIResponsesModel, Runner, set_tracing_disabled
+
+    set_tracing_disabled(True)
+    upstream.script("gpt-4o-test", {"reply": "Hello from the agent.", "usage": OPENAI_USAGE})
+    async with in_process(config(upstream)) as gw:
+        agent = Agent(name="helper", instructions="Be kind.",
+                      model=OpenAIResponsesModel(model="gpt-test", openai_client=gw.openai()))
+        result = await Runner.run(agent, "Say hello.")
+        assert result.final_output == "Hello from the agent."
+        assert result.context_wrapper.usage.input_tokens == 1000
+
+
+@pytest.mark.anyio
+async def test_responses_errors_are_openai_shaped(in_process: Any, upstream: FakeUpstreamThread) -> None:
+    async with in_process(config(upstream)) as gw:
+        client = gw.openai()
+        with pytest.raises(openai.BadRequestError) as bad:
+            await client.responses.create(model="gpt-test", input="x", tools=[{"type": "web_search"}])
+        assert bad.value.code is None or isinstance(bad.value.code, str)
+        assert "web_search" in bad.value.message
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.create(model="nope", input="x")
+        wrong = await gw.client.get("/v1/responses")
+        assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+# ---------------------------------------------------------------------------------- embeddings
+
+
+@pytest.mark.anyio
+async def test_embeddings_priced_per_input_token_and_cached(in_process: Any, upstream: FakeUpstreamThread) -> None:
+    upstream.script("text-embedding-3-small", {"usage": {"prompt_tokens": 1000, "total_tokens": 1000}})
+    async with in_process(config(upstream)) as gw:
+        client = gw.openai()
+        raw = await client.embeddings.with_raw_response.create(model="embed-test", input=["alpha", "beta"])
+        result = raw.parse()
+        assert [d.index for d in result.data] == [0, 1] and len(result.data[0].embedding) == 8
+        assert raw.headers["x-gateway-cost-usd"] == "0.00002"  # 1,000 x $0.02/M (the price table's)
+        assert result.usage.model_dump()["cost"] == 0.00002
+        await gw.drain()  # (the cache entry is written off the response's path)
+        again = await client.embeddings.with_raw_response.create(model="embed-test", input=["alpha", "beta"])
+        assert again.headers["x-gateway-cache"] == "hit" and again.parse().data[1].embedding == result.data[1].embedding
+        packed = await client.embeddings.create(model="embed-test", input="alpha", encoding_format="base64")
+        vector = struct.unpack("<8f", base64.b64decode(packed.data[0].embedding))  # type: ignore[arg-type]
+        assert list(vector) == result.data[0].embedding  # the same vector, packed
+        await gw.drain()
+        assert gw.metric("gateway_spend_usd_total", model="embed-test", provider="openai") == 2 * 0.00002
+
+
+@pytest.mark.anyio
+async def test_embeddings_refuse_tiers_chat_models_and_bad_input(in_process: Any, upstream: FakeUpstreamThread) -> None:
+    async with in_process(config(upstream)) as gw:
+        client = gw.openai()
+        with pytest.raises(openai.BadRequestError) as tier:
+            await client.embeddings.create(model="cheap", input="x")
+        assert "vector spaces" in tier.value.message
+        with pytest.raises(openai.BadRequestError) as chat:
+            await client.embeddings.create(model="gpt-test", input="x")
+        assert "not an embedding model" in chat.value.message
+        with pytest.raises(openai.BadRequestError) as empty:
+            await client.embeddings.create(model="embed-test", input=[])
+        assert empty.value.param == "input"
+
+
+@pytest.mark.anyio
+async def test_models_name_their_endpoints_and_can_be_retrieved_one_by_one(
+        in_process: Any, upstream: FakeUpstreamThread) -> None:
+    async with in_process(config(upstream)) as gw:
+        client = gw.openai()
+        listed = {m.id: m.model_dump() for m in (await client.models.list()).data}
+        assert listed["embed-test"]["endpoints"] == ["/v1/embeddings"]
+        assert listed["gpt-test"]["endpoints"] == listed["cheap"]["endpoints"] == [
+            "/v1/chat/completions", "/v1/responses", "/v1/messages"]
+        tier = await client.models.retrieve("cheap")
+        assert (tier.id, tier.owned_by) == ("cheap", "gateway-tier")
+        with pytest.raises(openai.NotFoundError):
+            await client.models.retrieve("no-such-model")
