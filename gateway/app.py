@@ -28,7 +28,7 @@ from gateway.observability.metrics import Metrics
 from gateway.pipeline.pipeline import Pipeline
 from gateway.pipeline.settle import Books
 from gateway.providers.litellm_provider import load_litellm
-from gateway.providers.registry import build_providers
+from gateway.providers.registry import build_native, build_providers
 from gateway.providers.upstream_http import UpstreamPool
 from gateway.redaction import Redactor
 from gateway.routing.router import Router
@@ -67,7 +67,8 @@ def build_state(settings: Settings, tokens: TokenCounter, app_metrics: Metrics, 
     responses = backends.response_cache(settings, redis, app_metrics, background)
     providers = build_providers(pool)
     books = Books(tokens, app_metrics, ledger_store, stats, prefix, access, router, background)
-    pipeline = Pipeline(settings, router, access, prefix, responses, providers, counting, books, redact)
+    pipeline = Pipeline(settings, router, access, prefix, responses, providers, counting, books, redact,
+                        build_native(pool))
     return AppState(settings, app_metrics, tokens, counting, pool, providers, router, prefix, access, responses,
                     ledger_store, stats, background, pipeline, redact, errors, redis,
                     backends.response_store(settings, redis))

@@ -33,6 +33,9 @@ OPENAI_COST = 0.0025
 REASONING_USAGE = {"prompt_tokens": 300, "completion_tokens": 500, "total_tokens": 800,
                    "completion_tokens_details": {"reasoning_tokens": 400}}
 REASONING_COST = 0.00557
+# the same usage as OpenAI's Responses API reports it (what reaches a native Responses request)
+RESPONSES_USAGE = {"input_tokens": 300, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                   "output_tokens": 500, "output_tokens_details": {"reasoning_tokens": 400}, "total_tokens": 800}
 
 
 def config(upstream: FakeUpstreamThread, **extra: Any) -> dict[str, Any]:
@@ -40,6 +43,9 @@ def config(upstream: FakeUpstreamThread, **extra: Any) -> dict[str, Any]:
     base["models"].append(model("embed-test", "openai", upstream, upstream_model="text-embedding-3-small"))
     base["models"].append(model("gpt-b", "openai", upstream, upstream_model="gpt-b-up", quality=70,
                                 pricing={"input_per_mtok": 1, "output_per_mtok": 2}))
+    # an OpenAI-compatible server without the Responses API: Responses requests are translated to chat
+    base["models"].append(model("compat-test", "openai_compatible", upstream, upstream_model="compat-up",
+                                pricing={"input_per_mtok": 2.5, "output_per_mtok": 10, "cached_input_per_mtok": 1.25}))
     base["tiers"] = {"cheap": {"min_quality": 60}}
     base["master_key"] = MASTER
     return {**base, **extra}
@@ -173,32 +179,49 @@ async def test_messages_keys_budgets_and_errors_in_anthropics_shape(
 
 
 @pytest.mark.anyio
-async def test_responses_price_cached_and_reasoning_tokens_stream_or_not(
+async def test_responses_to_openai_go_natively_and_are_priced_from_its_usage(
         in_process: Any, upstream: FakeUpstreamThread) -> None:
-    upstream.script("o3-test", {"reply": "Forty-two.", "usage": REASONING_USAGE})
+    upstream.script("o3-test", {"reply": "Forty-two.", "usage": RESPONSES_USAGE})
     async with in_process(config(upstream)) as gw:
         client = gw.openai()
         raw = await client.responses.with_raw_response.create(model="reasoner-test", input="The answer?",
-                                                              instructions="Answer in words.")
+                                                              instructions="Answer in words.", store=False)
         response = raw.parse()
         assert response.output_text == "Forty-two." and response.status == "completed"
         usage = response.usage
         assert usage is not None and (usage.input_tokens, usage.output_tokens) == (300, 500)
         assert usage.output_tokens_details.reasoning_tokens == 400
         assert usage.model_dump()["cost"] == REASONING_COST and raw.headers["x-gateway-cost-usd"] == "0.00557"
-        sent = upstream.calls()[-1]["body"]["messages"]
-        assert sent == [{"role": "system", "content": "Answer in words."}, {"role": "user", "content": "The answer?"}]
+        sent = upstream.calls()[-1]
+        assert sent["path"] == "/v1/responses" and sent["body"] == {
+            "model": "o3-test", "input": "The answer?", "instructions": "Answer in words.", "store": False}
         async with client.responses.stream(model="reasoner-test", input="The answer?") as stream:
-            deltas = [e.delta async for e in stream if e.type == "response.output_text.delta"]
+            events = [e async for e in stream]
             final = await stream.get_final_response()
+        deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
         assert "".join(deltas) == final.output_text == "Forty-two."
+        assert [e.sequence_number for e in events] == list(range(len(events)))
         assert final.usage is not None and final.usage.model_dump()["cost"] == REASONING_COST
-        upstream.script("gpt-4o-test", {"reply": "ok", "usage": OPENAI_USAGE})
-        cached = await client.responses.create(model="gpt-test", input="hi")
-        assert cached.usage is not None and cached.usage.input_tokens_details.cached_tokens == 400
-        assert cached.usage.model_dump()["cost"] == OPENAI_COST
         await gw.drain()
         assert gw.metric("gateway_spend_usd_total", model="reasoner-test", provider="openai") == 2 * REASONING_COST
+
+
+@pytest.mark.anyio
+async def test_responses_to_a_server_without_them_are_translated_cost_and_cached_tokens_included(
+        in_process: Any, upstream: FakeUpstreamThread) -> None:
+    upstream.script("compat-up", {"reply": "ok", "usage": OPENAI_USAGE})
+    async with in_process(config(upstream)) as gw:
+        client = gw.openai()
+        whole = await client.responses.create(model="compat-test", input="hi", instructions="Be brief.")
+        sent = upstream.calls()[-1]
+        assert sent["path"] == "/v1/chat/completions" and sent["body"]["messages"] == [
+            {"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+        assert whole.usage is not None and whole.usage.input_tokens_details.cached_tokens == 400
+        assert whole.usage.model_dump()["cost"] == OPENAI_COST
+        async with client.responses.stream(model="compat-test", input="hi") as stream:
+            final = await stream.get_final_response()
+        assert final.output_text == "ok" and final.usage is not None
+        assert final.usage.model_dump()["cost"] == OPENAI_COST  # stream == non-stream
 
 
 @pytest.mark.anyio
@@ -248,13 +271,14 @@ async def test_openai_agents_runs_on_the_gateway_with_its_default_responses_mode
     from agents import Agent, OpenAIResponsesModel, Runner, set_tracing_disabled
 
     set_tracing_disabled(True)
-    upstream.script("gpt-4o-test", {"reply": "Hello from the agent.", "usage": OPENAI_USAGE})
+    upstream.script("gpt-4o-test", {"reply": "Hello from the agent.", "usage": RESPONSES_USAGE})
     async with in_process(config(upstream)) as gw:
         agent = Agent(name="helper", instructions="Be kind.",
                       model=OpenAIResponsesModel(model="gpt-test", openai_client=gw.openai()))
         result = await Runner.run(agent, "Say hello.")
         assert result.final_output == "Hello from the agent."
-        assert result.context_wrapper.usage.input_tokens == 1000
+        assert result.context_wrapper.usage.input_tokens == 300
+        assert upstream.calls()[-1]["path"] == "/v1/responses"  # (natively: gpt-test is an OpenAI model)
 
 
 @pytest.mark.anyio
@@ -322,3 +346,58 @@ async def test_models_name_their_endpoints_and_can_be_retrieved_one_by_one(
         assert (tier.id, tier.owned_by) == ("cheap", "gateway-tier")
         with pytest.raises(openai.NotFoundError):
             await client.models.retrieve("no-such-model")
+
+
+# ---------------------------------------------------------------------------------- native pass-through
+
+
+@pytest.mark.anyio
+async def test_messages_to_anthropic_go_as_sent_thinking_signatures_and_betas_untouched(
+        in_process: Any, upstream: FakeUpstreamThread) -> None:
+    upstream.script("claude-up", {"reply": "Done.", "usage": CACHE_USAGE})
+    history = [
+        {"role": "user", "content": "Plan it."},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "Let me think.", "signature": "sig-abc"},
+                                          {"type": "text", "text": "Step one."}]},
+        {"role": "user", "content": [{"type": "text", "text": "Go on.", "cache_control": {"type": "ephemeral"}}]},
+    ]
+    async with in_process(config(upstream)) as gw:
+        client = claude(gw)
+        raw = await client.messages.with_raw_response.create(
+            model="claude-test", max_tokens=2048, messages=history,  # type: ignore[arg-type]
+            thinking={"type": "enabled", "budget_tokens": 1024}, extra_headers={"anthropic-beta": "beta-x"})
+        sent = upstream.calls()[-1]
+        assert sent["path"] == "/v1/messages" and sent["body"]["messages"] == history
+        assert sent["body"]["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+        assert sent["headers"]["anthropic-beta"] == "beta-x" and sent["headers"]["x-api-key"] != "client-key"
+        message = await raw.parse()
+        assert message.usage.model_dump()["cost"] == CACHE_COST and raw.headers["x-gateway-cost-usd"] == "0.01065"
+        async with client.messages.stream(model="claude-test", max_tokens=2048, messages=history) as stream:  # type: ignore[arg-type]
+            events = [e async for e in stream]
+            final = await stream.get_final_message()
+        assert final.content[0].text == "Done."  # type: ignore[union-attr]
+        delta = next(e for e in events if e.type == "message_delta")
+        assert delta.usage.model_dump()["cost"] == CACHE_COST  # the provider's usage, the cost added
+        assert final.usage.output_tokens == 200 and final.usage.cache_read_input_tokens == 2000
+        await gw.drain()
+        assert gw.metric("gateway_spend_usd_total", model="claude-test", provider="anthropic") == 2 * CACHE_COST
+
+
+@pytest.mark.anyio
+async def test_a_continuation_of_an_openai_response_goes_back_to_openai_with_its_id(
+        in_process: Any, upstream: FakeUpstreamThread) -> None:
+    upstream.script("gpt-4o-test", {"reply": "Hi Ada."})
+    async with in_process(config(upstream)) as gw:
+        client = gw.openai()
+        first = await client.responses.create(model="gpt-test", input="I am Ada.")
+        second = await client.responses.create(model="gpt-test", input="Who am I?", previous_response_id=first.id)
+        sent = upstream.calls()[-1]
+        assert sent["path"] == "/v1/responses" and sent["body"]["previous_response_id"] == first.id
+        assert sent["body"]["input"] == "Who am I?"  # OpenAI holds the conversation: nothing replayed
+        assert second.output_text == "Hi Ada."
+        # an id the gateway never saw: only OpenAI can know it, so it goes there as it is ...
+        await client.responses.create(model="gpt-test", input="x", previous_response_id="resp_from_elsewhere")
+        assert upstream.calls()[-1]["body"]["previous_response_id"] == "resp_from_elsewhere"
+        # ... and to any other model it is unknown
+        with pytest.raises(openai.BadRequestError):
+            await client.responses.create(model="claude-test", input="x", previous_response_id="resp_from_elsewhere")

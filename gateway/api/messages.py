@@ -12,6 +12,7 @@ from time import perf_counter
 from typing import Any
 
 import orjson
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -22,8 +23,10 @@ from gateway.api.translated import credential, decode_object, error_response, se
 from gateway.errors import GatewayError
 from gateway.formats.messages import MessagesStream, chat_to_message, messages_to_chat
 from gateway.formats.messages import error_body as anthropic_error_body
+from gateway.formats.native import NativeMessagesOut
 from gateway.pipeline.exchange import Caller
-from gateway.pipeline.request import chat_request
+from gateway.pipeline.request import Native, chat_request
+from gateway.providers.native import FORWARDED_HEADERS
 from gateway.state import AppState
 
 __all__ = ["COUNT_PATH", "PATH", "Messages", "count_tokens", "create_message"]
@@ -35,18 +38,22 @@ COUNT_PATH = "/v1/messages/count_tokens"
 class Messages:
     """One Messages request on its way through the chat pipeline."""
 
+    native: Native | None
+
     @staticmethod
     def error_body(exc: GatewayError) -> bytes:
         return anthropic_error_body(exc)
 
-    def __init__(self, body: dict[str, Any]) -> None:
+    def __init__(self, body: dict[str, Any], headers: Headers) -> None:
         self.chat = messages_to_chat(body)
+        forwarded = {h: headers[h] for h in FORWARDED_HEADERS if h in headers}
+        self.native = Native("messages", body, forwarded)  # as sent, for an Anthropic model
         self._model = str(body["model"])
         self._id = "msg_" + uuid.uuid4().hex[:24]
 
     @classmethod
-    async def open(cls, body: dict[str, Any], state: AppState, caller: Caller) -> Messages:
-        return cls(body)
+    async def open(cls, body: dict[str, Any], headers: Headers, state: AppState, caller: Caller) -> Messages:
+        return cls(body, headers)
 
     def answer(self, completion: dict[str, Any]) -> dict[str, Any]:
         return chat_to_message(completion, str(completion.get("model") or self._model))
@@ -54,7 +61,10 @@ class Messages:
     def stream(self) -> MessagesStream:
         return MessagesStream(self._model, self._id)
 
-    async def finished(self, state: AppState, answer: dict[str, Any], model: str) -> None:
+    def native_stream(self) -> NativeMessagesOut:
+        return NativeMessagesOut()
+
+    async def finished(self, state: AppState, answer: dict[str, Any], model: str, native: bool) -> None:
         pass  # nothing is kept: the Messages API is stateless
 
 

@@ -16,6 +16,7 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -24,8 +25,10 @@ from gateway.api.sse_response import SSEResponse
 from gateway.api.translated import credential, error_response, serve
 from gateway.conversations.store import StoredResponse
 from gateway.errors import GatewayError, InvalidRequest, NotFound
+from gateway.formats.native import NativeResponsesOut
 from gateway.formats.responses import ResponsesStream, chat_to_response, response_to_chat_messages, responses_to_chat
 from gateway.pipeline.exchange import Caller
+from gateway.pipeline.request import Native
 from gateway.state import AppState
 
 __all__ = ["PATH", "Responses", "create_response", "router"]
@@ -38,12 +41,15 @@ router = APIRouter()
 class Responses:
     """One Responses request on its way through the chat pipeline."""
 
+    native: Native | None
+
     @staticmethod
     def error_body(exc: GatewayError) -> bytes:
         return exc.body_bytes()
 
-    def __init__(self, body: dict[str, Any], tenant: str, history: list[dict[str, Any]]) -> None:
+    def __init__(self, body: dict[str, Any], tenant: str, history: list[dict[str, Any]], native: bool) -> None:
         self.chat = responses_to_chat(body, history)
+        self.native = Native("responses", body, {}) if native else None
         self._body = body
         self._tenant = tenant
         self._history = history
@@ -51,20 +57,25 @@ class Responses:
         self._created = int(time.time())
 
     @classmethod
-    async def open(cls, body: dict[str, Any], state: AppState, caller: Caller) -> Responses:
+    async def open(cls, body: dict[str, Any], headers: Headers, state: AppState, caller: Caller) -> Responses:
+        """A continuation replays the conversation the gateway kept, unless the previous response
+        came from OpenAI itself (then OpenAI keeps it: the request goes there as it is)."""
         tenant = caller.tenant()
         previous_id = body.get("previous_response_id")
         if previous_id is None:
-            return cls(body, tenant, [])
+            return cls(body, tenant, [], True)
         if not isinstance(previous_id, str) or not previous_id:
             raise InvalidRequest("'previous_response_id' must be a response id", param="previous_response_id")
         previous = await state.conversations.get(tenant, previous_id)
-        if previous is None:
-            raise InvalidRequest(f"Previous response with id '{previous_id}' not found.",
-                                 param="previous_response_id", code="previous_response_not_found")
+        if previous is None:  # not the gateway's: only OpenAI itself may know it
+            spec = state.settings.models.get(str(body.get("model")))
+            if spec is None or spec.native_api != "responses":
+                raise InvalidRequest(f"Previous response with id '{previous_id}' not found.",
+                                     param="previous_response_id", code="previous_response_not_found")
+            return cls(body, tenant, [], True)
         if state.router.tier(str(body.get("model"))) is not None:  # a tier: stay with the model that answered
             body = {**body, "model": previous.model}
-        return cls(body, tenant, previous.messages)
+        return cls(body, tenant, previous.messages, previous.native)
 
     def answer(self, completion: dict[str, Any]) -> dict[str, Any]:
         return chat_to_response(completion, self._body, self._id, self._created)
@@ -72,12 +83,17 @@ class Responses:
     def stream(self) -> ResponsesStream:
         return ResponsesStream(self._body, self._id, self._created)
 
-    async def finished(self, state: AppState, answer: dict[str, Any], model: str) -> None:
+    def native_stream(self) -> NativeResponsesOut:
+        return NativeResponsesOut()
+
+    async def finished(self, state: AppState, answer: dict[str, Any], model: str, native: bool) -> None:
+        """Keep the response (its id, its model, the conversation so far) for a continuation or a
+        GET, unless `store: false`. (A native one is also kept by OpenAI, which continues it.)"""
         if self._body.get("store") is False:
             return
         asked = responses_to_chat({**self._body, "instructions": None}, self._history)["messages"]
         conversation = [*asked, *response_to_chat_messages(answer)]
-        await state.conversations.put(self._tenant, StoredResponse(answer, conversation, model))
+        await state.conversations.put(self._tenant, StoredResponse(answer, conversation, model, native))
 
 
 async def create_response(request: Request) -> Response | SSEResponse:

@@ -15,6 +15,7 @@ from time import perf_counter
 from typing import Any, Protocol
 
 import orjson
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -23,10 +24,10 @@ from gateway.api.errors import unexpected_error
 from gateway.api.sse_response import SSEResponse, completion_chunks
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.pipeline.exchange import Answer, Caller, Stream, StreamEnd, StreamEvent
-from gateway.pipeline.request import chat_request
+from gateway.pipeline.request import Native, chat_request
 from gateway.state import AppState
 
-__all__ = ["Codec", "CodecType", "StreamCodec", "credential", "decode_object", "error_response", "serve"]
+__all__ = ["Codec", "CodecType", "NativeOut", "StreamCodec", "credential", "decode_object", "error_response", "serve"]
 
 log = logging.getLogger("gateway.requests")
 
@@ -41,10 +42,23 @@ class StreamCodec(Protocol):
     def error(self, exc: GatewayError) -> bytes: ...
 
 
+class NativeOut(Protocol):
+    """Relays a provider's own events (the client's API): the held-back last one with the cost."""
+
+    response: dict[str, Any] | None  # the completed answer, when the API keeps it
+
+    def feed(self, events: bytes) -> bytes: ...
+
+    def finish(self, usage: dict[str, Any], held: dict[str, Any]) -> bytes: ...
+
+    def error(self, exc: GatewayError) -> bytes: ...
+
+
 class Codec(Protocol):
     """One request of one client API."""
 
     chat: dict[str, Any]  # the request in chat form
+    native: Native | None  # the request as sent, for a model that serves this API itself
 
     def answer(self, completion: dict[str, Any]) -> dict[str, Any]:
         """A chat.completion (with its usage and cost) as the API's answer object."""
@@ -52,14 +66,16 @@ class Codec(Protocol):
 
     def stream(self) -> StreamCodec: ...
 
-    async def finished(self, state: AppState, answer: dict[str, Any], model: str) -> None:
-        """The request succeeded with `answer` (the API's object) from gateway model `model`:
-        keep what the API keeps."""
+    def native_stream(self) -> NativeOut: ...
+
+    async def finished(self, state: AppState, answer: dict[str, Any], model: str, native: bool) -> None:
+        """The request succeeded with `answer` (the API's object) from gateway model `model`
+        (`native`: the provider's own answer): keep what the API keeps."""
         ...
 
 
 class CodecType(Protocol):
-    async def open(self, body: dict[str, Any], state: AppState, caller: Caller) -> Codec:
+    async def open(self, body: dict[str, Any], headers: Headers, state: AppState, caller: Caller) -> Codec:
         """The request's codec; raises a GatewayError for a request the API refuses."""
         ...
 
@@ -106,8 +122,8 @@ async def serve(request: Request, kind: CodecType, path: str) -> Response | SSER
         grant = await state.access.authenticate(authorization)
         raw = await read_body(request, state.settings.max_body_bytes)
         caller = Caller(rid, grant, authorization, arrived)
-        codec = await kind.open(decode_object(raw), state, caller)
-        chat = chat_request(codec.chat, len(raw), request.headers.get("x-gateway-cache"))
+        codec = await kind.open(decode_object(raw), request.headers, state, caller)
+        chat = chat_request(codec.chat, len(raw), request.headers.get("x-gateway-cache"), codec.native)
     except GatewayError as exc:  # refused before the pipeline saw it
         state.metrics.child(state.metrics.requests, "none", "", str(exc.status_code)).inc()
         return error_response(kind, state, rid, exc)
@@ -121,13 +137,15 @@ async def serve(request: Request, kind: CodecType, path: str) -> Response | SSER
         return error_response(kind, state, rid, unexpected_error(state.errors, path, exc))
     model = outcome.headers.get("x-gateway-model", "")
     if isinstance(outcome, Stream):
-        return SSEResponse(_stream(outcome.events, codec, state, model), outcome.headers)
+        events = _native(outcome.events, codec, state, model) if outcome.native else \
+            _stream(outcome.events, codec, state, model)
+        return SSEResponse(events, outcome.headers)
     if chat.stream:  # a response-cache hit, replayed as the stream that was asked for
         return SSEResponse(_replay(outcome, codec, state, model), outcome.headers)
     outcome.headers["x-gateway-cost-usd"] = outcome.cost.header_value()
-    answer = codec.answer(outcome.body)
+    answer = outcome.body if outcome.native else codec.answer(outcome.body)
     try:
-        await codec.finished(state, answer, model)
+        await codec.finished(state, answer, model, outcome.native)
     except GatewayError as exc:
         return error_response(kind, state, rid, exc)
     return Response(orjson.dumps(answer), media_type="application/json", headers=outcome.headers)
@@ -144,7 +162,7 @@ async def _stream(events: AsyncGenerator[StreamEvent, None], codec: Codec, state
                     yield piece
             elif isinstance(event, StreamEnd):
                 end = out.end(event.usage)
-                await _finished(codec, state, out, model)  # kept before the client can ask for it
+                await _finished(codec, state, out, model, False)  # kept before the client can ask for it
                 yield end
             else:  # failed after the stream started
                 yield out.error(event)
@@ -152,20 +170,38 @@ async def _stream(events: AsyncGenerator[StreamEvent, None], codec: Codec, state
         await events.aclose()  # the client left: the pipeline settles what was produced, now
 
 
+async def _native(events: AsyncGenerator[StreamEvent, None], codec: Codec, state: AppState, model: str,
+                  ) -> AsyncGenerator[bytes, None]:
+    """A provider's own events, passed through; the last one with the cost."""
+    out = codec.native_stream()
+    try:
+        async for event in events:
+            if isinstance(event, bytes):
+                yield out.feed(event)
+            elif isinstance(event, StreamEnd):
+                end = out.finish(event.usage, event.chunk)
+                await _finished(codec, state, out, model, True)  # kept before the client can ask for it
+                yield end
+            else:  # failed after the stream started
+                yield out.error(event)
+    finally:
+        await events.aclose()
+
+
 async def _replay(answer: Answer, codec: Codec, state: AppState, model: str) -> AsyncGenerator[bytes, None]:
     out = codec.stream()
     piece = out.feed(completion_chunks(answer.body)) + out.end(answer.body.get("usage") or {})
-    await _finished(codec, state, out, model)
+    await _finished(codec, state, out, model, False)
     yield piece
 
 
-async def _finished(codec: Codec, state: AppState, out: StreamCodec, model: str) -> None:
+async def _finished(codec: Codec, state: AppState, out: StreamCodec | NativeOut, model: str, native: bool) -> None:
     """A stream ended well: its codec keeps what its API keeps (a failure to keep it is logged:
     the answer has been paid for and is on its way)."""
     completed = getattr(out, "response", None)
     if completed is None:
         return
     try:
-        await codec.finished(state, completed, model)
+        await codec.finished(state, completed, model, native)
     except GatewayError as exc:
         log.warning("could not keep the response: %s", exc.message)

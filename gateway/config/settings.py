@@ -70,6 +70,13 @@ class ModelSpec:
         return self.quality_by_category.get(category, self.quality)
 
     @property
+    def native_api(self) -> str | None:
+        """The client API this model's provider serves itself (sent natively, not translated)."""
+        if self.wire == "anthropic":
+            return "messages"
+        return "responses" if self.provider == "openai" else None
+
+    @property
     def available(self) -> bool:
         return self.unavailable_reason is None
 

@@ -27,14 +27,16 @@ class StoredResponse:
     response: dict[str, Any]  # the Response object as the client got it
     messages: list[dict[str, Any]]  # the conversation in chat form, this response's output included
     model: str  # the gateway model that produced it
+    native: bool = False  # OpenAI produced it itself (and keeps it: a continuation goes there as it is)
 
     def encode(self) -> bytes:
-        return orjson.dumps({"response": self.response, "messages": self.messages, "model": self.model})
+        return orjson.dumps({"response": self.response, "messages": self.messages, "model": self.model,
+                             "native": self.native})
 
     @classmethod
     def decode(cls, raw: bytes) -> StoredResponse:
         data = orjson.loads(raw)
-        return cls(data["response"], data["messages"], data["model"])
+        return cls(data["response"], data["messages"], data["model"], bool(data.get("native")))
 
 
 class ResponseStore(Protocol):

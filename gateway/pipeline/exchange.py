@@ -67,6 +67,7 @@ class Attempt:
     cache_result: str = "bypass"  # x-gateway-cache: hit | miss | bypass
     reservation: Reservation = NO_RESERVATION
     started: float = 0.0  # perf_counter() when the upstream call started
+    native: bool = False  # the client's own API request, sent as it is (`gateway/providers/native.py`)
 
 
 RequestT = TypeVar("RequestT", ChatRequest, EmbeddingRequest)
@@ -108,12 +109,14 @@ class Exchange(Generic[RequestT]):
 
 
 class Answer(NamedTuple):
-    """A whole chat.completion (with `usage.cost`), from a provider or the response cache."""
+    """A whole chat.completion (with `usage.cost`), from a provider or the response cache; or,
+    `native`, the provider's own answer to the client's own API request (cost in its usage)."""
 
     body: dict[str, Any]
     headers: dict[str, str]
     cost: Cost
     cached: bool  # a response-cache hit (a streaming request then gets it replayed as a stream)
+    native: bool = False
 
 
 class StreamEnd(NamedTuple):
@@ -133,3 +136,4 @@ class Stream(NamedTuple):
 
     events: AsyncGenerator[StreamEvent, None]
     headers: dict[str, str]
+    native: bool = False  # the provider's own events (the client's API), not chat chunks

@@ -32,6 +32,7 @@ from gateway.pipeline.relay import relay
 from gateway.pipeline.request import ChatRequest
 from gateway.pipeline.settle import Books
 from gateway.providers.base import Completion, Provider
+from gateway.providers.native import NativeProvider
 from gateway.redaction import Redactor
 from gateway.routing.router import Router, unfit_reason
 from gateway.tokens.counter import encoding_name_for
@@ -46,6 +47,7 @@ class Pipeline:
     def __init__(
         self, settings: Settings, router: Router, access: Access, prefix: PrefixCache, responses: ResponseCache,
         providers: Mapping[str, Provider], counting: CountingPool, books: Books, secrets: Redactor,
+        native: NativeProvider,
     ) -> None:
         self._settings = settings
         self._router = router
@@ -56,6 +58,7 @@ class Pipeline:
         self._counting = counting
         self._books = books
         self._secrets = secrets
+        self._native = native
 
     async def run(self, request: ChatRequest, caller: Caller) -> Answer | Stream:
         """Serve `request`: by name, one attempt; by tier, the plan's candidates in turn. A
@@ -211,6 +214,8 @@ class Pipeline:
     ) -> Answer | Stream:
         """One model: the response cache first, then the budget hold, then the provider."""
         request = exchange.request
+        if request.native is not None and request.native.api == spec.native_api:
+            return await self._native_attempt(exchange, spec, input_tokens, deadline, charge)
         body = {**request.body, "model": spec.upstream_model}
         for field in request.extras - spec.extra_body_fields if request.extras else ():
             del body[field]  # not a chat parameter, and this upstream does not take it
@@ -243,13 +248,44 @@ class Pipeline:
         completion = await provider.complete(attempt.spec, attempt.body, attempt.deadline)
         return self._answer(exchange, attempt, completion)
 
+    async def _native_attempt(
+        self, exchange: Exchange[ChatRequest], spec: ModelSpec, input_tokens: int, deadline: float | None,
+        charge: int | None,
+    ) -> Answer | Stream:
+        """The client's own API request, to a model whose provider serves that API: sent as it is
+        (no response cache: the answer is in the client's format, not the chat one)."""
+        request = exchange.request
+        native = request.native
+        assert native is not None
+        previous = exchange.attempt
+        attempt = exchange.attempt = Attempt(spec, {**native.body, "model": spec.upstream_model}, input_tokens,
+                                             deadline, False, native=True)
+        carried = previous.reservation.admission if previous is not None else None
+        attempt.reservation = await self._access.reserve(
+            exchange.caller.grant, spec, input_tokens, request.max_output, request.n, charge, carried)
+        try:
+            attempt.started = perf_counter()
+            if request.stream:
+                upstream = await self._native.stream(spec, native.api, attempt.body, native.headers, deadline)
+                events = relay(exchange, attempt, upstream, self._books, self._responses, self._secrets)
+                return Stream(events, exchange.headers(), True)
+            completion = await self._native.complete(spec, native.api, attempt.body, native.headers, deadline)
+        except BaseException:
+            await self._access.release(attempt.reservation)
+            raise
+        return self._answer(exchange, attempt, completion)
+
     def _answer(self, exchange: Exchange[Any], attempt: Attempt, completion: Completion) -> Answer:
         upstream_time = perf_counter() - attempt.started
         settled = self._books.settle(exchange, attempt, completion, "missing")
-        completion.body["usage"] = settled.client_usage()
+        if attempt.native:  # the provider's own usage, with the cost added
+            usage = completion.body.get("usage")
+            completion.body["usage"] = {**(usage if isinstance(usage, dict) else {}), **settled.cost.usage_fields()}
+        else:
+            completion.body["usage"] = settled.client_usage()
         if exchange.request.cache.write:
             self._responses.store(attempt.cache_key, completion.body, settled.cost)
-        answer = Answer(completion.body, exchange.headers(), settled.cost, False)
+        answer = Answer(completion.body, exchange.headers(), settled.cost, False, attempt.native)
         self._books.finished(exchange, "200", upstream_time)
         return answer
 

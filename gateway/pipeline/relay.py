@@ -55,7 +55,9 @@ async def relay(
             raise UpstreamError(f"upstream {spec.provider} stream ended early for model '{spec.name}'",
                                 kind="connection")
         settled = books.settle(exchange, attempt, stream, "missing")
-        yield _end(exchange, attempt, stream, settled)
+        # (a native stream's held-back last event, for the API layer to send with the cost)
+        yield StreamEnd(settled.client_usage(), dict(stream.usage_chunk or {})) if attempt.native else \
+            _end(exchange, attempt, stream, settled)
         status = "200"
         completion = assemble(relayed) if relayed is not None else None
         if completion is not None:  # complete and successful: worth caching

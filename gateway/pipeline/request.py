@@ -18,7 +18,8 @@ from gateway.errors import InvalidRequest
 from gateway.routing.outputs import request_shape
 
 __all__ = [
-    "CHAT_FIELDS", "MAX_OUTPUT_TOKENS", "ChatRequest", "chat_request", "needed_capabilities", "parse_chat_request",
+    "CHAT_FIELDS", "MAX_OUTPUT_TOKENS", "ChatRequest", "Native", "chat_request", "needed_capabilities",
+    "parse_chat_request",
 ]
 
 # OpenAI's chat parameters (the response cache classifies each one: part of the key, or not).
@@ -29,6 +30,15 @@ _NO_EXTRAS: frozenset[str] = frozenset()
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _ROLE_LIST = ", ".join(sorted(_ROLES))
+
+
+class Native(NamedTuple):
+    """The client's request in its own API (`messages` | `responses`), for a model that serves
+    that API itself: sent as it is rather than translated."""
+
+    api: str
+    body: dict[str, Any]
+    headers: dict[str, str]  # the client's headers that the provider reads (anthropic-beta, ...)
 
 
 class ChatRequest(NamedTuple):
@@ -49,6 +59,7 @@ class ChatRequest(NamedTuple):
     size: int  # the body's bytes (a large one is counted off the event loop)
     extras: frozenset[str]  # top-level fields that are not chat parameters (usually none)
     shape: str  # short | general | long | structured: what its answer's length is expected from
+    native: Native | None = None  # another API's request this one was translated from
 
 
 def _fail(message: str, param: str) -> InvalidRequest:
@@ -270,7 +281,8 @@ def parse_chat_request(raw: bytes, cache_header: str | None = None) -> ChatReque
     return chat_request(_decode(raw), len(raw), cache_header)
 
 
-def chat_request(body: dict[str, Any], size: int, cache_header: str | None = None) -> ChatRequest:
+def chat_request(body: dict[str, Any], size: int, cache_header: str | None = None,
+                 native: Native | None = None) -> ChatRequest:
     """A decoded chat body (`size`: the bytes it came in): what another client API's request was
     translated into (`gateway/formats/`)."""
     model = body.get("model")
@@ -299,4 +311,4 @@ def chat_request(body: dict[str, Any], size: int, cache_header: str | None = Non
              if _special(body, messages) else _NOTHING_NEEDED)
     return ChatRequest(body, model, messages, max_completion or max_tokens, n, bool(stream), include_usage, tools,
                        fmt, needs, cache_policy(body, cache_header), size, extras,
-                       request_shape(messages, needs, body))
+                       request_shape(messages, needs, body), native)
