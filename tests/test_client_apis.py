@@ -401,3 +401,16 @@ async def test_a_continuation_of_an_openai_response_goes_back_to_openai_with_its
         # ... and to any other model it is unknown
         with pytest.raises(openai.BadRequestError):
             await client.responses.create(model="claude-test", input="x", previous_response_id="resp_from_elsewhere")
+
+
+@pytest.mark.anyio
+async def test_count_tokens_for_an_anthropic_model_asks_anthropic_for_free(
+        in_process: Any, upstream: FakeUpstreamThread) -> None:
+    async with in_process(config(upstream)) as gw:
+        counted = await claude(gw).messages.count_tokens(
+            model="claude-test", system="Be brief.", messages=[{"role": "user", "content": "one two three"}])
+        call = upstream.calls()[-1]
+        assert call["path"] == "/v1/messages/count_tokens" and call["body"] == {
+            "model": "claude-up", "system": "Be brief.", "messages": [{"role": "user", "content": "one two three"}]}
+        assert counted.input_tokens == 9  # the fake's count (4 per message + its words; system: 2 words)
+        assert not [c for c in upstream.calls() if c["path"] == "/v1/messages"]  # no paid call

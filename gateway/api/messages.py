@@ -82,10 +82,10 @@ async def count_tokens(request: Request) -> Response:
     try:
         grant = await state.access.authenticate(authorization)
         raw = await read_body(request, state.settings.max_body_bytes)
-        body = decode_object(raw)
-        body.setdefault("max_tokens", 1)  # (not part of a count request; the translation wants one)
-        body.pop("stream", None)
-        chat = chat_request(messages_to_chat(body), len(raw))
+        body = decode_object(raw)  # (a count request has no max_tokens; the translation wants one)
+        translated = messages_to_chat({**body, "max_tokens": 1, "stream": False})
+        forwarded = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
+        chat = chat_request(translated, len(raw), None, Native("messages", body, forwarded))
         tokens = await state.pipeline.count_prompt(chat, Caller(rid, grant, authorization, arrived))
     except GatewayError as exc:
         return error_response(Messages, state, rid, exc)

@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 
 from gateway.fake_upstream import anthropic_format, embeddings_format, openai_format, responses_format
-from gateway.fake_upstream.behaviour import Behaviour, ReplyPlan, Turn
+from gateway.fake_upstream.behaviour import Behaviour, ReplyPlan, Turn, count_input_tokens
 
 T = TypeVar("T")
 
@@ -64,6 +64,7 @@ class FakeUpstream:
         app.router.add_post(responses_format.PATH, self._handle_responses)
         app.router.add_post(embeddings_format.PATH, self._handle_embeddings)
         app.router.add_post(anthropic_format.PATH, self._handle_anthropic)
+        app.router.add_post(anthropic_format.PATH + "/count_tokens", self._handle_count_tokens)
         app.router.add_get("/v1/models", self._handle_models)
         app.router.add_post("/_fake/script", self._handle_script)
         app.router.add_post("/_fake/reset", self._handle_reset)
@@ -146,6 +147,19 @@ class FakeUpstream:
 
     async def _handle_anthropic(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(request, anthropic_format)
+
+    async def _handle_count_tokens(self, request: web.Request) -> web.Response:
+        """Anthropic's token count: free, and counted like the fake's own usage (logged as a call)."""
+        body = orjson.loads(await request.read() or b"null")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self._log.append({"path": request.path, "model": body.get("model") if isinstance(body, dict) else None,
+                          "headers": headers, "body": body, "stream": False, "completed": True, "ended": True,
+                          "chunks_sent": 0})
+        if not headers.get("x-api-key"):
+            return _json({"type": "error", "error": {"type": "authentication_error", "message": "no key"}}, 401)
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return _json({"type": "error", "error": {"type": "invalid_request_error", "message": "messages"}}, 400)
+        return _json({"input_tokens": count_input_tokens(body, include_system=True)})
 
     async def _handle(self, request: web.Request, fmt: ModuleType) -> web.StreamResponse:
         raw = await request.read()

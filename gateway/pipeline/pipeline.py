@@ -14,6 +14,7 @@ The API layer decodes the request, calls `Pipeline.run` and encodes the `Answer`
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from time import perf_counter
 from types import MappingProxyType
@@ -39,6 +40,8 @@ from gateway.tokens.counter import encoding_name_for
 from gateway.tokens.pool import CountingPool
 
 __all__ = ["Pipeline"]
+
+log = logging.getLogger("gateway.requests")
 
 _ZERO = MappingProxyType(Cost().usage_fields())  # a cache hit's usage cost: $0
 
@@ -139,12 +142,20 @@ class Pipeline:
 
     async def count_prompt(self, request: ChatRequest, caller: Caller) -> int:
         """The prompt's tokens for the model or tier `request` names (a tier: the most of its
-        models' encodings), calling no provider; the key checks of an estimate."""
+        models' encodings; an Anthropic model with a key: Anthropic's own count, which is free),
+        calling no paid model; the key checks of an estimate."""
         grant, tier = caller.grant, self._router.tier(request.model)
         if tier is None:
             spec = self._settings.resolve_model(request.model)
             self._access.check(grant, spec.name, None)
             await self._access.admit_estimate(grant)
+            native = request.native
+            if native is not None and native.api == "messages" == spec.native_api and spec.api_key:
+                try:  # Anthropic's own count, when it can be asked (free)
+                    return await self._native.count_tokens(spec, {**native.body, "model": spec.upstream_model},
+                                                           native.headers)
+                except GatewayError as exc:
+                    log.warning("token count by %s failed (%s): counted here instead", spec.name, exc.message)
             return await self._count(request, encoding_name_for(spec.upstream_model))
         self._access.check(grant, None, tier.name)
         await self._access.admit_estimate(grant)

@@ -61,7 +61,7 @@ class NativeProvider:
     def __init__(self, transport: HTTPTransport) -> None:
         self._transport = transport
 
-    def _endpoint(self, model: ModelSpec, api: str, headers: dict[str, str]) -> Endpoint:
+    def _endpoint(self, model: ModelSpec, api: str, headers: dict[str, str], path: str = "/v1/messages") -> Endpoint:
         if api == "responses":
             auth = {"Authorization": f"Bearer {model.api_key}"} if model.api_key else {}
             return self._transport.endpoint(model, "/responses", auth)
@@ -69,9 +69,9 @@ class NativeProvider:
         beta = _header_value(headers.get("anthropic-beta"))
         own = {"anthropic-version": version, **({"x-api-key": model.api_key} if model.api_key else {})}
         if beta is None and version == ANTHROPIC_VERSION:
-            return self._transport.endpoint(model, "/v1/messages", own)  # the usual head, prepared once
-        return Endpoint(f"{model.api_base}/v1/messages", {"User-Agent": USER_AGENT, "Content-Type": "application/json",
-                                                         **own, **({"anthropic-beta": beta} if beta else {})})
+            return self._transport.endpoint(model, path, own)  # the usual head, prepared once
+        return Endpoint(f"{model.api_base}{path}", {"User-Agent": USER_AGENT, "Content-Type": "application/json",
+                                                   **own, **({"anthropic-beta": beta} if beta else {})})
 
     async def complete(self, model: ModelSpec, api: str, body: dict[str, Any], headers: dict[str, str],
                        deadline: float | None = None) -> Completion:
@@ -85,6 +85,15 @@ class NativeProvider:
                 raise bad_response(model, "not a response")
             usage = responses_usage(data.get("usage"))
         return Completion(data, usage, usage.to_openai() if usage is not None else None)
+
+    async def count_tokens(self, model: ModelSpec, body: dict[str, Any], headers: dict[str, str],
+                           deadline: float | None = None) -> int:
+        """Anthropic's own count of a Messages request's input tokens (free of charge)."""
+        endpoint = self._endpoint(model, "messages", headers, "/v1/messages/count_tokens")
+        data = await self._transport.post_json(model, endpoint, body, deadline)
+        if not isinstance(data, dict) or not isinstance(data.get("input_tokens"), int):
+            raise bad_response(model, "no input_tokens")
+        return int(data["input_tokens"])
 
     async def stream(self, model: ModelSpec, api: str, body: dict[str, Any], headers: dict[str, str],
                      deadline: float | None = None) -> AnthropicNativeStream | ResponsesNativeStream:
