@@ -231,7 +231,8 @@ async def test_previous_response_id_continues_on_the_same_model_for_its_tenant_o
     async with in_process(config(upstream, require_keys=True)) as gw:
         alice, bob = await new_key(gw), await new_key(gw)
         client = gw.openai(api_key=alice)
-        first = await client.responses.create(model="claude-test", input="My name is Ada.")
+        first = await client.responses.create(model="claude-test", input="My name is Ada.",
+                                              instructions="Be terse.")  # (not carried over to the next turn)
         upstream.script("claude-up", {"reply": "Your name is Ada."})
         second = await client.responses.create(model="claude-test", input="What is my name?",
                                                previous_response_id=first.id)

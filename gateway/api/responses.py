@@ -91,8 +91,8 @@ class Responses:
         GET, unless `store: false`. (A native one is also kept by OpenAI, which continues it.)"""
         if self._body.get("store") is False:
             return
-        asked = responses_to_chat({**self._body, "instructions": None}, self._history)["messages"]
-        conversation = [*asked, *response_to_chat_messages(answer)]
+        asked = self.chat["messages"]  # (this request's instructions, first, are not carried over)
+        conversation = [*(asked[1:] if self._body.get("instructions") else asked), *response_to_chat_messages(answer)]
         await state.conversations.put(self._tenant, StoredResponse(answer, conversation, model, native))
 
 
