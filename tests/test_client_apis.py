@@ -12,6 +12,7 @@ from typing import Any
 import anthropic
 import httpx2
 import openai
+import orjson
 import pytest
 from conftest import InProcess, model, standard_config
 
@@ -342,7 +343,7 @@ async def test_models_name_their_endpoints_and_can_be_retrieved_one_by_one(
         listed = {m.id: m.model_dump() for m in (await client.models.list()).data}
         assert listed["embed-test"]["endpoints"] == ["/v1/embeddings"]
         assert listed["gpt-test"]["endpoints"] == listed["cheap"]["endpoints"] == [
-            "/v1/chat/completions", "/v1/responses", "/v1/messages"]
+            "/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/completions"]
         tier = await client.models.retrieve("cheap")
         assert (tier.id, tier.owned_by) == ("cheap", "gateway-tier")
         with pytest.raises(openai.NotFoundError):
@@ -415,3 +416,58 @@ async def test_count_tokens_for_an_anthropic_model_asks_anthropic_for_free(
             "model": "claude-up", "system": "Be brief.", "messages": [{"role": "user", "content": "one two three"}]}
         assert counted.input_tokens == 9  # the fake's count (4 per message + its words; system: 2 words)
         assert not [c for c in upstream.calls() if c["path"] == "/v1/messages"]  # no paid call
+
+
+# ---------------------------------------------------------------------------------- one set of books
+
+
+@pytest.mark.anyio
+async def test_every_endpoint_books_what_it_told_the_client_and_keeps_the_keys_limits(
+        in_process: Any, upstream: FakeUpstreamThread) -> None:
+    """One request on each API with one key: the ledger, the spend metric and the key's spend all
+    equal the sum of the `usage.cost` the client was told, to the pico-dollar."""
+    upstream.script("claude-up", {"reply": "a", "usage": CACHE_USAGE})
+    upstream.script("o3-test", {"reply": "b", "usage": RESPONSES_USAGE})
+    upstream.script("compat-up", {"reply": "c", "usage": OPENAI_USAGE})
+    upstream.script("text-embedding-3-small", {"usage": {"prompt_tokens": 1000, "total_tokens": 1000}})
+    async with in_process(config(upstream, require_keys=True)) as gw:
+        secret = await new_key(gw, budget_usd="1")
+        client, told = gw.openai(api_key=secret), []
+        message = await claude(gw, secret).messages.create(
+            model="claude-test", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+        told.append(message.usage.model_dump()["cost"])
+        told.append((await client.responses.create(model="reasoner-test", input="x")).usage.model_dump()["cost"])
+        told.append((await client.responses.create(model="compat-test", input="x")).usage.model_dump()["cost"])
+        told.append((await client.embeddings.create(model="embed-test", input="x")).usage.model_dump()["cost"])
+        assert told == [CACHE_COST, REASONING_COST, OPENAI_COST, 0.00002]
+        total_pico = sum(round(c * 10**12) for c in told)
+        await gw.drain()
+        records = [orjson.loads(line) for line in (await gw.client.get(
+            "/admin/ledger", headers={"Authorization": f"Bearer {MASTER}"})).text.splitlines()]
+        assert sorted(r["model"] for r in records) == ["claude-test", "compat-test", "embed-test", "reasoner-test"]
+        assert sum(r["cost_pico"] for r in records) == total_pico
+        metric = sum(gw.metric("gateway_spend_usd_total", model=m) for m in
+                     ("claude-test", "reasoner-test", "compat-test", "embed-test"))
+        assert round(metric * 10**12) == total_pico
+        spend = (await gw.client.get("/v1/spend", headers={"Authorization": f"Bearer {secret}"})).json()
+        assert round(float(spend["spend_usd"]) * 10**12) == total_pico
+
+
+@pytest.mark.anyio
+async def test_a_keys_rate_limit_holds_on_every_endpoint(in_process: Any, upstream: FakeUpstreamThread) -> None:
+    async with in_process(config(upstream, require_keys=True)) as gw:
+        for call in ("messages", "responses", "embeddings"):
+            secret = await new_key(gw, rpm=1)
+            client = gw.openai(api_key=secret)
+
+            async def once(client: openai.AsyncOpenAI = client, secret: str = secret, call: str = call) -> Any:
+                if call == "messages":
+                    return await claude(gw, secret).messages.create(
+                        model="gpt-test", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+                if call == "responses":
+                    return await client.responses.create(model="compat-test", input="hi")
+                return await client.embeddings.create(model="embed-test", input="hi")
+
+            await once()
+            with pytest.raises((openai.RateLimitError, anthropic.RateLimitError)):
+                await once()

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.api import chat, embeddings, messages, responses
+from gateway.api import chat, completions, embeddings, messages, responses
 from gateway.config.schema import ServerConfig
 from gateway.errors import MethodNotAllowed
 
@@ -22,6 +22,7 @@ __all__ = ["GatewayASGI"]
 
 _HANDLERS: MappingProxyType[str, Callable[[Request], Awaitable[Any]]] = MappingProxyType({
     chat.PATH: chat.chat_completions,
+    completions.PATH: completions.create_completion,
     messages.PATH: messages.create_message,
     messages.COUNT_PATH: messages.count_tokens,
     responses.PATH: responses.create_response,

@@ -18,7 +18,7 @@ __all__ = ["router"]
 
 router = APIRouter()
 
-CHAT_ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/messages")
+CHAT_ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/completions")
 EMBEDDING_ENDPOINTS = ("/v1/embeddings",)
 
 

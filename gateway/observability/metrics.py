@@ -90,11 +90,10 @@ class Metrics:
                                         "pooled connection.", [])
         self.in_flight = Gauge("gateway_in_flight_requests", "Chat requests in flight.", registry=own,
                                multiprocess_mode="livesum")  # with several workers: their sum
-        self.usage_estimated = counter(
-            "gateway_usage_estimated_total",
-            "Requests billed from the gateway's own token count (reason: missing | disconnect | error).",
-            ["model", "reason"],
-        )
+        self.usage_estimated = counter("gateway_usage_estimated_total", "Requests billed from the gateway's own token "
+                                       "count (reason: missing | disconnect | error).", ["model", "reason"])
+        self.unknown_paths = counter("gateway_unknown_path_requests_total", "Requests to a path the gateway does not "
+                                     "serve (answered 404), by HTTP method.", ["method"])
         self._registry = self._exporting(own)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
