@@ -288,7 +288,7 @@ async def test_responses_errors_are_openai_shaped(in_process: Any, upstream: Fak
     async with in_process(config(upstream)) as gw:
         client = gw.openai()
         with pytest.raises(openai.BadRequestError) as bad:
-            await client.responses.create(model="gpt-test", input="x", tools=[{"type": "web_search"}])
+            await client.responses.create(model="compat-test", input="x", tools=[{"type": "web_search"}])
         assert bad.value.code is None or isinstance(bad.value.code, str)
         assert "web_search" in bad.value.message
         with pytest.raises(openai.NotFoundError):
@@ -471,3 +471,55 @@ async def test_a_keys_rate_limit_holds_on_every_endpoint(in_process: Any, upstre
             await once()
             with pytest.raises((openai.RateLimitError, anthropic.RateLimitError)):
                 await once()
+
+
+@pytest.mark.anyio
+async def test_what_only_the_provider_understands_goes_to_it_as_sent(
+        in_process: Any, upstream: FakeUpstreamThread) -> None:
+    """Server tools and documents for an Anthropic model, built-in tools for an OpenAI one: not
+    translatable, so not refused when the model serves the API itself (still counted and billed)."""
+    upstream.script("claude-up", {"reply": "Found it.", "usage": CACHE_USAGE})
+    async with in_process(config(upstream)) as gw:
+        tools = [{"type": "web_search_20250305", "name": "web_search", "max_uses": 1}]
+        document = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "Ada"}}
+        message = await claude(gw).messages.create(
+            model="claude-test", max_tokens=64, tools=tools,  # type: ignore[arg-type]
+            messages=[{"role": "user", "content": [document, {"type": "text", "text": "Who?"}]}])  # type: ignore[list-item]
+        sent = upstream.calls()[-1]["body"]
+        assert sent["tools"] == tools and sent["messages"][0]["content"][0] == document
+        assert message.usage.model_dump()["cost"] == CACHE_COST
+        with pytest.raises(anthropic.BadRequestError):  # a model that is not Anthropic cannot read them
+            await claude(gw).messages.create(model="gpt-test", max_tokens=64, tools=tools,  # type: ignore[arg-type]
+                                             messages=[{"role": "user", "content": "Who?"}])
+        upstream.script("gpt-4o-test", {"reply": "Searched.", "usage": RESPONSES_USAGE})
+        searched = await gw.openai().responses.create(model="gpt-test", input="News?",
+                                                      tools=[{"type": "web_search"}])
+        assert upstream.calls()[-1]["body"]["tools"] == [{"type": "web_search"}]
+        # gpt-test: 300 x $2.5/M + 500 x $10/M (its reasoning tokens at its output price)
+        assert searched.usage is not None and searched.usage.model_dump()["cost"] == 0.00575
+
+
+@pytest.mark.anyio
+async def test_system_messages_inside_messages_as_claude_code_sends_them(
+        in_process: Any, upstream: FakeUpstreamThread) -> None:
+    upstream.script("gpt-4o-test", {"reply": "ok"})
+    async with in_process(config(upstream)) as gw:
+        await claude(gw).messages.create(model="cheap", max_tokens=16, system="You are Claude Code.", messages=[
+            {"role": "user", "content": "hi"}, {"role": "system", "content": "Reminder: be brief."},  # type: ignore[list-item]
+            {"role": "user", "content": "again"}])
+        sent = upstream.calls()[-1]["body"]["messages"]
+        assert [m["role"] for m in sent] == ["system", "user", "system", "user"]
+        assert sent[2]["content"] == "Reminder: be brief."
+
+
+@pytest.mark.anyio
+async def test_embedding_models_are_never_chat_candidates(in_process: Any, upstream: FakeUpstreamThread) -> None:
+    cfg = config(upstream)
+    cfg["models"][-3]["quality"] = 99  # embed-test, with a quality: still no tier's candidate
+    async with in_process(cfg) as gw:
+        plan = (await gw.client.post("/v1/estimate", json={"model": "cheap", "messages": [
+            {"role": "user", "content": "hi"}]})).json()
+        assert plan["model"] != "embed-test" and "embed-test" not in str(plan)
+        with pytest.raises(openai.BadRequestError) as by_name:
+            await gw.openai().chat.completions.create(model="embed-test", messages=[{"role": "user", "content": "x"}])
+        assert "use /v1/embeddings" in by_name.value.message

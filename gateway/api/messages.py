@@ -20,10 +20,10 @@ from gateway.api.body import read_body, request_id
 from gateway.api.errors import unexpected_error
 from gateway.api.sse_response import SSEResponse
 from gateway.api.translated import credential, decode_object, error_response, serve
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InvalidRequest
 from gateway.formats.messages import MessagesStream, chat_to_message, messages_to_chat
 from gateway.formats.messages import error_body as anthropic_error_body
-from gateway.formats.native import NativeMessagesOut
+from gateway.formats.native import NativeMessagesOut, text_only_chat
 from gateway.pipeline.exchange import Caller
 from gateway.pipeline.request import Native, chat_request
 from gateway.providers.native import FORWARDED_HEADERS
@@ -44,8 +44,14 @@ class Messages:
     def error_body(exc: GatewayError) -> bytes:
         return anthropic_error_body(exc)
 
-    def __init__(self, body: dict[str, Any], headers: Headers) -> None:
-        self.chat = messages_to_chat(body)
+    def __init__(self, body: dict[str, Any], headers: Headers, native_only: bool = False) -> None:
+        try:
+            self.chat = messages_to_chat(body)
+        except InvalidRequest:
+            messages, limit = body.get("messages"), body.get("max_tokens")
+            if not (native_only and isinstance(messages, list) and messages and isinstance(limit, int)):
+                raise  # (what Anthropic would refuse too is refused here)
+            self.chat = text_only_chat(body, body.get("max_tokens"))  # Anthropic will read it as sent
         forwarded = {h: headers[h] for h in FORWARDED_HEADERS if h in headers}
         self.native = Native("messages", body, forwarded)  # as sent, for an Anthropic model
         self._model = str(body["model"])
@@ -53,7 +59,10 @@ class Messages:
 
     @classmethod
     async def open(cls, body: dict[str, Any], headers: Headers, state: AppState, caller: Caller) -> Messages:
-        return cls(body, headers)
+        """A request for an Anthropic model by name goes as sent: what only Anthropic understands
+        (server tools, documents, ...) is not refused by the translation."""
+        spec = state.settings.models.get(str(body.get("model")))
+        return cls(body, headers, spec is not None and spec.native_api == "messages")
 
     def answer(self, completion: dict[str, Any]) -> dict[str, Any]:
         return chat_to_message(completion, str(completion.get("model") or self._model))

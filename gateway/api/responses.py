@@ -25,7 +25,7 @@ from gateway.api.sse_response import SSEResponse
 from gateway.api.translated import credential, error_response, serve
 from gateway.conversations.store import StoredResponse
 from gateway.errors import GatewayError, InvalidRequest, NotFound
-from gateway.formats.native import NativeResponsesOut
+from gateway.formats.native import NativeResponsesOut, text_only_chat
 from gateway.formats.responses import ResponsesStream, chat_to_response, response_to_chat_messages, responses_to_chat
 from gateway.pipeline.exchange import Caller
 from gateway.pipeline.request import Native
@@ -47,8 +47,15 @@ class Responses:
     def error_body(exc: GatewayError) -> bytes:
         return exc.body_bytes()
 
-    def __init__(self, body: dict[str, Any], tenant: str, history: list[dict[str, Any]], native: bool) -> None:
-        self.chat = responses_to_chat(body, history)
+    def __init__(self, body: dict[str, Any], tenant: str, history: list[dict[str, Any]], native: bool,
+                 native_only: bool = False) -> None:
+        try:
+            self.chat = responses_to_chat(body, history)
+        except InvalidRequest:
+            given = body.get("input")
+            if not (native and native_only and (isinstance(given, str) or isinstance(given, list) and given)):
+                raise  # (what OpenAI would refuse too is refused here)
+            self.chat = text_only_chat(body, body.get("max_output_tokens"))  # OpenAI will read it as sent
         self.native = Native("responses", body, {}) if native else None
         self._body = body
         self._tenant = tenant
@@ -62,20 +69,21 @@ class Responses:
         came from OpenAI itself (then OpenAI keeps it: the request goes there as it is)."""
         tenant = caller.tenant()
         previous_id = body.get("previous_response_id")
+        spec = state.settings.models.get(str(body.get("model")))
+        native_only = spec is not None and spec.native_api == "responses"  # (built-in tools: OpenAI's to read)
         if previous_id is None:
-            return cls(body, tenant, [], True)
+            return cls(body, tenant, [], True, native_only)
         if not isinstance(previous_id, str) or not previous_id:
             raise InvalidRequest("'previous_response_id' must be a response id", param="previous_response_id")
         previous = await state.conversations.get(tenant, previous_id)
         if previous is None:  # not the gateway's: only OpenAI itself may know it
-            spec = state.settings.models.get(str(body.get("model")))
-            if spec is None or spec.native_api != "responses":
+            if not native_only:
                 raise InvalidRequest(f"Previous response with id '{previous_id}' not found.",
                                      param="previous_response_id", code="previous_response_not_found")
-            return cls(body, tenant, [], True)
+            return cls(body, tenant, [], True, native_only)
         if state.router.tier(str(body.get("model"))) is not None:  # a tier: stay with the model that answered
             body = {**body, "model": previous.model}
-        return cls(body, tenant, previous.messages, previous.native)
+        return cls(body, tenant, previous.messages, previous.native, native_only and previous.native)
 
     def answer(self, completion: dict[str, Any]) -> dict[str, Any]:
         return chat_to_response(completion, self._body, self._id, self._created)

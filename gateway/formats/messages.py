@@ -186,8 +186,10 @@ def _assistant(blocks: list[Any], where: str) -> list[dict[str, Any]]:
 
 def _message(message: Any, where: str) -> list[dict[str, Any]]:
     role = _dict(message, where).get("role")
+    if role == "system":  # (not in Anthropic's API, yet sent by Claude Code for models it does not know)
+        return _system(message.get("content"))
     if role not in ("user", "assistant"):
-        raise _fail(f"'{where}.role' must be 'user' or 'assistant', not {role!r}", f"{where}.role")
+        raise _fail(f"'{where}.role' must be 'user', 'assistant' or 'system', not {role!r}", f"{where}.role")
     content = message.get("content")
     if isinstance(content, str):
         return [{"role": role, "content": content}]

@@ -11,12 +11,40 @@ import orjson
 from gateway.errors import GatewayError
 from gateway.formats.messages import anthropic_error_type
 
-__all__ = ["NativeMessagesOut", "NativeResponsesOut", "cost_fields"]
+__all__ = ["NativeMessagesOut", "NativeResponsesOut", "cost_fields", "text_only_chat"]
+
+_TEXT_KEYS = frozenset({"text", "content", "input", "instructions", "system", "output", "arguments", "thinking"})
 
 
 def cost_fields(usage: dict[str, Any]) -> dict[str, Any]:
     """`cost` and `cost_details` of a settled usage."""
     return {k: usage[k] for k in ("cost", "cost_details") if k in usage}
+
+
+def _texts(value: Any, out: list[str]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, str) and key in _TEXT_KEYS:
+                out.append(item)
+            elif isinstance(item, dict | list):
+                _texts(item, out)
+    elif isinstance(value, list):
+        for item in value:
+            _texts(item, out)
+
+
+def text_only_chat(body: dict[str, Any], max_tokens: Any) -> dict[str, Any]:
+    """A chat form of a request that only its provider can serve as sent (server or built-in
+    tools, documents, ...: what the translation refuses): all its text as one message, so that
+    the gateway can still count it for the key's limits and budget hold."""
+    texts: list[str] = []
+    _texts({k: v for k, v in body.items() if k != "model"}, texts)
+    chat: dict[str, Any] = {"model": body.get("model"), "messages": [{"role": "user", "content": "\n".join(texts)}]}
+    if max_tokens is not None:
+        chat["max_tokens"] = max_tokens
+    if body.get("stream") is True:
+        chat.update(stream=True, stream_options={"include_usage": True})
+    return chat
 
 
 def _frame(kind: str, data: dict[str, Any]) -> bytes:

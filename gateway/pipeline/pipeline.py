@@ -311,6 +311,8 @@ class Pipeline:
 
 def _check_fit(spec: ModelSpec, request: ChatRequest) -> None:
     """A model asked for by name must be able to take the request at all (a tier excludes it)."""
+    if spec.mode != "chat":
+        raise InvalidRequest(f"model '{spec.name}' is an embedding model: use /v1/embeddings", param="model")
     if "audio" in request.needs and "audio" not in spec.capabilities:
         raise InvalidRequest(f"model '{spec.name}' has no audio price: a request with audio cannot be billed "
                              "correctly, so it is refused", param="model")

@@ -106,7 +106,8 @@ class Router:
         self._routed: dict[str, int] = {}  # tier -> requests routed, this process (for exploration)
         self._explore_every = settings.routing.explore.every
         # Quality, keys and prices never change at run time: split each tier's models once.
-        models = self._models = sorted(settings.models.values(), key=lambda m: m.name)
+        # (embedding models answer /v1/embeddings only: never a tier's candidate or baseline)
+        models = self._models = sorted((m for m in settings.models.values() if m.mode == "chat"), key=lambda m: m.name)
         self._tiers = {tier.name: TierModels.build(tier, models) for tier in settings.tiers.values()}
         self._baselines = {t.name: self._baseline(t, self._tiers[t.name].in_tier) for t in settings.tiers.values()}
         # Quality by category: a tier's split per request category, made when first needed.
