@@ -39,7 +39,24 @@ def test_demo_runs_without_keys_or_redis() -> None:
     # 3,000 x $0.15/M + 400 x $0.60/M = $0.00069 a request; the third's worst case no longer fits in $0.002
     assert out.stdout.count(": 200, cost $0.00069") == 2 and "request 3: 429 budget_exceeded" in out.stdout
     assert "spent $0.001380 of $0.002" in out.stdout and "upstream called 2 times" in out.stdout
+    _check_client_apis(out.stdout)
     _check_auto_replay(out.stdout)
+
+
+def _check_client_apis(stdout: str) -> None:
+    """Responses, Messages (to an OpenAI model, translated) and embeddings, at gpt-4o-mini's list
+    prices ($0.15/M input, $0.075/M cached input, $0.60/M output) and text-embedding-3-small's ($0.02/M)."""
+    assert "POST /v1/responses   (openai SDK, responses.create, gpt-4o-mini, native): 'Paris.'" in stdout
+    # 176 x $0.15/M + 1,024 x $0.075/M + 300 x $0.60/M
+    assert ("input_tokens 1200 (cached 1024), output_tokens 300; "
+            "cost $0.0002832 (x-gateway-cost-usd), usage.cost 0.0002832") in stdout
+    assert "POST /v1/messages    (anthropic SDK, messages.create, gpt-4o-mini, translated): 'Bonjour !'" in stdout
+    # OpenAI's 2,000 prompt tokens (1,536 cached) in Anthropic's convention: 464 x $0.15/M + 1,536 x $0.075/M
+    # + 120 x $0.60/M
+    assert ("input_tokens 464, cache_read_input_tokens 1536, output_tokens 120; "
+            "cost $0.0002568 (x-gateway-cost-usd), usage.cost 0.0002568") in stdout
+    assert "POST /v1/embeddings  (openai SDK, embeddings.create, text-embedding-3-small): 2 vectors" in stdout
+    assert "prompt_tokens 2000; cost $0.00004 (x-gateway-cost-usd), usage.cost 0.00004" in stdout  # x $0.02/M
 
 
 def _check_auto_replay(stdout: str) -> None:

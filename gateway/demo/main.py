@@ -16,6 +16,7 @@ from gateway.app import create_app
 from gateway.config.catalog import BUILTIN_MODELS, DEFAULT_TIERS
 from gateway.config.schema import parse_config
 from gateway.config.settings import Settings, resolve_settings
+from gateway.demo.apis import API_MODELS, run_apis
 from gateway.demo.auto import load_replay, replay_settings, run_auto
 from gateway.demo.budget import MASTER_KEY, run_budget
 from gateway.demo.caching import run_cached
@@ -127,7 +128,7 @@ def _settings(fake: FakeUpstreamThread) -> Settings:
     quality = {name: q for _, name, (q, _) in BUILTIN_MODELS}
     models = [{"name": name, "provider": provider, "api_key": "simulated-key", "quality": quality.get(name),
                "api_base": fake.url + ("" if provider == "anthropic" else "/v1")}
-              for name, provider in MODELS + ROUTED_MODELS]
+              for name, provider in MODELS + ROUTED_MODELS + API_MODELS]
     tiers = {t: {"min_quality": q} for t, q in DEFAULT_TIERS.items()}
     config = {"models": models, "tiers": tiers, "master_key": MASTER_KEY}
     return resolve_settings(parse_config(config, "demo"), load_price_table(), "demo")
@@ -170,6 +171,7 @@ def run_demo() -> int:
             run_routed(client, fake, settings, lambda: f"{_scraped(port, 'gateway_routing_saved_usd_total'):.7f}")
             run_cached(client, fake, lambda name, labels: _scraped(port, name, labels))
             run_budget(f"http://127.0.0.1:{port}", fake)
+            run_apis(f"http://127.0.0.1:{port}", client, fake)
         finally:
             server.should_exit = True
             thread.join(5)
