@@ -4,6 +4,7 @@ cannot resolve a few per cent.
 
     python bench/instructions.py                  # both modes, ~2.5 minutes
     python bench/instructions.py --requests 500   # fewer requests per count
+    python bench/instructions.py --apis           # also /v1/messages, /v1/responses, /v1/embeddings
 
 Each count runs the gateway in-process (`GatewayASGI` called with an ASGI scope: no HTTP server
 and no client in the count) against the fake upstream in its own process (not counted), with the
@@ -28,31 +29,52 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import orjson
 import routecat
 from loadgen import chat_body
 from procs import CHAT_PATH, REPO, BenchError, Procs
 
 BASE_REQUESTS = 100
-CONFIG = "cache:\n  response: {{enabled: false}}\nmodels:\n{models}{tiers}"
+CONFIG = "cache:\n  response: {{enabled: false}}\nmodels:\n{models}{embedding}{tiers}"
+EMBEDDING = """\
+  - name: bench-embed
+    provider: openai
+    upstream_model: text-embedding-3-small
+    api_base: {base}/v1
+    api_key: sk-bench
+"""
+# mode -> the path it posts to (by name, the model the tier chooses; the same prompt in each API's shape)
+PATHS = {"name": CHAT_PATH, "tier": CHAT_PATH, "messages": "/v1/messages", "responses": "/v1/responses",
+         "embeddings": "/v1/embeddings"}
 
 
-def _scope(body: bytes) -> dict[str, Any]:
+def _body(mode: str, model: str) -> bytes:
+    if mode in ("name", "tier"):
+        return chat_body(model)
+    if mode == "messages":
+        return orjson.dumps({"model": model, "max_tokens": 256, "messages": [{"role": "user", "content": "Say hello"}]})
+    if mode == "responses":
+        return orjson.dumps({"model": model, "input": "Say hello"})
+    return orjson.dumps({"model": "bench-embed", "input": "Say hello"})
+
+
+def _scope(body: bytes, path: str) -> dict[str, Any]:
     return {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-        "path": CHAT_PATH, "raw_path": CHAT_PATH.encode(), "query_string": b"", "root_path": "",
+        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
         "headers": [(b"content-type", b"application/json"), (b"authorization", b"Bearer x"),
                     (b"content-length", str(len(body)).encode())],
         "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
     }
 
 
-async def _serve(config: Path, model: str, n: int) -> None:
+async def _serve(config: Path, mode: str, model: str, n: int) -> None:
     """Start the app (lifespan), send 20 warm-up requests and then `n`, each answered 200."""
     from gateway.app import create_app, load_settings
 
     app = create_app(load_settings(config))
-    body = chat_body(model)
-    scope = _scope(body)
+    body = _body(mode, model)
+    scope = _scope(body, PATHS[mode])
     events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     started = asyncio.Event()
     await events.put({"type": "lifespan.startup"})
@@ -100,9 +122,10 @@ def drive(mode: str, n: int) -> None:
             script.write_text(json.dumps({m[0]: {} for m in routecat.CATALOG}))
             up = ps.start_upstream(script)
             config = Path(tmp) / "gateway.yaml"
-            config.write_text(CONFIG.format(models=routecat.models_yaml(up.url), tiers=routecat.TIERS_YAML))
+            config.write_text(CONFIG.format(models=routecat.models_yaml(up.url),
+                                            embedding=EMBEDDING.format(base=up.url), tiers=routecat.TIERS_YAML))
             model = routecat.TIER if mode == "tier" else routecat.expected_choice()
-            asyncio.run(_serve(config, model, n))
+            asyncio.run(_serve(config, mode, model, n))
         finally:
             ps.stop_all()
 
@@ -123,6 +146,7 @@ def count(mode: str, n: int, tmp: Path) -> int:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=2000, help="requests per count, on top of the base 100")
+    p.add_argument("--apis", action="store_true", help="also count the other client APIs (by name)")
     p.add_argument("--drive", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.drive:
@@ -132,16 +156,19 @@ def main() -> int:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 1
     n = args.requests
+    modes = ("name", "tier", *(("messages", "responses", "embeddings") if args.apis else ()))
     # One count at a time: the counts depend a little on timing (how often the event loop wakes
     # up before the upstream's answer is complete), so a loaded machine counts more.
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(1) as pool:
         runs = {(m, k): pool.submit(count, m, k, Path(tmp))
-                for m in ("name", "tier") for k in (BASE_REQUESTS, BASE_REQUESTS + n)}
-        per = {m: (runs[m, BASE_REQUESTS + n].result() - runs[m, BASE_REQUESTS].result()) / n
-               for m in ("name", "tier")}
+                for m in modes for k in (BASE_REQUESTS, BASE_REQUESTS + n)}
+        per = {m: (runs[m, BASE_REQUESTS + n].result() - runs[m, BASE_REQUESTS].result()) / n for m in modes}
     extra = per["tier"] - per["name"]
     print(f"instructions per request: by name {per['name']:,.0f}, by tier {per['tier']:,.0f}, "
           f"tier - name {extra:+,.0f} ({100 * extra / per['name']:+.1f} %)")
+    for mode in modes[2:]:
+        more = per[mode] - per["name"]
+        print(f"  {PATHS[mode]}: {per[mode]:,.0f} ({more:+,.0f}, {100 * more / per['name']:+.1f} % against chat)")
     return 0
 
 
