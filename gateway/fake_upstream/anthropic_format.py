@@ -44,6 +44,42 @@ def check_request(headers: dict[str, str], body: Any) -> web.Response | None:
     max_tokens = body.get("max_tokens")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
         return error_response(400, "invalid_request_error", "max_tokens: Field required")
+    problem = _tool_choice_problem(body) or (_thinking_problem(body, max_tokens) if _thinking(body) else None)
+    return error_response(400, "invalid_request_error", problem) if problem else None
+
+
+def _thinking(body: dict[str, Any]) -> bool:
+    thinking = body.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") == "enabled"
+
+
+def _thinking_problem(body: dict[str, Any], max_tokens: int) -> str | None:
+    """What Anthropic refuses with extended thinking on."""
+    budget = body["thinking"].get("budget_tokens")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1024:
+        return "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+    if max_tokens <= budget:
+        return "`max_tokens` must be greater than `thinking.budget_tokens`"
+    if body.get("temperature") is not None and body["temperature"] != 1:
+        return "`temperature` may only be set to 1 when thinking is enabled"
+    if body.get("top_k") is not None:
+        return "`top_k` must be unset when thinking is enabled"
+    if (body.get("tool_choice") or {}).get("type") in ("any", "tool"):
+        return "Thinking may not be enabled when tool_choice forces tool use."
+    return None
+
+
+def _tool_choice_problem(body: dict[str, Any]) -> str | None:
+    choice = body.get("tool_choice")
+    if choice is None:
+        return None
+    names = [t.get("name") for t in body.get("tools") or () if isinstance(t, dict)]
+    if not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "tool", "none"):
+        return "tool_choice: Input tag does not match any of the expected tags: 'auto', 'any', 'tool', 'none'"
+    if choice["type"] == "tool" and choice.get("name") not in names:
+        return f"tool_choice.name: tool '{choice.get('name')}' is not in tools"
+    if choice["type"] == "none" and len(choice) > 1:
+        return "tool_choice.none: Extra inputs are not permitted"
     return None
 
 
@@ -72,8 +108,40 @@ def _usage(turn: Turn) -> dict[str, Any]:
 
 
 def _stop_reason(turn: Turn) -> str:
+    if _forced(turn) is not None:
+        return "tool_use"
     reason = turn.plan.finish_reason
     return _STOP_REASONS.get(reason, reason)
+
+
+def _forced(turn: Turn) -> ToolCall | None:
+    """A tool forced by `tool_choice` and no scripted tool calls: it is called, with the scripted
+    reply as its input when that is a JSON object (else `{}`), and no text."""
+    choice = turn.body.get("tool_choice")
+    if turn.plan.tools or not isinstance(choice, dict) or choice.get("type") != "tool":
+        return None
+    text = turn.plan.text or ""
+    try:
+        is_object = isinstance(orjson.loads(text), dict)
+    except orjson.JSONDecodeError:
+        is_object = False
+    return ToolCall(str(choice.get("name")), text if is_object else "{}")
+
+
+def _answer(turn: Turn) -> tuple[str | None, tuple[ToolCall, ...]]:
+    """The text (None: no text block) and the tool calls of the answer."""
+    forced = _forced(turn)
+    return (None, (forced,)) if forced is not None else (turn.plan.text, turn.plan.tools)
+
+
+def _thinking_text(turn: Turn) -> str | None:
+    """With thinking on, the answer starts with this thinking block's text."""
+    if not _thinking(turn.body):
+        return None
+    return f"Thinking within {turn.body['thinking'].get('budget_tokens')} tokens."
+
+
+THINKING_SIGNATURE = "fake-signature"
 
 
 def _tool_input(tc: ToolCall) -> Any:
@@ -92,11 +160,14 @@ async def respond(request: web.Request, turn: Turn) -> web.StreamResponse | None
     handled, answer = await run_faults(request, turn, fault_response, _stream)
     if handled:
         return answer
-    plan = turn.plan
+    text, tools = _answer(turn)
     content: list[dict[str, Any]] = []
-    if plan.text is not None:
-        content.append({"type": "text", "text": plan.text})
-    for i, tc in enumerate(plan.tools):
+    thinking = _thinking_text(turn)
+    if thinking is not None:
+        content.append({"type": "thinking", "thinking": thinking, "signature": THINKING_SIGNATURE})
+    if text is not None:
+        content.append({"type": "text", "text": text})
+    for i, tc in enumerate(tools):
         content.append({"type": "tool_use", "id": f"toolu_fake_{i}", "name": tc.name, "input": _tool_input(tc)})
     out: dict[str, Any] = {
         "id": f"msg_fake_{turn.seq}",
@@ -129,17 +200,23 @@ _PING = (False, _event("ping", {"type": "ping"}))
 
 def _events(turn: Turn) -> list[tuple[bool, bytes]]:
     """The content part of the stream as (is_content_delta, frame) pairs (after message_start)."""
-    plan = turn.plan
+    text, tools = _answer(turn)
     events: list[tuple[bool, bytes]] = []
     index = 0
-    if plan.text is not None:
-        events += [_start(0, {"type": "text", "text": ""}), _PING]
-        events += [_delta(0, {"type": "text_delta", "text": piece}) for piece in plan.pieces]
-        events.append(_stop(0))
+    thinking = _thinking_text(turn)
+    if thinking is not None:
+        events += [_start(0, {"type": "thinking", "thinking": ""}), _delta(0, {"type": "thinking_delta",
+                   "thinking": thinking}), _delta(0, {"type": "signature_delta", "signature": THINKING_SIGNATURE}),
+                   _stop(0)]
         index = 1
+    if text is not None:
+        events += [_start(index, {"type": "text", "text": ""}), _PING]
+        events += [_delta(index, {"type": "text_delta", "text": piece}) for piece in turn.plan.pieces]
+        events.append(_stop(index))
+        index += 1
     else:
         events.append(_PING)
-    for i, tc in enumerate(plan.tools):
+    for i, tc in enumerate(tools):
         events.append(_start(index, {"type": "tool_use", "id": f"toolu_fake_{i}", "name": tc.name, "input": {}}))
         events += [_delta(index, {"type": "input_json_delta", "partial_json": p}) for p in tc.arg_pieces()]
         events.append(_stop(index))

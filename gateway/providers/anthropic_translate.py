@@ -11,8 +11,18 @@ import orjson
 from gateway.config.settings import ModelSpec
 from gateway.errors import InvalidRequest
 from gateway.money.pricing import Usage
+from gateway.providers.anthropic_options import (
+    DEFAULT_MAX_TOKENS,
+    AnswerShape,
+    from_legacy,
+    refuse_unsupported,
+    thinking_budget,
+    thinking_max_tokens,
+    tools_and_choice,
+    without_sampling,
+)
 
-__all__ = ["FINISH_REASONS", "to_anthropic_request", "to_openai_completion"]
+__all__ = ["FINISH_REASONS", "AnswerShape", "finish_reason", "to_anthropic_request", "to_openai_completion"]
 
 FINISH_REASONS = MappingProxyType({
     "end_turn": "stop",
@@ -22,7 +32,7 @@ FINISH_REASONS = MappingProxyType({
     "refusal": "content_filter",
     "pause_turn": "stop",
 })
-_DEFAULT_MAX_TOKENS = 4096
+_PLAIN = AnswerShape()
 
 
 def _text_parts(content: Any) -> list[dict[str, Any]]:
@@ -59,6 +69,18 @@ def _arguments(raw: Any) -> Any:
         raise InvalidRequest("tool call arguments must be valid JSON", param="messages") from None
 
 
+def _thinking_blocks(blocks: Any) -> list[dict[str, Any]]:
+    """An assistant turn's `thinking_blocks` (as answers carry them), sent back as Anthropic wants
+    them before the turn's tool calls when thinking is on."""
+    out: list[dict[str, Any]] = []
+    for block in blocks if isinstance(blocks, list) else ():
+        if isinstance(block, dict) and block.get("type") == "thinking":
+            out.append({"type": "thinking", "thinking": block.get("thinking"), "signature": block.get("signature")})
+        elif isinstance(block, dict) and block.get("type") == "redacted_thinking":
+            out.append({"type": "redacted_thinking", "data": block.get("data")})
+    return out
+
+
 def _message_blocks(message: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     role = message.get("role")
     if role == "tool":
@@ -69,6 +91,8 @@ def _message_blocks(message: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]
         }
         return "user", [result]
     blocks = _text_parts(message.get("content"))
+    if role == "assistant" and message.get("thinking_blocks"):
+        blocks = _thinking_blocks(message["thinking_blocks"]) + blocks
     for call in message.get("tool_calls") or ():
         fn = call.get("function") or {}
         blocks.append(
@@ -77,43 +101,34 @@ def _message_blocks(message: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]
     return ("assistant" if role == "assistant" else "user"), blocks
 
 
-def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
-    mapped: dict[str, Any] | None = None
-    if choice == "auto":
-        mapped = {"type": "auto"}
-    elif choice == "required":
-        mapped = {"type": "any"}
-    elif choice == "none":
-        mapped = {"type": "none"}
-    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
-        mapped = {"type": "tool", "name": choice["function"].get("name")}
-    if parallel is False:
-        mapped = {**(mapped or {"type": "auto"}), "disable_parallel_tool_use": True}
-    return mapped
-
-
-def to_anthropic_request(model: ModelSpec, body: dict[str, Any]) -> dict[str, Any]:
-    if body.get("n") not in (None, 1):
-        raise InvalidRequest("n > 1 is not supported for Anthropic models", param="n")
-    fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
-        raise InvalidRequest("response_format is not supported for Anthropic models", param="response_format")
+def _conversation(messages: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The system blocks and the alternating user/assistant messages."""
     system: list[dict[str, Any]] = []
-    messages: list[dict[str, Any]] = []
-    for message in body["messages"]:
+    out: list[dict[str, Any]] = []
+    for message in messages:
         if message.get("role") in ("system", "developer"):
             system += _text_parts(message.get("content"))
             continue
         role, blocks = _message_blocks(message)
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"] += blocks  # Anthropic needs alternating roles
+        if out and out[-1]["role"] == role:
+            out[-1]["content"] += blocks  # Anthropic needs alternating roles
         else:
-            messages.append({"role": role, "content": blocks})
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+            out.append({"role": role, "content": blocks})
+    return system, out
+
+
+def to_anthropic_request(model: ModelSpec, body: dict[str, Any]) -> tuple[dict[str, Any], AnswerShape]:
+    """The Messages request for an OpenAI chat body (its `n` is the caller's to fan out), and how
+    to read its answer (rules: `gateway.providers.anthropic_options`)."""
+    refuse_unsupported(model, body)
+    legacy = body.get("functions") is not None
+    body = from_legacy(body)
+    system, messages = _conversation(body["messages"])
+    asked = body.get("max_completion_tokens") or body.get("max_tokens")
     out: dict[str, Any] = {
         "model": model.upstream_model,
         "messages": messages,
-        "max_tokens": max_tokens or model.max_output_tokens or _DEFAULT_MAX_TOKENS,
+        "max_tokens": asked or model.max_output_tokens or DEFAULT_MAX_TOKENS,
     }
     if system:
         out["system"] = system
@@ -123,37 +138,73 @@ def to_anthropic_request(model: ModelSpec, body: dict[str, Any]) -> dict[str, An
     stop = body.get("stop")
     if stop:
         out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
-    if body.get("tools"):
-        out["tools"] = [
-            {
-                "name": t["function"].get("name"),
-                "description": t["function"].get("description", ""),
-                "input_schema": t["function"].get("parameters") or {"type": "object", "properties": {}},
-            }
-            for t in body["tools"]
-            if isinstance(t, dict) and isinstance(t.get("function"), dict)
-        ]
-    choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
-    if choice and body.get("tools"):
+    tools, choice, shape = tools_and_choice(body, legacy)
+    if tools:
+        out["tools"] = tools
+    if choice is not None and tools:
         out["tool_choice"] = choice
+    budget = thinking_budget(body, out.get("tool_choice"))
+    if budget is not None:
+        out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        out["max_tokens"] = thinking_max_tokens(model, asked, budget)
+        without_sampling(out)
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
-    return out
+    return out, shape
 
 
-def to_openai_completion(data: dict[str, Any]) -> tuple[dict[str, Any], Usage | None]:
+def finish_reason(stop_reason: Any, user_calls: bool, shape: AnswerShape) -> str:
+    """OpenAI's finish_reason: a structured-output tool call is an answer ("stop"); a legacy
+    request's call is a "function_call"."""
+    reason = FINISH_REASONS.get(str(stop_reason), "stop")
+    if reason == "tool_calls" and not user_calls:
+        return "stop"
+    if reason == "tool_calls" and shape.legacy:
+        return "function_call"
+    return reason
+
+
+def _message(text: list[str], calls: list[dict[str, Any]], structured: str | None, legacy: bool) -> dict[str, Any]:
+    if structured is not None:
+        content: str | None = structured  # the answer itself (text around it is not the answer)
+    else:
+        content = "".join(text) if text or not calls else None
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if calls and legacy:
+        message["function_call"] = calls[0]["function"]  # (one at most: parallel calls are off)
+    elif calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def _with_thinking(message: dict[str, Any], blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The thinking text as `reasoning_content`, and the blocks (signatures included) as
+    `thinking_blocks`, to be sent back with the turn."""
+    if blocks:
+        message["reasoning_content"] = "".join(str(b.get("thinking") or "") for b in blocks)
+        message["thinking_blocks"] = blocks
+    return message
+
+
+def to_openai_completion(data: dict[str, Any], shape: AnswerShape = _PLAIN) -> tuple[dict[str, Any], Usage | None]:
     text: list[str] = []
     calls: list[dict[str, Any]] = []
+    thinking: list[dict[str, Any]] = []
+    structured: str | None = None
     for block in data.get("content") or ():
-        if block.get("type") == "text":
+        kind = block.get("type")
+        if kind == "text":
             text.append(str(block.get("text") or ""))
-        elif block.get("type") == "tool_use":
+        elif kind in ("thinking", "redacted_thinking"):
+            thinking += _thinking_blocks([block])
+        elif kind == "tool_use":
             args = orjson.dumps(block.get("input") or {}).decode()
+            if block.get("name") == shape.json_tool and structured is None:
+                structured = args
+                continue
             fn = {"name": block.get("name"), "arguments": args}
             calls.append({"id": block.get("id"), "type": "function", "function": fn})
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text or not calls else None}
-    if calls:
-        message["tool_calls"] = calls
+    message = _with_thinking(_message(text, calls, structured, shape.legacy), thinking)
     raw_usage = data.get("usage")
     usage = Usage.from_anthropic(raw_usage) if isinstance(raw_usage, dict) else None
     body = {
@@ -165,7 +216,7 @@ def to_openai_completion(data: dict[str, Any]) -> tuple[dict[str, Any], Usage | 
             {
                 "index": 0,
                 "message": message,
-                "finish_reason": FINISH_REASONS.get(str(data.get("stop_reason")), "stop"),
+                "finish_reason": finish_reason(data.get("stop_reason"), bool(calls), shape),
                 "logprobs": None,
             }
         ],
