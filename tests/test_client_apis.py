@@ -523,3 +523,17 @@ async def test_embedding_models_are_never_chat_candidates(in_process: Any, upstr
         with pytest.raises(openai.BadRequestError) as by_name:
             await gw.openai().chat.completions.create(model="embed-test", messages=[{"role": "user", "content": "x"}])
         assert "use /v1/embeddings" in by_name.value.message
+
+
+@pytest.mark.anyio
+async def test_a_budget_hold_covers_the_thinking_budget(in_process: Any, upstream: FakeUpstreamThread) -> None:
+    """reasoning_effort on an Anthropic model adds its thinking budget to max_tokens: the hold
+    covers it (claude-test: 16,384 + 100 output tokens at $15/M is $0.247, over a $0.05 budget)."""
+    upstream.script("claude-up", {"reply": "ok"})
+    async with in_process(config(upstream, require_keys=True)) as gw:
+        client = gw.openai(api_key=await new_key(gw, budget_usd="0.05"))
+        asked = {"model": "claude-test", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+        await client.chat.completions.create(**asked)  # type: ignore[call-overload]
+        with pytest.raises(openai.RateLimitError) as refused:
+            await client.chat.completions.create(**asked, reasoning_effort="high")  # type: ignore[call-overload]
+        assert refused.value.code == "budget_exceeded"

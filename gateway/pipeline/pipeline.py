@@ -32,6 +32,7 @@ from gateway.pipeline.failover import Failover
 from gateway.pipeline.relay import relay
 from gateway.pipeline.request import ChatRequest
 from gateway.pipeline.settle import Books
+from gateway.providers.anthropic_options import with_thinking
 from gateway.providers.base import Completion, Provider
 from gateway.providers.native import NativeProvider
 from gateway.redaction import Redactor
@@ -242,8 +243,11 @@ class Pipeline:
                 if entry is not None:
                     return self._hit(exchange, attempt, entry.body, entry.cost_pico)
         carried = previous.reservation.admission if previous is not None else None
+        most = request.max_output
+        if spec.wire == "anthropic" and "reasoning_effort" in request.body:  # thinking comes on top
+            most = with_thinking(spec, request.body, most)
         attempt.reservation = await self._access.reserve(
-            exchange.caller.grant, spec, input_tokens, request.max_output, request.n, charge, carried)
+            exchange.caller.grant, spec, input_tokens, most, request.n, charge, carried)
         try:
             return await self._call(exchange, attempt, self._providers[spec.wire])
         except BaseException:

@@ -39,7 +39,7 @@ from gateway.errors import InvalidRequest
 
 __all__ = [
     "DEFAULT_MAX_TOKENS", "JSON_OBJECT_TOOL", "THINKING_BUDGETS", "AnswerShape", "from_legacy", "refuse_unsupported",
-    "thinking_budget", "thinking_max_tokens", "tools_and_choice", "without_sampling",
+    "thinking_budget", "thinking_max_tokens", "tools_and_choice", "with_thinking", "without_sampling",
 ]
 
 # reasoning_effort -> Anthropic `thinking.budget_tokens` (Anthropic's minimum budget is 1,024)
@@ -198,6 +198,14 @@ def thinking_max_tokens(model: ModelSpec, asked: int | None, budget: int) -> int
     if asked is None and limit is not None and limit > budget:
         return limit
     return budget + (asked or DEFAULT_MAX_TOKENS)
+
+
+def with_thinking(model: ModelSpec, body: Mapping[str, Any], asked: int | None) -> int | None:
+    """The most output an Anthropic request may write: with `reasoning_effort`, the thinking
+    budget on top of what was asked (what a budget hold must cover); else what was asked."""
+    effort = body.get("reasoning_effort")
+    budget = THINKING_BUDGETS.get(effort) if isinstance(effort, str) else None
+    return asked if budget is None else thinking_max_tokens(model, asked, budget)
 
 
 def without_sampling(out: dict[str, Any]) -> None:
