@@ -25,6 +25,7 @@ from gateway.config.settings import Settings, resolve_settings
 from gateway.money.price_table import load_price_table
 from gateway.observability.error_log import ErrorLog
 from gateway.observability.metrics import Metrics
+from gateway.pipeline.embeddings import Embeddings
 from gateway.pipeline.pipeline import Pipeline
 from gateway.pipeline.settle import Books
 from gateway.providers.litellm_provider import load_litellm
@@ -71,7 +72,8 @@ def build_state(settings: Settings, tokens: TokenCounter, app_metrics: Metrics, 
                         build_native(pool))
     return AppState(settings, app_metrics, tokens, counting, pool, providers, router, prefix, access, responses,
                     ledger_store, stats, background, pipeline, redact, errors, redis,
-                    backends.response_store(settings, redis))
+                    backends.response_store(settings, redis),
+                    Embeddings(settings, router, access, responses, providers, books))
 
 
 def _warm_up(tokens: TokenCounter, upstream_ids: list[str], litellm: bool) -> None:

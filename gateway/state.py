@@ -15,6 +15,7 @@ from gateway.ledger.spend_stats import SpendStats
 from gateway.ledger.store import Ledger
 from gateway.observability.error_log import ErrorLog
 from gateway.observability.metrics import Metrics
+from gateway.pipeline.embeddings import Embeddings
 from gateway.pipeline.pipeline import Pipeline
 from gateway.providers.base import Provider
 from gateway.providers.upstream_http import UpstreamPool
@@ -47,3 +48,4 @@ class AppState:
     errors: ErrorLog  # unexpected errors: a line each, a traceback per cause per minute
     redis: Any  # redis.asyncio.Redis when configured, else None
     conversations: ResponseStore  # responses kept for the Responses API
+    embeddings: Embeddings  # the /v1/embeddings path

@@ -310,14 +310,24 @@ async def test_embeddings_priced_per_input_token_and_cached(in_process: Any, ups
         assert [d.index for d in result.data] == [0, 1] and len(result.data[0].embedding) == 8
         assert raw.headers["x-gateway-cost-usd"] == "0.00002"  # 1,000 x $0.02/M (the price table's)
         assert result.usage.model_dump()["cost"] == 0.00002
-        await gw.drain()  # (the cache entry is written off the response's path)
+        await gw.drain()  # (the cache entries are written off the response's path)
         again = await client.embeddings.with_raw_response.create(model="embed-test", input=["alpha", "beta"])
         assert again.headers["x-gateway-cache"] == "hit" and again.parse().data[1].embedding == result.data[1].embedding
+        assert again.parse().usage.model_dump()["cost"] == 0
+        # per input: only "gamma" goes upstream (and is paid for); the others come back from the cache
+        upstream.script("text-embedding-3-small", {"usage": {"prompt_tokens": 500, "total_tokens": 500}})
+        mixed = await client.embeddings.create(model="embed-test", input=["beta", "gamma", "alpha"])
+        assert upstream.calls()[-1]["body"]["input"] == ["gamma"]
+        assert [d.index for d in mixed.data] == [0, 1, 2]
+        assert mixed.data[0].embedding == result.data[1].embedding
+        assert mixed.data[2].embedding == result.data[0].embedding
+        assert mixed.usage.model_dump()["cost"] == 0.00001  # 500 x $0.02/M: gamma alone
         packed = await client.embeddings.create(model="embed-test", input="alpha", encoding_format="base64")
         vector = struct.unpack("<8f", base64.b64decode(packed.data[0].embedding))  # type: ignore[arg-type]
         assert list(vector) == result.data[0].embedding  # the same vector, packed
         await gw.drain()
-        assert gw.metric("gateway_spend_usd_total", model="embed-test", provider="openai") == 2 * 0.00002
+        # (the SDK asks for base64 even when not told to: "alpha" in base64 was already cached)
+        assert gw.metric("gateway_spend_usd_total", model="embed-test", provider="openai") == 0.00003
 
 
 @pytest.mark.anyio

@@ -35,7 +35,7 @@ async def create_embeddings(request: Request) -> Response:
         state.metrics.child(state.metrics.requests, "none", "", str(exc.status_code)).inc()
         return error_response(rid, exc, state.redact)
     try:
-        answer = await state.pipeline.embed(embedding, Caller(rid, grant, authorization, arrived))
+        answer = await state.embeddings.embed(embedding, Caller(rid, grant, authorization, arrived))
     except GatewayError as exc:
         return error_response(rid, exc, state.redact)
     except Exception as exc:

@@ -26,7 +26,6 @@ from gateway.cache.response_cache import ResponseCache
 from gateway.config.settings import ModelSpec, Settings, TierSpec
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.money.pricing import Cost
-from gateway.pipeline.embedding_request import EmbeddingRequest
 from gateway.pipeline.exchange import Answer, Attempt, Caller, Exchange, Route, Stream
 from gateway.pipeline.failover import Failover
 from gateway.pipeline.relay import relay
@@ -99,47 +98,6 @@ class Pipeline:
         allowed = grant.key.models if grant.key is not None else None
         plan = await self._router.plan(tier, request, counts, caller, None, allowed, routed=False)
         return plan.describe()
-
-    async def embed(self, request: EmbeddingRequest, caller: Caller) -> Answer:
-        """POST /v1/embeddings: one embedding model by name (a tier would mix vector spaces), with
-        the key's checks, its rate limit and budget hold, the response cache (embeddings are
-        deterministic), and the usage priced and booked like any answer."""
-        exchange: Exchange[EmbeddingRequest] = Exchange(request, caller)
-        try:
-            return await self._embed(exchange)
-        except GatewayError as exc:
-            self._books.failed(exchange, exc)
-            raise
-        except Exception:
-            self._books.failed(exchange, GatewayError("internal gateway error"))
-            raise
-
-    async def _embed(self, exchange: Exchange[EmbeddingRequest]) -> Answer:
-        request, grant = exchange.request, exchange.caller.grant
-        if self._router.tier(request.model) is not None:
-            raise InvalidRequest(f"'{request.model}' is a tier: embeddings are served by model name only (the "
-                                 "models of a tier embed into different vector spaces)", param="model")
-        spec = self._settings.resolve_model(request.model)
-        if spec.mode != "embedding":
-            raise InvalidRequest(f"model '{spec.name}' is not an embedding model", param="model")
-        self._access.check(grant, spec.name, None)
-        tokens = request.token_ids + sum(self._books.tokens.count_text(t, spec.upstream_model) for t in request.texts)
-        charge = self._access.rate_charge(grant, tokens)
-        attempt = exchange.attempt = Attempt(spec, {**request.body, "model": spec.upstream_model}, tokens, None, False)
-        if self._responses.used_for(request.cache):
-            attempt.cache_key = self._responses.key(exchange.caller.tenant(), spec.name, request.body)
-            if request.cache.read:
-                entry, attempt.cache_result = await self._responses.lookup(attempt.cache_key)
-                if entry is not None:
-                    return self._hit(exchange, attempt, entry.body, entry.cost_pico)
-        attempt.reservation = await self._access.reserve(grant, spec, tokens, 1, 1, charge, None)
-        try:
-            attempt.started = perf_counter()
-            completion = await self._providers[spec.wire].embed(spec, attempt.body)
-        except BaseException:
-            await self._access.release(attempt.reservation)
-            raise
-        return self._answer(exchange, attempt, completion)
 
     async def count_prompt(self, request: ChatRequest, caller: Caller) -> int:
         """The prompt's tokens for the model or tier `request` names (a tier: the most of its
