@@ -547,3 +547,18 @@ async def test_a_budget_hold_covers_the_thinking_budget(in_process: Any, upstrea
         with pytest.raises(openai.RateLimitError) as refused:
             await client.chat.completions.create(**asked, reasoning_effort="high")  # type: ignore[call-overload]
         assert refused.value.code == "budget_exceeded"
+
+
+@pytest.mark.anyio
+async def test_embeddings_from_a_provider_litellm_translates(in_process: Any, upstream: FakeUpstreamThread) -> None:
+    """Voyage (not OpenAI-format for the gateway: litellm's adapter), its price from the table."""
+    upstream.script("voyage-3", {"usage": {"prompt_tokens": 1000, "total_tokens": 1000}})
+    cfg = config(upstream)
+    cfg["models"].append({"name": "voyage-test", "provider": "voyage", "upstream_model": "voyage-3",
+                          "api_base": upstream.url + "/v1", "api_key": "sk-voyage-test"})
+    async with in_process(cfg) as gw:
+        raw = await gw.openai().embeddings.with_raw_response.create(model="voyage-test", input="hello",
+                                                                    encoding_format="float")
+        result = raw.parse()
+        assert len(result.data[0].embedding) == 8 and raw.headers["x-gateway-cost-usd"] == "0.00006"  # 1,000 x $0.06/M
+        assert upstream.calls()[-1]["path"] == "/v1/embeddings"
