@@ -22,6 +22,7 @@ from gateway.cache.prefix_cache import PrefixCache
 from gateway.config.catalog import builtin_config
 from gateway.config.schema import load_config
 from gateway.config.settings import Settings, resolve_settings
+from gateway.database.migrate import upgrade
 from gateway.money.price_table import load_price_table
 from gateway.observability.error_log import ErrorLog
 from gateway.observability.metrics import Metrics
@@ -56,6 +57,7 @@ def build_state(settings: Settings, tokens: TokenCounter, app_metrics: Metrics, 
     """Every service, wired once (inside the running event loop: some bind to it)."""
     pool = UpstreamPool()
     redis = backends.redis_client(settings, app_metrics)
+    database = backends.database(settings)
     background = Background()  # one set of off-the-path tasks, drained at shutdown
     counting = CountingPool(tokens, settings.limits)
     prefix = PrefixCache(settings.prefix, tokens, counting, backends.prefix_index(settings, redis), app_metrics,
@@ -73,7 +75,7 @@ def build_state(settings: Settings, tokens: TokenCounter, app_metrics: Metrics, 
     return AppState(settings, app_metrics, tokens, counting, pool, providers, router, prefix, access, responses,
                     ledger_store, stats, background, pipeline, redact, errors, redis,
                     backends.response_store(settings, redis),
-                    Embeddings(settings, router, access, responses, providers, books))
+                    Embeddings(settings, router, access, responses, providers, books), database)
 
 
 def _warm_up(tokens: TokenCounter, upstream_ids: list[str], litellm: bool) -> None:
@@ -92,6 +94,9 @@ async def _running(state: AppState) -> AsyncIterator[None]:
     """The app's background chores while it serves; at shutdown, every settlement and record
     written before the connections close."""
     settings, loop = state.settings, asyncio.get_running_loop()
+    if state.database is not None and settings.database.migrate_on_start:
+        applied = await upgrade(state.database)
+        log.info("database schema: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "up to date")
     chores = [loop.create_task(state.access.replay_forever()), loop.create_task(state.access.refresh_gauges_forever()),
               loop.create_task(state.metrics.money.flush_forever()), loop.create_task(state.responses.run())]
     ledger_writer = loop.create_task(state.ledger.run())
@@ -115,6 +120,8 @@ async def _running(state: AppState) -> AsyncIterator[None]:
         state.counting.close()
         if state.redis is not None:
             await state.redis.aclose()
+        if state.database is not None:
+            await state.database.close()
 
 
 def create_app(settings: Settings) -> GatewayASGI:

@@ -15,6 +15,7 @@ from gateway.cache.response_cache import DisabledResponseCache, ResponseCache, S
 from gateway.cache.response_store import CacheStore, MemoryCacheStore, RedisCacheStore
 from gateway.config.settings import Settings
 from gateway.conversations.store import MemoryResponseStore, RedisResponseStore, ResponseStore
+from gateway.database.pool import Database
 from gateway.ledger.spend_stats import MemorySpendStats, RedisSpendStats, SpendStats
 from gateway.ledger.store import Ledger, MemoryLedger
 from gateway.observability.metrics import Metrics
@@ -22,7 +23,7 @@ from gateway.routing.state import MemoryRoutingState, RedisRoutingState, Routing
 from gateway.runtime.background import Background
 
 __all__ = ["budgets", "key_store", "ledger", "prefix_index", "rate_limiter", "redis_client", "response_cache",
-           "response_store", "routing_state", "spend_stats"]
+           "response_store", "routing_state", "spend_stats", "database"]
 
 
 def redis_client(settings: Settings, metrics: Metrics) -> Any:
@@ -89,6 +90,14 @@ def ledger(settings: Settings, redis: Any) -> Ledger:
     from gateway.ledger.store_redis import RedisLedger
 
     return RedisLedger(redis, settings.redis_prefix, settings.ledger)
+
+
+def database(settings: Settings) -> Database | None:
+    """The PostgreSQL pool (opened on first use) when `database_url` is set, else None."""
+    if not settings.database_url:
+        return None
+    config = settings.database
+    return Database(settings.database_url, config.schema_name, 1, config.pool_size, config.timeout_s)
 
 
 def response_store(settings: Settings, redis: Any) -> ResponseStore:

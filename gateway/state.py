@@ -11,6 +11,7 @@ from gateway.cache.prefix_cache import PrefixCache
 from gateway.cache.response_cache import ResponseCache
 from gateway.config.settings import Settings
 from gateway.conversations.store import ResponseStore
+from gateway.database.pool import Database
 from gateway.ledger.spend_stats import SpendStats
 from gateway.ledger.store import Ledger
 from gateway.observability.error_log import ErrorLog
@@ -49,3 +50,4 @@ class AppState:
     redis: Any  # redis.asyncio.Redis when configured, else None
     conversations: ResponseStore  # responses kept for the Responses API
     embeddings: Embeddings  # the /v1/embeddings path
+    database: Database | None  # PostgreSQL, the system of record (with `database_url`)

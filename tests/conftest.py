@@ -7,6 +7,7 @@ a Redis these tests did not start). A skipped test fails the run in CI (`CI=true
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -14,10 +15,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import openai
@@ -266,6 +269,37 @@ def redis_url() -> Iterator[str]:
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    """DATABASE_URL if set, else the machine's PostgreSQL (127.0.0.1:5432, trust auth, database
+    `test`); a test that needs it fails (never skips) when it cannot be reached."""
+    url = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/test"
+    try:
+        socket.create_connection((urlsplit(url).hostname or "127.0.0.1", urlsplit(url).port or 5432), 2).close()
+    except OSError as exc:
+        pytest.fail(f"these tests need PostgreSQL at {url} (set DATABASE_URL): {exc}")
+    return url
+
+
+@pytest.fixture
+def pg_schema(database_url: str) -> Iterator[str]:
+    """A schema of this test's own (dropped after it), for `database.schema_name`."""
+    import asyncpg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f"CREATE SCHEMA {name}"))
+    yield name
+    asyncio.run(run(f"DROP SCHEMA {name} CASCADE"))
 
 
 @pytest.fixture(scope="session")

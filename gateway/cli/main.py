@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway.cli.db import add_parser as add_db_parser
 from gateway.cli.keys import add_parsers as add_key_parsers
 from gateway.cli.router import add_parser as add_router_parser
 from gateway.cli.spend import add_parser as add_spend_parser
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     add_key_parsers(sub)
     add_spend_parser(sub)
     add_router_parser(sub)
+    add_db_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

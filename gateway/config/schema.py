@@ -223,8 +223,19 @@ class ConversationsConfig(_Strict):
     max_entries: int = Field(10_000, gt=0)  # the in-memory store's bound (oldest dropped first)
 
 
+class DatabaseConfig(_Strict):
+    """PostgreSQL, the system of record (with `database_url`)."""
+
+    schema_name: str = Field("public", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")  # where the tables live
+    pool_size: int = Field(10, gt=0)  # connections per process
+    timeout_s: float = Field(5.0, gt=0)  # connecting and each statement
+    migrate_on_start: bool = False  # apply pending migrations at start-up (else: `gateway db upgrade`)
+
+
 class GatewayConfig(_Strict):
     redis_url: str | None = None
+    database_url: str | None = None  # PostgreSQL: keys, teams, settled spend and the ledger, durably
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     redis_prefix: str = Field("gw", min_length=1)  # every key the gateway writes starts with it
     redis_max_connections: int = Field(100, gt=0)  # per process; more commands at once wait for one
     redis_pool_timeout_s: float = Field(5.0, gt=0)  # how long a command may wait for a pooled connection

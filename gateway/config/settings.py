@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway.config.providers import defaults_for
 from gateway.config.schema import (
@@ -21,6 +22,7 @@ from gateway.config.schema import (
     CacheLayer,
     ConfigError,
     ConversationsConfig,
+    DatabaseConfig,
     GatewayConfig,
     LedgerConfig,
     LimitsConfig,
@@ -107,6 +109,8 @@ class Settings:
     conversations: ConversationsConfig = field(default_factory=ConversationsConfig)  # stored responses
     max_body_bytes: int = 4 * 1024 * 1024
     redis_url: str | None = None
+    database_url: str | None = None  # PostgreSQL, the system of record
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
     redis_prefix: str = "gw"
     redis_max_connections: int = 100
     redis_pool_timeout_s: float = 5.0
@@ -130,6 +134,8 @@ class Settings:
         """Every credential the gateway holds, for redaction."""
         keys = [m.api_key for m in self.models.values() if m.api_key]
         keys += [k for k in (self.master_key, self.metrics_token) if k]
+        if self.database_url:
+            keys.append(urlsplit(self.database_url).password or "")
         return sorted({k for k in keys if len(k) >= 4}, key=len, reverse=True)
 
 
@@ -279,6 +285,8 @@ def resolve_settings(config: GatewayConfig, table: PriceTable, source: str = "co
         budgets=config.budgets,
         ledger=config.ledger,
         conversations=config.conversations,
+        database_url=config.database_url,
+        database=config.database,
         max_body_bytes=config.max_body_bytes,
         redis_url=config.redis_url or os.environ.get("REDIS_URL") or None,
         redis_prefix=config.redis_prefix,

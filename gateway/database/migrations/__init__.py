@@ -1,0 +1,1 @@
+"""The schema's versions, as SQL files applied in order by `gateway.database.migrate`."""
