@@ -158,10 +158,11 @@ async def test_messages_keys_budgets_and_errors_in_anthropics_shape(
             await claude(gw, api_key="not-a-gateway-key").messages.create(
                 model="claude-test", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
         assert denied.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
-        secret = await new_key(gw, budget_usd="0.015")
+        secret = await new_key(gw, budget_usd="0.0108")
         client = claude(gw, api_key=secret)  # sent as x-api-key
         await client.messages.create(model="claude-test", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
-        with pytest.raises(anthropic.RateLimitError) as spent:  # 0.01065 of 0.015 spent: the next hold does not fit
+        await gw.drain()  # (the settlement is written off the answer's path)
+        with pytest.raises(anthropic.RateLimitError) as spent:  # 0.01065 of 0.0108 spent: not even 16 tokens left
             await client.messages.create(model="claude-test", max_tokens=1000,
                                          messages=[{"role": "user", "content": "hi"}])
         assert spent.value.body == {"type": "error", "error": {  # type: ignore[comparison-overlap]
@@ -538,15 +539,18 @@ async def test_embedding_models_are_never_chat_candidates(in_process: Any, upstr
 @pytest.mark.anyio
 async def test_a_budget_hold_covers_the_thinking_budget(in_process: Any, upstream: FakeUpstreamThread) -> None:
     """reasoning_effort on an Anthropic model adds its thinking budget to max_tokens: the hold
-    covers it (claude-test: 16,384 + 100 output tokens at $15/M is $0.247, over a $0.05 budget)."""
+    covers it (claude-test: 16,384 + 100 output tokens at $15/M is $0.247, over a $0.05 budget), so
+    the request is capped to what the budget pays, without thinking (which would come on top)."""
     upstream.script("claude-up", {"reply": "ok"})
     async with in_process(config(upstream, require_keys=True)) as gw:
         client = gw.openai(api_key=await new_key(gw, budget_usd="0.05"))
         asked = {"model": "claude-test", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
-        await client.chat.completions.create(**asked)  # type: ignore[call-overload]
-        with pytest.raises(openai.RateLimitError) as refused:
-            await client.chat.completions.create(**asked, reasoning_effort="high")  # type: ignore[call-overload]
-        assert refused.value.code == "budget_exceeded"
+        plain = await client.chat.completions.with_raw_response.create(**asked)  # type: ignore[call-overload]
+        assert "x-gateway-max-tokens" not in plain.headers
+        raw = await client.chat.completions.with_raw_response.create(**asked, reasoning_effort="high")  # type: ignore[call-overload]
+        cap = int(raw.headers["x-gateway-max-tokens"])
+        sent = upstream.calls()[-1]["body"]
+        assert sent["max_tokens"] == cap < 16_484 and "thinking" not in sent
 
 
 @pytest.mark.anyio

@@ -45,7 +45,8 @@ from gateway.errors import BudgetExceeded
 from gateway.money.pricing import Price, usd_text, worst_case_cost
 from gateway.runtime.redis_scripts import Batch, NoBatch
 
-__all__ = ["Budgets", "Hold", "MemoryBudgets", "Scope", "Spend", "check_pico", "hold_amount", "new_hold", "scopes_of"]
+__all__ = ["Budgets", "Hold", "MemoryBudgets", "Scope", "Spend", "affordable_output", "check_pico", "held_output",
+           "hold_amount", "new_hold", "scopes_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,23 @@ def make_spend(spent: int, reserved: int, budget: int | None, period: Period, no
     return Spend(spent, reserved, budget, remaining, period_of(period, now)[1])
 
 
+def held_output(max_tokens: int | None, model_max_output: int | None, config: BudgetConfig) -> int:
+    """The output tokens per answer a hold covers: `max_tokens`, else the model's maximum output,
+    else `default_max_output_tokens`."""
+    return max_tokens or model_max_output or config.default_max_output_tokens
+
+
+def affordable_output(price: Price, input_tokens: int, remaining_pico: int, choices: int,
+                      config: BudgetConfig) -> int:
+    """The most output tokens per answer that `remaining_pico` can pay for after the request's
+    reserved input (0: not even the input): what a budget-capped request may write."""
+    reserved_input = input_tokens + -(-input_tokens * config.input_margin_pct // 100)
+    base = worst_case_cost(price, reserved_input, 0)
+    left = remaining_pico - base
+    per_token = worst_case_cost(price, reserved_input, choices) - base  # one token of each answer
+    return max(left // per_token, 0) if per_token > 0 else 0
+
+
 def hold_amount(key: VirtualKey, team: Team | None, price: Price, input_tokens: int, max_tokens: int | None,
                 model_max_output: int | None, config: BudgetConfig, choices: int = 1) -> int | None:
     """What a request must hold before calling a model of `price`: its worst case, or None when
@@ -130,7 +148,7 @@ def hold_amount(key: VirtualKey, team: Team | None, price: Price, input_tokens: 
     (`n`: each is written and billed) at the dearest output rate."""
     if key.budget_pico is None and (team is None or team.budget_pico is None):
         return None
-    output = (max_tokens or model_max_output or config.default_max_output_tokens) * choices
+    output = held_output(max_tokens, model_max_output, config) * choices
     reserved_input = input_tokens + -(-input_tokens * config.input_margin_pct // 100)
     return worst_case_cost(price, reserved_input, output)
 

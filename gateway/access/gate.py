@@ -20,7 +20,7 @@ import logging
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from gateway.access.budgets import Budgets, Hold, hold_amount, new_hold
+from gateway.access.budgets import Budgets, Hold, affordable_output, held_output, hold_amount, new_hold
 from gateway.access.keys import SECRET_PREFIX, KeyStore, Team, VirtualKey, check_allowed
 from gateway.access.ratelimit import Admission, RateLimiter
 from gateway.config.schema import BudgetConfig
@@ -57,6 +57,10 @@ class Reservation(NamedTuple):
 
     hold: Hold | None = None
     admission: Admission | None = None
+    # the output tokens per answer the hold covers, when the upstream must be told (sent as its
+    # max_tokens): lowered to what the budget can pay, or the hold's default when the client set none
+    max_output: int | None = None
+    capped: bool = False  # lowered below what the request asked for (the x-gateway-max-tokens header)
 
 
 NO_RESERVATION = Reservation()
@@ -110,13 +114,47 @@ class Access:
         """Hold the worst case of calling `spec` for `choices` answers against the key's and the
         team's budgets, and take the rate-limit `charge` if there is one (else keep the `carried`
         admission); raise 429 if either refuses, undoing the other."""
-        key, team = grant.key, grant.team
+        key = grant.key
         if key is None:
             return NO_RESERVATION
+        reservation, failure, budgeted = await self._take(grant, spec, input_tokens, max_tokens, choices, charge,
+                                                          carried)
+        if isinstance(failure, BudgetExceeded):  # what can the rest of the budget pay for?
+            cap = await self._affordable(grant, spec, input_tokens, choices)
+            if self._config.min_capped_output_tokens <= cap < held_output(max_tokens, spec.max_output_tokens,
+                                                                           self._config):
+                await self._undo(reservation)
+                reservation, failure, _ = await self._take(grant, spec, input_tokens, cap, choices, charge, carried)
+                if failure is None:
+                    return reservation._replace(max_output=cap, capped=True)
+        if failure is not None:
+            await self._refused(grant, reservation, failure)
+        if budgeted and max_tokens is None and spec.max_output_tokens is None:  # bound the answer to its hold
+            return reservation._replace(max_output=self._config.default_max_output_tokens)
+        return reservation
+
+    async def _affordable(self, grant: Grant, spec: ModelSpec, input_tokens: int, choices: int) -> int:
+        """The most output tokens per answer the key's and team's remaining budgets can pay for."""
+        assert grant.key is not None
+        spends = [await self.budgets.spend(grant.key)]
+        if grant.team is not None:
+            spends.append(await self.budgets.team_spend(grant.team))
+        remaining = min((s.remaining for s in spends if s.remaining is not None), default=None)
+        if remaining is None:
+            return 0
+        return affordable_output(spec.price, input_tokens, remaining, choices, self._config)
+
+    async def _take(self, grant: Grant, spec: ModelSpec, input_tokens: int, max_tokens: int | None, choices: int,
+                    charge: int | None, carried: Admission | None,
+                    ) -> tuple[Reservation, BaseException | None, bool]:
+        """The hold and the admission, in one batch: what was taken, what refused, and whether the
+        key or team has a budget."""
+        key, team = grant.key, grant.team
+        assert key is not None
         amount = hold_amount(key, team, spec.price, input_tokens, max_tokens, spec.max_output_tokens, self._config,
                              choices)
         if amount is None and charge is None:
-            return Reservation(None, carried)
+            return Reservation(None, carried), None, False
         batch = self.budgets.new_batch()  # with Redis: the hold and the admission in one round trip
         hold = self.budgets.queue_reserve(batch, key, team, amount, self._config.hold_ttl_s) if amount is not None \
             else None
@@ -126,9 +164,12 @@ class Access:
         reservation = Reservation(held if isinstance(held, Hold) else None,
                                   admitted if isinstance(admitted, Admission) else carried)
         failure = next((r for r in (held, admitted) if isinstance(r, BaseException)), None)
-        if failure is not None:
-            await self._refused(grant, reservation, failure)
-        return reservation
+        return reservation, failure, amount is not None
+
+    async def _undo(self, reservation: Reservation) -> None:
+        await self.release(reservation)
+        if reservation.admission is not None:  # refused: the request's tokens go back
+            self._background.spawn(self.limiter.correct(reservation.admission, 0))
 
     async def _refused(self, grant: Grant, reservation: Reservation, failure: BaseException) -> None:
         """Undo what was taken and raise why the request was refused."""
@@ -136,9 +177,7 @@ class Access:
             self._metrics.child(self._metrics.budget_rejections, _label(grant.team_label)).inc()
         elif isinstance(failure, RateLimitExceeded):
             self._metrics.child(self._metrics.rate_limit_rejections, _label(grant.team_label)).inc()
-        await self.release(reservation)
-        if reservation.admission is not None:  # refused: the request's tokens go back
-            self._background.spawn(self.limiter.correct(reservation.admission, 0))
+        await self._undo(reservation)
         raise failure
 
     async def release(self, reservation: Reservation) -> None:

@@ -144,7 +144,9 @@ class CacheLayer(_Strict):
     enabled: bool = True
     ttl_s: int = Field(3600, gt=0)
     max_entry_bytes: int = Field(1 << 20, gt=0)  # larger answers are not stored
-    max_memory_bytes: int = Field(64 << 20, gt=0)  # bound of the in-process store (no Redis)
+    # bound of the store in bytes: this process's memory, or (with Redis) all replicas' entries together,
+    # enforced by the gateway (oldest first) so that the cache alone can never fill Redis
+    max_memory_bytes: int = Field(64 << 20, gt=0)
     max_known_keys: int = Field(200_000, gt=0)  # Redis: entry names each replica knows (a miss then skips Redis)
 
 
@@ -154,12 +156,16 @@ class PrefixLayer(_Strict):
     enabled: bool = True
     ttl_s: int = Field(300, gt=0)  # how long a provider keeps a prefix warm (OpenAI and Anthropic: ~5 min)
     max_entries: int = Field(200_000, gt=0)  # block hashes kept per model (16 bytes each, ~2 MB in memory)
+    max_memory_bytes: int = Field(64 << 20, gt=0)  # the whole index (every tenant and model), in memory or in Redis
     # Anthropic cache_control breakpoints added by the gateway: off | auto (when a prefix long
     # enough to cache was already sent within ttl_s, so the write is repaid by reads) | always.
     cache_control: Literal["off", "auto", "always"] = "auto"
 
 
 class CacheConfig(_Strict):
+    # A Redis of the caches' own (response cache and prefix index), apart from keys, budgets and counters;
+    # default: the main `redis_url`
+    redis_url: str | None = None
     response: CacheLayer = Field(default_factory=lambda: CacheLayer.model_validate({"ttl_s": 3600}))
     prefix: PrefixLayer = Field(default_factory=PrefixLayer)
 
@@ -172,17 +178,30 @@ class BudgetConfig(_Strict):
     journal_path: str | None = None  # settlements made while Redis is down (default: in the temp dir)
     default_max_output_tokens: int = Field(4096, gt=0)  # worst-case output when neither request nor model says
     input_margin_pct: int = Field(10, ge=0)  # reserved on top of the counted input (other tokenisers count more)
+    # A request whose worst case the remaining budget cannot pay gets its max_tokens lowered to what
+    # it can pay, if that is at least this many tokens (else 429).
+    min_capped_output_tokens: int = Field(16, gt=0)
     key_cache_ttl_s: float = Field(1.0, ge=0)  # how long a replica may use a key record before re-reading it
     gauge_interval_s: float = Field(15, gt=0)  # how often team budget gauges are refreshed
 
 
 class LedgerConfig(_Strict):
-    """The spend ledger: one record per billed request (see gateway/ledger.py)."""
+    """The spend ledger: one record per billed request (see gateway/ledger/store.py)."""
 
-    retention_days: int = Field(35, gt=0)  # Redis: a day's stream expires this many days after that day
+    # Days kept: PostgreSQL deletes older rows (default 400); Redis expires a day's stream this
+    # many days after that day, memory drops older records (default 35).
+    retention_days: int | None = Field(None, gt=0)
     max_per_day: int = Field(1_000_000, gt=0)  # Redis: per-day stream cap (approximate MAXLEN trim)
     max_memory_records: int = Field(10_000, gt=0)  # without Redis: the newest records kept here (~0.7 KB each)
-    flush_interval_s: float = Field(0.2, gt=0)  # Redis: records are written in one batch this often
+    flush_interval_s: float = Field(0.2, gt=0)  # Redis and PostgreSQL: records are written in batches this often
+    batch_records: int = Field(1000, gt=0)  # PostgreSQL: records per write (a full batch is written at once)
+    max_queued: int = Field(100_000, gt=0)  # PostgreSQL: records waiting in memory; more go to the journal
+    behind_records: int = Field(10_000, gt=0)  # PostgreSQL: more queued than this and /readyz says "behind"
+    journal_path: str | None = None  # PostgreSQL: records not yet written (default: in the temp dir)
+
+    def kept_days(self, database: bool) -> int:
+        """`retention_days`, else 400 days in PostgreSQL and 35 in Redis or memory."""
+        return self.retention_days or (400 if database else 35)
 
 
 class LimitsConfig(_Strict):

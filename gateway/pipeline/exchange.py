@@ -101,6 +101,8 @@ class Exchange(Generic[RequestT]):
                    "x-gateway-cache": attempt.cache_result if attempt is not None else "bypass"}
         if attempt is not None:
             headers["x-gateway-model"] = attempt.spec.name
+            if attempt.reservation.capped:  # the budget could pay for no more than this
+                headers["x-gateway-max-tokens"] = str(attempt.reservation.max_output)
         if self.tier:
             headers["x-gateway-tier"] = self.tier
             if self.route.plan is not None and attempt is not None:

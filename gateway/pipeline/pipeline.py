@@ -206,6 +206,8 @@ class Pipeline:
             most = with_thinking(spec, request.body, most)
         attempt.reservation = await self._access.reserve(
             exchange.caller.grant, spec, input_tokens, most, request.n, charge, carried)
+        if attempt.reservation.max_output is not None:  # what the budget holds is all it may write
+            _bound_output(attempt.body, spec, attempt.reservation.max_output)
         try:
             return await self._call(exchange, attempt, self._providers[spec.wire])
         except BaseException:
@@ -236,6 +238,9 @@ class Pipeline:
         carried = previous.reservation.admission if previous is not None else None
         attempt.reservation = await self._access.reserve(
             exchange.caller.grant, spec, input_tokens, request.max_output, request.n, charge, carried)
+        if attempt.reservation.max_output is not None:  # what the budget holds is all it may write
+            attempt.body["max_tokens" if native.api == "messages" else "max_output_tokens"] = \
+                attempt.reservation.max_output
         try:
             attempt.started = perf_counter()
             if request.stream:
@@ -269,6 +274,18 @@ class Pipeline:
         usage = answer.get("usage")
         answer["usage"] = {**(usage if isinstance(usage, dict) else {}), **_ZERO}
         return Answer(answer, exchange.headers(), Cost(), True)
+
+
+def _bound_output(body: dict[str, Any], spec: ModelSpec, tokens: int) -> None:
+    """The upstream may write at most `tokens` per answer: in the field the client used, else the
+    one the model reads (OpenAI's reasoning models refuse `max_tokens`)."""
+    if "max_completion_tokens" in body or ("max_tokens" not in body and spec.wire == "openai" and spec.reasoning):
+        body["max_completion_tokens"] = tokens
+        body.pop("max_tokens", None)
+    else:
+        body["max_tokens"] = tokens
+    if spec.wire == "anthropic":  # (thinking would come on top of the bound)
+        body.pop("reasoning_effort", None)
 
 
 def _check_fit(spec: ModelSpec, request: ChatRequest) -> None:
