@@ -89,13 +89,13 @@ def test_a_full_index_rescans_until_there_is_room(redis_url: str) -> None:
     async def main() -> None:
         client, prefix = Redis.from_url(redis_url), f"test-{uuid.uuid4().hex[:8]}"
         store = RedisCacheStore(client, prefix, ttl_s=60)
-        store.presence = StoredKeys(client, f"{prefix}:rc:", 60, max_keys=2, rescan_when_full_s=0.2)
+        store.presence = StoredKeys(client, store.key_prefix, 60, max_keys=2, rescan_when_full_s=0.2)
         follower = asyncio.get_running_loop().create_task(store.run())
         await until(lambda: store.presence.synced, "never synced")
         for key in ("k1", "k2", "k3"):
             await store.set(key, key.encode(), 60)
         assert not store.presence.synced  # full: reads ask Redis
-        await client.delete(f"{prefix}:rc:k1", f"{prefix}:rc:k2")
+        await client.delete(store.key_prefix + "k1", store.key_prefix + "k2")
         await until(lambda: store.presence.synced, "a rescan never found room")  # only k3 is left
         assert store.presence.may_exist("k3") and not store.presence.may_exist("k1")
         follower.cancel()

@@ -159,6 +159,10 @@ class PrefixCache:
         marker = blocks.stable_hash if breakpoint_added else b""
         self.background.spawn(self._record(_scoped(plan.scope, spec.name), blocks, marker))
 
+    async def close(self) -> None:
+        """At shutdown, after the background records: the index's own Redis client, if any."""
+        await self.index.close()
+
     async def _record(self, name: str, blocks: PromptBlocks, marker: bytes) -> None:
         try:
             await self.index.record(name, blocks.hashes, marker, self.config.ttl_s)

@@ -52,6 +52,10 @@ class ResponseCache(Protocol):
         """Background upkeep for as long as the app runs (returns at once if there is none)."""
         ...
 
+    async def close(self) -> None:
+        """At shutdown, after the background writes: the store's own Redis client, if any."""
+        ...
+
 
 class DisabledResponseCache:
     def used_for(self, policy: CachePolicy) -> bool:
@@ -67,6 +71,9 @@ class DisabledResponseCache:
         return None
 
     async def run(self) -> None:
+        return None
+
+    async def close(self) -> None:
         return None
 
 
@@ -115,6 +122,9 @@ class StoredResponseCache:
 
     async def run(self) -> None:
         await self._store.run()
+
+    async def close(self) -> None:
+        await self._store.close()
 
 
 def assemble(pieces: list[bytes]) -> dict[str, Any] | None:

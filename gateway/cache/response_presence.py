@@ -1,17 +1,18 @@
 """Which response-cache entries exist in Redis, known in this process, so that a miss costs no
 Redis round trip (a GET that finds nothing was most of what the Redis cache added to a miss).
 
-Every store publishes `<key> <ttl ms>` on `<prefix>:rc:stored` in the same pipeline as its SET.
-Each replica subscribes to that channel and, each time its subscription is (re)established,
-re-reads the existing entries with SCAN; only then does it answer "not there" without asking
-Redis. Until then, whenever the subscription is down, and once more than `max_keys` entries are
-live (until a SCAN, tried every `rescan_when_full_s`, finds fewer), `may_exist` says True and
-the cache reads Redis as before.
+Every store publishes `<key> <ttl ms>` on `<prefix>:rc:stored` in the same script as its SET (and,
+for each entry it evicted to keep the cache's byte bound, `<key> 0`). Each replica subscribes to
+that channel and, each time its subscription is (re)established, re-reads the existing entries
+with SCAN; only then does it answer "not there" without asking Redis. Until then, whenever the
+subscription is down, and once more than `max_keys` entries are live (until a SCAN, tried every
+`rescan_when_full_s`, finds fewer), `may_exist` says True and the cache reads Redis as before.
 
 What it can get wrong, and what that costs:
   * an entry stored by another replica less than a publish ago looks absent: one more upstream
     call, answered correctly (an answer is only ever served after a real GET);
-  * an entry Redis evicted early (maxmemory) looks present: the GET finds nothing, as before.
+  * an entry Redis itself evicted early (maxmemory) looks present: the GET finds nothing, as
+    before (entries the gateway evicts for its own bound are announced, and forgotten).
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ _GLOB = re.compile(r"([*?\[\]\\])")
 
 class StoredKeys:
     def __init__(
-        self, redis: Any, key_prefix: str, ttl_s: float, max_keys: int, rescan_when_full_s: float = 30
+        self, redis: Any, key_prefix: str, ttl_s: float, max_keys: int, rescan_when_full_s: float = 30,
+        channel: str | None = None,
     ) -> None:
         self._redis = redis
-        self._key_prefix = key_prefix  # e.g. "gw:rc:"; an entry is key_prefix + its key
-        self.channel = key_prefix + "stored"
+        self._key_prefix = key_prefix  # e.g. "gw:rc:{gw-rc}:"; an entry is key_prefix + its key
+        self.channel = channel or key_prefix + "stored"
         self._ttl_s = ttl_s  # an entry found by SCAN lives at most this long
         self._max = max_keys
         self._expiry: dict[str, float] = {}  # key -> monotonic time it expires
@@ -74,8 +76,9 @@ class StoredKeys:
                 return
         self._expiry[key] = time.monotonic() + ttl_s
 
-    def announcement(self, key: str, ttl_ms: int) -> str:
-        return f"{key} {ttl_ms}"
+    def forget(self, key: str) -> None:
+        """An entry deleted (evicted by a store to keep the byte bound)."""
+        self._expiry.pop(key, None)
 
     async def run(self) -> None:
         """Follow the channel for as long as the app runs, resubscribing after any failure."""
@@ -90,8 +93,13 @@ class StoredKeys:
                         await self._resync()
                     elif kind == "message":
                         key, _, ttl_ms = message["data"].decode().partition(" ")
-                        self.note(key, int(ttl_ms) / 1000)
+                        if ttl_ms == "0":
+                            self.forget(key)
+                        else:
+                            self.note(key, int(ttl_ms) / 1000)
             except redis_errors() as exc:
+                if (task := asyncio.current_task()) is not None and task.cancelling():
+                    raise asyncio.CancelledError from exc  # stopping: redis-py reported the cancel as a failure
                 if self._synced:
                     log.warning("response cache: lost the store announcements (%r); reading Redis on every "
                                 "lookup until they are back", exc)
