@@ -1,9 +1,10 @@
 """The spend ledger: one record per billed request (completed, failed after usage, abandoned, or
 answered from the response cache at $0), written off the response's path.
 
-`add` only appends to a buffer (a few microseconds); the Redis ledger (`gateway/ledger_redis.py`)
-writes the buffer in one pipeline every `ledger.flush_interval_s`. Without Redis the newest
-`ledger.max_memory_records` records are kept in this process's memory.
+`add` only appends to a buffer (a few microseconds); the Redis ledger (`store_redis.py`) writes
+the buffer in one pipeline every `ledger.flush_interval_s`, the PostgreSQL one (`store_pg.py`, with
+`database_url`) in batches as often. Without either the newest `ledger.max_memory_records` records
+are kept in this process's memory.
 
 Record times are UTC ISO strings with microseconds (`2026-11-26T10:00:00.123456+00:00`), so a
 time range is a string comparison. Money is integer pico-USD.
@@ -89,6 +90,9 @@ class Ledger(Protocol):
     def stop(self) -> None:
         """Ask `run` to write what is queued and return."""
 
+    def backlog(self) -> tuple[int, int]:
+        """Records not yet where they are kept: (queued in this process, in the local journal)."""
+
     def pages(self, start: datetime, end: datetime) -> AsyncIterator[list[LedgerRecord]]:
         """Records with start <= time < end, in pages of at most PAGE, oldest day first."""
 
@@ -100,7 +104,7 @@ class MemoryLedger:
 
     def __init__(self, config: LedgerConfig) -> None:
         self._records: deque[tuple[str, bytes]] = deque(maxlen=config.max_memory_records)
-        self._retention = timedelta(days=config.retention_days)
+        self._retention = timedelta(days=config.kept_days(False))
 
     def add(self, record: LedgerRecord) -> None:
         # A copy: orjson's own result keeps its ~8 KB working buffer; the copy is the JSON's size.
@@ -114,6 +118,9 @@ class MemoryLedger:
 
     def stop(self) -> None:
         return None
+
+    def backlog(self) -> tuple[int, int]:
+        return 0, 0
 
     async def pages(self, start: datetime, end: datetime) -> AsyncIterator[list[LedgerRecord]]:
         low = max(iso(start), iso(datetime.now(UTC) - self._retention))

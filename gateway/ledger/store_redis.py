@@ -76,7 +76,7 @@ class RedisLedger:
         calls = ScriptBatch(self._redis)
         for day, records in by_day.items():
             end = datetime.combine(date.fromisoformat(day), time(), UTC) + timedelta(
-                days=self._config.retention_days + 1)
+                days=self._config.kept_days(False) + 1)
             calls.add(_APPEND, [self._prefix + day],
                       [self._config.max_per_day, int(end.timestamp()), *map(orjson.dumps, records)])
         results = await calls.run()
@@ -100,9 +100,12 @@ class RedisLedger:
     def stop(self) -> None:
         self._stopping.set()
 
+    def backlog(self) -> tuple[int, int]:
+        return len(self._pending), 0
+
     async def pages(self, start: datetime, end: datetime) -> AsyncIterator[list[LedgerRecord]]:
         low, high = iso(start), iso(end)
-        oldest = (datetime.now(UTC) - timedelta(days=self._config.retention_days + 1)).date()
+        oldest = (datetime.now(UTC) - timedelta(days=self._config.kept_days(False) + 1)).date()
         day, last = max(start.astimezone(UTC).date(), oldest), end.astimezone(UTC).date()
         while day <= last:
             cursor = "-"
