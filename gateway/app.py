@@ -63,10 +63,11 @@ def build_state(settings: Settings, tokens: TokenCounter, app_metrics: Metrics, 
     prefix = PrefixCache(settings.prefix, tokens, counting, backends.prefix_index(settings, redis), app_metrics,
                          background)
     router = Router(settings, backends.routing_state(settings, redis), prefix, tokens)
-    access = Access(backends.key_store(settings, redis), backends.budgets(settings, redis),
+    access = Access(backends.key_store(settings, redis, database), backends.budgets(settings, redis, database),
                     backends.rate_limiter(settings, redis), app_metrics, settings.budgets, settings.require_keys,
                     background)
-    ledger_store, stats = backends.ledger(settings, redis), backends.spend_stats(settings, redis)
+    ledger_store = backends.ledger(settings, redis, database, app_metrics)
+    stats = backends.spend_stats(settings, redis, ledger_store)
     responses = backends.response_cache(settings, redis, app_metrics, background)
     providers = build_providers(pool)
     books = Books(tokens, app_metrics, ledger_store, stats, prefix, access, router, background)
@@ -100,6 +101,8 @@ async def _running(state: AppState) -> AsyncIterator[None]:
     chores = [loop.create_task(state.access.replay_forever()), loop.create_task(state.access.refresh_gauges_forever()),
               loop.create_task(state.metrics.money.flush_forever()), loop.create_task(state.responses.run())]
     ledger_writer = loop.create_task(state.ledger.run())
+    spend_writer = loop.create_task(state.access.budgets.run())  # settled spend to the database, if any
+    chores.append(loop.create_task(state.access.keys.run()))  # the key cache re-synced from the database
     # Encodings take ~0.5 s to load: do it off the event loop after start-up, not before.
     upstream_ids = [m.upstream_model for m in settings.models.values()]
     litellm = any(m.wire == "litellm" and not m.unavailable_reason for m in settings.models.values())
@@ -111,6 +114,8 @@ async def _running(state: AppState) -> AsyncIterator[None]:
         for chore in chores:
             chore.cancel()
         await state.background.drain()
+        state.access.budgets.stop()  # not cancelled: every settlement drained above is written (or journaled)
+        await spend_writer
         await state.stats.flush()
         state.metrics.money.flush_logged()  # nothing adds money after the drain
         state.ledger.stop()  # not cancelled: a write cut off mid-way would be lost or doubled
@@ -118,6 +123,7 @@ async def _running(state: AppState) -> AsyncIterator[None]:
         await state.ledger.flush()
         state.pool.close()
         state.counting.close()
+        await asyncio.gather(state.responses.close(), state.prefix.close())  # their own Redis (cache.redis_url)
         if state.redis is not None:
             await state.redis.aclose()
         if state.database is not None:

@@ -37,8 +37,10 @@ def test_demo_runs_without_keys_or_redis() -> None:
     assert "And a saw bought last week?            breakpoint added" in out.stdout
     assert "write premium paid $0.0009615, read savings $0.0034614, net $0.0024999" in out.stdout
     # 3,000 x $0.15/M + 400 x $0.60/M = $0.00069 a request; the third's worst case no longer fits in $0.002
-    assert out.stdout.count(": 200, cost $0.00069") == 2 and "request 3: 429 budget_exceeded" in out.stdout
-    assert "spent $0.001380 of $0.002" in out.stdout and "upstream called 2 times" in out.stdout
+    # 3,000 x $0.15/M + 150 x $0.60/M a request; the third is capped to what $0.00062 pays after its input
+    assert out.stdout.count(": 200, cost $0.00054") == 3 and "request 4: 429 budget_exceeded" in out.stdout
+    assert "request 3: 200, cost $0.00054 (max_tokens lowered to 207: what the budget can still pay)" in out.stdout
+    assert "spent $0.001620 of $0.0017" in out.stdout and "upstream called 3 times" in out.stdout
     _check_client_apis(out.stdout)
     _check_auto_replay(out.stdout)
 

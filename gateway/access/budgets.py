@@ -27,6 +27,11 @@ Settling is never refused: money already spent upstream is always recorded, even
 budget; the next reservation is then refused.
 
 `spend` / `team_spend` report spent, reserved and remaining for the current period.
+
+With PostgreSQL as the record (`gateway.access.budgets_pg`), a live counter can be missing from
+the hot store (a flushed Redis, a process that just started): it is rebuilt from the settled
+spend before it is used. A queued reservation cannot wait for that, so its finisher raises
+`CounterMissing`, and the caller makes the reservation again with `reserve`, which rebuilds.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from gateway.access.keys import Team, VirtualKey
 from gateway.access.periods import Period, period_of
@@ -45,8 +50,8 @@ from gateway.errors import BudgetExceeded
 from gateway.money.pricing import Price, usd_text, worst_case_cost
 from gateway.runtime.redis_scripts import Batch, NoBatch
 
-__all__ = ["Budgets", "Hold", "MemoryBudgets", "Scope", "Spend", "affordable_output", "check_pico", "held_output",
-           "hold_amount", "new_hold", "scopes_of"]
+__all__ = ["Budgets", "Counter", "CounterMissing", "Hold", "MemoryBudgets", "Scope", "Spend", "affordable_output",
+           "check_pico", "held_output", "hold_amount", "new_hold", "scopes_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +83,22 @@ class Scope:
     period: Period
     budget: int | None
     label: str  # for messages, e.g. "key 'ci' (key-1a2b)"
+
+
+class Counter(NamedTuple):
+    """One live budget counter: a scope ('key:<id>' or 'team:<name>') in one period ('m2026-03', ...)."""
+
+    scope: str
+    period: str
+
+
+class CounterMissing(Exception):
+    """Live counters a queued reservation needs are not in the hot store: `reserve` rebuilds them
+    from the record and holds."""
+
+    def __init__(self, counters: list[Counter]) -> None:
+        super().__init__(", ".join(f"{c.scope} {c.period}" for c in counters))
+        self.counters = counters
 
 
 def scopes_of(key: VirtualKey, team: Team | None) -> list[Scope]:
@@ -162,7 +183,8 @@ class Budgets(Protocol):
         self, batch: Batch, key: VirtualKey, team: Team | None, amount_pico: int, hold_ttl_s: float
     ) -> Callable[[list[Any]], Hold]:
         """Queue holding `amount_pico` against the key and its team; the returned function turns
-        the batch's results into the Hold, or raises BudgetExceeded (nothing held)."""
+        the batch's results into the Hold, or raises BudgetExceeded (nothing held), or
+        CounterMissing (nothing held: `reserve` instead)."""
         ...
 
     async def reserve(self, key: VirtualKey, team: Team | None, amount_pico: int, hold_ttl_s: float) -> Hold:
@@ -184,6 +206,15 @@ class Budgets(Protocol):
 
     async def replay(self) -> int:
         """Apply settlements journaled while the store was down; how many (0: none waiting)."""
+        ...
+
+    async def run(self) -> None:
+        """Background writing (settled spend to the record) until `stop`; returns at once when
+        there is none. Stop it with `stop`, never by cancelling it."""
+        ...
+
+    def stop(self) -> None:
+        """Ask `run` to write what is queued and return."""
         ...
 
 
@@ -258,6 +289,12 @@ class MemoryBudgets:
 
     async def replay(self) -> int:
         return 0  # nothing is ever journaled: memory is never down
+
+    async def run(self) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
 
     def _report(self, scope: Scope) -> Spend:
         now = datetime.now(UTC)

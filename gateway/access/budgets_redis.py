@@ -36,11 +36,11 @@ from gateway.access.periods import Period, period_of
 from gateway.runtime.redis_errors import pool_exhausted, redis_errors, store_unavailable
 from gateway.runtime.redis_scripts import Batch, ScriptBatch
 
-__all__ = ["RedisBudgets"]
+__all__ = ["LUA_LIB", "RedisBudgets", "spent_ttl_ms"]
 
 log = logging.getLogger("gateway.budgets")
 
-_LIB = """
+LUA_LIB = """
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -75,7 +75,7 @@ end
 """
 # KEYS = (holds, held, spent) per scope; ARGV = hold id, amount, ttl ms, budget per scope ('' = none).
 # Returns {0} when held, else {scope index, spent, reserved} of the first scope that refuses.
-_RESERVE = _LIB + """
+_RESERVE = LUA_LIB + """
 local now = now_ms()
 local n = #KEYS / 3
 for i = 1, n do
@@ -103,7 +103,7 @@ return {0}
 """
 # KEYS = (holds, held, spent) per scope, then the settled mark; ARGV = hold id, actual, mark ttl
 # ms, spent ttl ms per scope (0 = never expires). Returns 0 if the hold was already settled.
-_SETTLE = _LIB + """
+_SETTLE = LUA_LIB + """
 if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'PX', ARGV[3]) then return 0 end
 for i = 1, (#KEYS - 1) / 3 do
   local z, h, s = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
@@ -116,7 +116,7 @@ end
 return 1
 """
 # KEYS = (holds, held) per scope; ARGV = hold id.
-_RELEASE = _LIB + """
+_RELEASE = LUA_LIB + """
 for i = 1, #KEYS / 2 do
   drop(KEYS[2 * i], ARGV[1])
   redis.call('ZREM', KEYS[2 * i - 1], ARGV[1])
@@ -124,10 +124,17 @@ end
 return 1
 """
 # KEYS = holds, held, spent of one scope. Returns {spent, reserved}.
-_SPEND = _LIB + """
+_SPEND = LUA_LIB + """
 purge(KEYS[1], KEYS[2], now_ms())
 return {redis.call('GET', KEYS[3]) or '0', redis.call('HGET', KEYS[2], '#sum') or '0'}
 """
+
+
+def spent_ttl_ms(period: Period, at: datetime, grace_ms: int) -> int:
+    """How long the spent counter of the `period` containing `at` is kept: until the period ends,
+    plus the grace; 0 (for ever) for 'total'."""
+    end = period_of(period, at)[1]
+    return 0 if end is None else max(int(end.timestamp() * 1000) - int(time.time() * 1000), 0) + grace_ms
 
 
 class RedisBudgets:
@@ -208,11 +215,9 @@ class RedisBudgets:
         hold, at = settlement.hold, settlement.at
         keys: list[str] = []
         ttls: list[int] = []
-        now_ms = int(time.time() * 1000)
         for scope, period in hold_scopes(hold):
             keys += self._keys(scope, period, at)
-            end = period_of(period, at)[1]
-            ttls.append(0 if end is None else max(int(end.timestamp() * 1000) - now_ms, 0) + self._grace_ms)
+            ttls.append(spent_ttl_ms(period, at, self._grace_ms))
         keys.append(f"{self._prefix}:settled:{hold.id}")
         args = [hold.id, settlement.actual, self._settled_ms, *ttls]
         return bool(await self._settle(keys=keys, args=args))
@@ -220,6 +225,12 @@ class RedisBudgets:
     async def replay(self) -> int:
         """Apply the journaled settlements (call when Redis answers again); how many."""
         return await self._journal.replay(self.apply) if self._journal is not None else 0
+
+    async def run(self) -> None:
+        return None  # settlements go straight to Redis: nothing to write in the background
+
+    def stop(self) -> None:
+        return None
 
     async def release(self, hold: Hold) -> None:
         keys = [k for scope, _ in hold_scopes(hold) for k in self._keys(scope, "total", datetime.now(UTC))[:2]]

@@ -17,10 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from gateway.access.budgets import Budgets, Hold, affordable_output, held_output, hold_amount, new_hold
+from gateway.access.budgets import (
+    Budgets,
+    CounterMissing,
+    Hold,
+    affordable_output,
+    held_output,
+    hold_amount,
+    new_hold,
+)
 from gateway.access.keys import SECRET_PREFIX, KeyStore, Team, VirtualKey, check_allowed
 from gateway.access.ratelimit import Admission, RateLimiter
 from gateway.config.schema import BudgetConfig
@@ -161,6 +170,8 @@ class Access:
         admit = self.limiter.queue_admit(batch, key, charge) if charge is not None else None
         replies = await batch.run()
         held, admitted = _outcome(hold, replies), _outcome(admit, replies)
+        if isinstance(held, CounterMissing) and amount is not None:  # rebuilt from the record, then held
+            held = await _awaited(self.budgets.reserve(key, team, amount, self._config.hold_ttl_s))
         reservation = Reservation(held if isinstance(held, Hold) else None,
                                   admitted if isinstance(admitted, Admission) else carried)
         failure = next((r for r in (held, admitted) if isinstance(r, BaseException)), None)
@@ -202,7 +213,7 @@ class Access:
             self._background.spawn(self.limiter.correct(reservation.admission, tokens))
 
     async def replay_forever(self, interval_s: float = 2.0) -> None:
-        """Replay settlements journaled while Redis was down, as soon as it answers again."""
+        """Replay settlements journaled while Redis (or the database) was down, as soon as it answers again."""
         while True:
             await asyncio.sleep(interval_s)
             try:
@@ -213,7 +224,7 @@ class Access:
                 log.debug("journal replay deferred: %r", exc)
                 continue
             if replayed:
-                log.warning("replayed %d journaled settlement(s) into Redis", replayed)
+                log.warning("replayed %d journaled settlement(s)", replayed)
 
     async def refresh_gauges_forever(self) -> None:
         """Team budget gauges (one series per team with a budget, never per key)."""
@@ -238,11 +249,18 @@ class Access:
 
 
 def _outcome(finish: Any, replies: list[Any]) -> Any:
-    """A queued call's result: its value, or the GatewayError it refused with."""
+    """A queued call's result: its value, or the GatewayError it refused with (or CounterMissing)."""
     if finish is None:
         return None
     try:
         return finish(replies)
+    except (GatewayError, CounterMissing) as exc:
+        return exc
+
+
+async def _awaited(work: Awaitable[Hold]) -> Hold | GatewayError:
+    try:
+        return await work
     except GatewayError as exc:
         return exc
 

@@ -106,5 +106,5 @@ class SpendJournal:
                     applied += 1
             path.unlink()
         if applied:
-            log.warning("spend journal: replayed %d settlements into Redis", applied)
+            log.warning("spend journal %s: replayed %d settlements", self.path.name, applied)
         return applied

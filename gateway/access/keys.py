@@ -232,6 +232,11 @@ class KeyStore(Protocol):
 
     async def list_teams(self) -> builtins.list[Team]: ...
 
+    async def run(self) -> None:
+        """Background upkeep until cancelled (re-syncing a cache with the record); returns at once
+        when there is none."""
+        ...
+
 
 class MemoryKeyStore:
     """Keys for one process (no Redis)."""
@@ -277,3 +282,6 @@ class MemoryKeyStore:
 
     async def list_teams(self) -> builtins.list[Team]:
         return sorted(self._teams.values(), key=lambda t: t.name)
+
+    async def run(self) -> None:
+        return None

@@ -16,6 +16,11 @@ Keys and teams are records of truth, so unlike caches they carry no TTL; a revok
 that time; made here, at once. Unknown secrets are never remembered (no memory to fill by
 guessing). If Redis is down, remembered keys keep working (nothing can be revoked meanwhile
 either); an unknown one gets 503.
+
+With PostgreSQL as the record (`gateway.access.keys_recorded`), this store is only the shared
+authentication cache: `lookup` / `lookup_team` read it, `put_many` writes records copied from the
+database, each with the database's revision in a `_rev` field (an older copy never overwrites a
+newer one), and the re-sync's watermark (`<prefix>:{gw-keys}:synced`) in the same transaction.
 """
 
 from __future__ import annotations
@@ -39,6 +44,19 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
+# KEYS = record, set of ids (or names)[, secret hash -> id]; ARGV = revision, '1' to write only where there
+# is no record, id (or name), field, value, ...  A record holding a newer revision is kept.
+_PUT_LUA = """
+if KEYS[3] then redis.call('SET', KEYS[3], ARGV[3]) end
+redis.call('SADD', KEYS[2], ARGV[3])
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local held = redis.call('HGET', KEYS[1], '_rev')
+  if ARGV[2] == '1' or (held and tonumber(held) >= tonumber(ARGV[1])) then return 0 end
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], '_rev', ARGV[1], unpack(ARGV, 4))
+return 1
+"""
 _MAX_CACHED = 10_000
 
 
@@ -55,7 +73,7 @@ def _record(obj: VirtualKey | Team) -> dict[str, str]:
 def _decode_key(raw: dict[bytes, bytes]) -> VirtualKey | None:
     if not raw:
         return None
-    values = {k.decode(): json.loads(v) for k, v in raw.items()}
+    values = {k.decode(): json.loads(v) for k, v in raw.items() if not k.startswith(b"_")}
     for name in ("created_at", "expires_at"):
         if values.get(name) is not None:
             values[name] = datetime.fromisoformat(values[name])
@@ -66,7 +84,7 @@ def _decode_key(raw: dict[bytes, bytes]) -> VirtualKey | None:
 
 
 def _decode_team(raw: dict[bytes, bytes]) -> Team | None:
-    return Team(**{k.decode(): json.loads(v) for k, v in raw.items()}) if raw else None
+    return Team(**{k.decode(): json.loads(v) for k, v in raw.items() if not k.startswith(b"_")}) if raw else None
 
 
 class RedisKeyStore:
@@ -75,6 +93,7 @@ class RedisKeyStore:
         self._prefix = f"{prefix}:{{gw-keys}}"
         self._ttl = cache_ttl_s
         self._update = redis.register_script(_UPDATE_LUA)
+        self._put = redis.register_script(_PUT_LUA)
         self._keys: dict[str, tuple[float, VirtualKey]] = {}  # secret hash -> (fetched at, key)
         self._teams: dict[str, tuple[float, Team | None]] = {}
 
@@ -141,6 +160,43 @@ class RedisKeyStore:
         key_id = await self._redis.get(self._k("h", digest))
         return await self.get(key_id.decode()) if key_id is not None else None
 
+    async def lookup(self, digest: str) -> VirtualKey | None:
+        """The key whose secret has this SHA-256, read from Redis now (no local memory); None if
+        Redis does not hold it. Raises what the Redis client raises."""
+        return await self._lookup(digest)
+
+    async def lookup_team(self, name: str) -> Team | None:
+        """A team's record, read from Redis now; None if Redis does not hold it."""
+        return _decode_team(await self._redis.hgetall(self._k("t", name)))
+
+    async def put_many(self, keys: builtins.list[tuple[VirtualKey, str, int]], teams: builtins.list[tuple[Team, int]],
+                       *, only_if_absent: bool = False, watermark: str | None = None) -> None:
+        """Write (key, secret hash, revision) and (team, revision) records copied from the record
+        of truth, and the re-sync watermark, in one transaction. A record holding a newer revision
+        is kept; with `only_if_absent`, any existing record is."""
+        nx = "1" if only_if_absent else "0"
+        pipe = self._redis.pipeline(transaction=True)
+        for key, digest, revision in keys:
+            fields = [x for pair in _record(key).items() for x in pair]
+            await self._put(keys=[self._k("k", key.id), self._k("ids"), self._k("h", digest)],
+                            args=[revision, nx, key.id, *fields], client=pipe)
+        for team, revision in teams:
+            fields = [x for pair in _record(team).items() for x in pair]
+            await self._put(keys=[self._k("t", team.name), self._k("teams")], args=[revision, nx, team.name, *fields],
+                            client=pipe)
+        if watermark is not None:
+            pipe.set(self._k("synced"), watermark)
+        await pipe.execute()
+        changed = {key.id for key, _, _ in keys}
+        self._keys = {h: entry for h, entry in self._keys.items() if entry[1].id not in changed}
+        for team, _ in teams:
+            self._teams.pop(team.name, None)
+
+    async def watermark(self) -> str | None:
+        """What the last re-sync from the record wrote (None: none since Redis lost it)."""
+        value = await self._redis.get(self._k("synced"))
+        return value.decode() if value is not None else None
+
     async def set_team(self, team: Team) -> None:
         pipe = self._redis.pipeline(transaction=True)
         pipe.delete(self._k("t", team.name))
@@ -170,3 +226,6 @@ class RedisKeyStore:
         for name in names:
             pipe.hgetall(self._k("t", name))
         return [t for t in map(_decode_team, await pipe.execute()) if t is not None]
+
+    async def run(self) -> None:
+        return None  # Redis is the record here: nothing to re-sync

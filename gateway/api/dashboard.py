@@ -15,6 +15,7 @@ from starlette.responses import HTMLResponse
 from gateway.api.admin import day_bounds, span
 from gateway.errors import AuthenticationFailed
 from gateway.ledger.report import Summary, summarise
+from gateway.ledger.spend_stats_pg import PostgresSpendStats
 from gateway.money.pricing import usd_text
 from gateway.state import AppState
 
@@ -78,5 +79,8 @@ async def dashboard(request: Request) -> HTMLResponse:
     _authorised(request, state)
     first, last = span(request)
     await state.ledger.flush()
-    summary = await summarise(state.ledger, *day_bounds(first, last))
+    bounds = day_bounds(first, last)
+    stats = state.stats  # with PostgreSQL: one SQL query over the ledger, not every record read here
+    summary = await (stats.summary(*bounds) if isinstance(stats, PostgresSpendStats)
+                     else summarise(state.ledger, *bounds))
     return HTMLResponse(render(summary, first.isoformat(), last.isoformat()))

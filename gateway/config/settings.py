@@ -109,6 +109,7 @@ class Settings:
     conversations: ConversationsConfig = field(default_factory=ConversationsConfig)  # stored responses
     max_body_bytes: int = 4 * 1024 * 1024
     redis_url: str | None = None
+    cache_redis_url: str | None = None  # the caches' own Redis (`cache.redis_url`), else they use `redis_url`
     database_url: str | None = None  # PostgreSQL, the system of record
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     redis_prefix: str = "gw"
@@ -136,6 +137,8 @@ class Settings:
         keys += [k for k in (self.master_key, self.metrics_token) if k]
         if self.database_url:
             keys.append(urlsplit(self.database_url).password or "")
+        if self.cache_redis_url:
+            keys.append(urlsplit(self.cache_redis_url).password or "")
         return sorted({k for k in keys if len(k) >= 4}, key=len, reverse=True)
 
 
@@ -289,6 +292,7 @@ def resolve_settings(config: GatewayConfig, table: PriceTable, source: str = "co
         database=config.database,
         max_body_bytes=config.max_body_bytes,
         redis_url=config.redis_url or os.environ.get("REDIS_URL") or None,
+        cache_redis_url=config.cache.redis_url or None,
         redis_prefix=config.redis_prefix,
         redis_max_connections=config.redis_max_connections,
         redis_pool_timeout_s=config.redis_pool_timeout_s,

@@ -92,6 +92,7 @@ class Metrics:
                                multiprocess_mode="livesum")  # with several workers: their sum
         self.usage_estimated = counter("gateway_usage_estimated_total", "Requests billed from the gateway's own token "
                                        "count (reason: missing | disconnect | error).", ["model", "reason"])
+        self.ledger_backlog = gauge("gateway_ledger_backlog_records", "Ledger records not yet written.", ["place"])
         self.unknown_paths = counter("gateway_unknown_path_requests_total", "Requests to a path the gateway does not "
                                      "serve (answered 404), by HTTP method.", ["method"])
         self._registry = self._exporting(own)
