@@ -88,7 +88,7 @@ SPEC = {
         for path in ("/v1/chat/completions", "/v1/estimate")},
 }
 CONFIG = {
-    "max_body_bytes": 1 << 20, "cache": {"response": {"enabled": False}},
+    "max_body_bytes": 1 << 20, "cache": {"response": {"enabled": False}}, "storage": {"backend": "memory"},
     "models": [{"name": "fuzz-model", "provider": "openai", "upstream_model": "fuzz-up", "api_key": "sk-fuzz",
                 "quality": 50, "max_input_tokens": 100_000,
                 "pricing": {"input_per_mtok": 1, "output_per_mtok": 2}}],

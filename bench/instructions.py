@@ -35,7 +35,7 @@ from loadgen import chat_body
 from procs import CHAT_PATH, REPO, BenchError, Procs
 
 BASE_REQUESTS = 100
-CONFIG = "cache:\n  response: {{enabled: false}}\nmodels:\n{models}{embedding}{tiers}"
+CONFIG = "storage: {{backend: memory}}\ncache:\n  response: {{enabled: false}}\nmodels:\n{models}{embedding}{tiers}"
 EMBEDDING = """\
   - name: bench-embed
     provider: openai

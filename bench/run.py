@@ -37,7 +37,9 @@ SCRIPT = MappingProxyType(
     {FAST: {}, SLOW: {"latency_ms": 50}, STREAM: {"output_tokens": 50, "ttft_ms": 0, "itl_ms": 0}}
 )
 CONFIG_TEMPLATE = """\
-# written by bench/run.py; the response cache is off so identical bench requests all reach upstream
+# written by bench/run.py; the response cache is off so identical bench requests all reach upstream;
+# keys and the ledger in memory (the figures in bench/README.md were measured so)
+storage: {{backend: memory}}
 cache:
   response: {{enabled: false}}
 models:

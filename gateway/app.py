@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from gateway import backends
 from gateway.access.gate import Access
+from gateway.access.periods import period_of
 from gateway.api import admin, dashboard, estimate, health, ledger, metrics, models, responses
 from gateway.api.asgi import GatewayASGI
 from gateway.api.errors import install_error_handlers
@@ -23,6 +24,7 @@ from gateway.config.catalog import builtin_config
 from gateway.config.schema import load_config
 from gateway.config.settings import Settings, resolve_settings
 from gateway.database.migrate import upgrade
+from gateway.database.reconcile import Reconciler
 from gateway.money.price_table import load_price_table
 from gateway.observability.error_log import ErrorLog
 from gateway.observability.metrics import Metrics
@@ -58,15 +60,16 @@ def build_state(settings: Settings, tokens: TokenCounter, app_metrics: Metrics, 
     pool = UpstreamPool()
     redis = backends.redis_client(settings, app_metrics)
     database = backends.database(settings)
+    store = backends.sqlite(settings)
     background = Background()  # one set of off-the-path tasks, drained at shutdown
     counting = CountingPool(tokens, settings.limits)
     prefix = PrefixCache(settings.prefix, tokens, counting, backends.prefix_index(settings, redis), app_metrics,
                          background)
     router = Router(settings, backends.routing_state(settings, redis), prefix, tokens)
-    access = Access(backends.key_store(settings, redis, database), backends.budgets(settings, redis, database),
-                    backends.rate_limiter(settings, redis), app_metrics, settings.budgets, settings.require_keys,
-                    background)
-    ledger_store = backends.ledger(settings, redis, database, app_metrics)
+    access = Access(backends.key_store(settings, redis, database, store),
+                    backends.budgets(settings, redis, database, store), backends.rate_limiter(settings, redis),
+                    app_metrics, settings.budgets, settings.require_keys, background)
+    ledger_store = backends.ledger(settings, redis, database, app_metrics, store)
     stats = backends.spend_stats(settings, redis, ledger_store)
     responses = backends.response_cache(settings, redis, app_metrics, background)
     providers = build_providers(pool)
@@ -76,7 +79,7 @@ def build_state(settings: Settings, tokens: TokenCounter, app_metrics: Metrics, 
     return AppState(settings, app_metrics, tokens, counting, pool, providers, router, prefix, access, responses,
                     ledger_store, stats, background, pipeline, redact, errors, redis,
                     backends.response_store(settings, redis),
-                    Embeddings(settings, router, access, responses, providers, books), database)
+                    Embeddings(settings, router, access, responses, providers, books), database, store)
 
 
 def _warm_up(tokens: TokenCounter, upstream_ids: list[str], litellm: bool) -> None:
@@ -98,11 +101,17 @@ async def _running(state: AppState) -> AsyncIterator[None]:
     if state.database is not None and settings.database.migrate_on_start:
         applied = await upgrade(state.database)
         log.info("database schema: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "up to date")
+    if state.sqlite is not None:  # created now, or a clear error before serving
+        await state.sqlite.open()
+        log.info("keys, teams, spend and the ledger: SQLite file %s", state.sqlite.path)
     chores = [loop.create_task(state.access.replay_forever()), loop.create_task(state.access.refresh_gauges_forever()),
               loop.create_task(state.metrics.money.flush_forever()), loop.create_task(state.responses.run())]
     ledger_writer = loop.create_task(state.ledger.run())
     spend_writer = loop.create_task(state.access.budgets.run())  # settled spend to the database, if any
     chores.append(loop.create_task(state.access.keys.run()))  # the key cache re-synced from the database
+    if state.database is not None and state.redis is not None:  # the drift gauge (docs/budgets.md#reconciliation)
+        drift = Reconciler(state.database, state.redis, settings.redis_prefix, period_of, ledger=False)
+        chores.append(loop.create_task(drift.refresh_forever(state.metrics.spend_drift)))
     # Encodings take ~0.5 s to load: do it off the event loop after start-up, not before.
     upstream_ids = [m.upstream_model for m in settings.models.values()]
     litellm = any(m.wire == "litellm" and not m.unavailable_reason for m in settings.models.values())
@@ -128,6 +137,8 @@ async def _running(state: AppState) -> AsyncIterator[None]:
             await state.redis.aclose()
         if state.database is not None:
             await state.database.close()
+        if state.sqlite is not None:
+            await state.sqlite.close()
 
 
 def create_app(settings: Settings) -> GatewayASGI:

@@ -1,6 +1,10 @@
 """Where shared state lives: Redis when configured (every process and replica shares it), else
 in-process memory for one process. One builder per kind of state; `app.py` calls them once. The
-caches (response cache, prefix index) may have a Redis of their own (`cache.redis_url`)."""
+caches (response cache, prefix index) may have a Redis of their own (`cache.redis_url`).
+
+Keys, teams, settled spend and the ledger have a record: PostgreSQL with `database_url`; else
+Redis; else the SQLite file of `settings.sqlite_path` (`gateway.config.storage`), which the
+processes of one machine share; else (`storage.backend: memory`) this process's memory."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from gateway.cache.response_store import CacheStore, MemoryCacheStore, RedisCach
 from gateway.config.settings import Settings
 from gateway.conversations.store import MemoryResponseStore, RedisResponseStore, ResponseStore
 from gateway.database.pool import Database
+from gateway.database.sqlite import Sqlite
 from gateway.ledger.spend_stats import MemorySpendStats, RedisSpendStats, SpendStats
 from gateway.ledger.store import Ledger, MemoryLedger
 from gateway.observability.metrics import Metrics
@@ -28,7 +33,7 @@ if TYPE_CHECKING:
     from gateway.access.keys_redis import RedisKeyStore
 
 __all__ = ["budgets", "key_store", "ledger", "prefix_index", "rate_limiter", "redis_client", "response_cache",
-           "response_store", "routing_state", "spend_stats", "database"]
+           "response_store", "routing_state", "spend_stats", "database", "sqlite"]
 
 
 def redis_client(settings: Settings, metrics: Metrics) -> Any:
@@ -79,8 +84,15 @@ def prefix_index(settings: Settings, redis: Any) -> PrefixIndex:
                             owns_client=own)
 
 
-def key_store(settings: Settings, redis: Any, database: Database | None = None) -> KeyStore:
-    """With a database: PostgreSQL is the record, Redis (if any) the authentication cache."""
+def key_store(settings: Settings, redis: Any, database: Database | None = None,
+              store: Sqlite | None = None) -> KeyStore:
+    """With a database: PostgreSQL is the record, Redis (if any) the authentication cache. With
+    the SQLite file: it is the record, each process remembering keys for `key_cache_ttl_s`."""
+    if store is not None:
+        from gateway.access.keys_recorded import RecordedKeyStore
+        from gateway.access.keys_sqlite import SqliteKeys
+
+        return RecordedKeyStore(SqliteKeys(store), None, settings.budgets.key_cache_ttl_s)
     if database is not None:
         from gateway.access.keys_pg import PgKeys
         from gateway.access.keys_recorded import RecordedKeyStore
@@ -110,8 +122,16 @@ def _spend_journal_path(settings: Settings, database: Database | None) -> str:
         tempfile.gettempdir(), f"gateway-spend-journal-{settings.redis_prefix}-{digest}.jsonl")
 
 
-def budgets(settings: Settings, redis: Any, database: Database | None = None) -> Budgets:
-    """With a database: settled spend is recorded there and live counters are rebuilt from it."""
+def budgets(settings: Settings, redis: Any, database: Database | None = None,
+            store: Sqlite | None = None) -> Budgets:
+    """With a database: settled spend is recorded there and live counters are rebuilt from it. With
+    the SQLite file: holds and settled spend are there."""
+    if store is not None:
+        from gateway.access.budgets_sqlite import SqliteBudgets
+        from gateway.access.journal import SpendJournal
+
+        path = settings.budgets.journal_path or f"{store.path}.spend-journal.jsonl"
+        return SqliteBudgets(store, SpendJournal(path), fail_open=settings.budgets.fail_open)
     if database is not None:
         return _recorded_budgets(settings, redis, database)
     if redis is None:
@@ -144,7 +164,13 @@ def rate_limiter(settings: Settings, redis: Any) -> RateLimiter:
 
 
 def spend_stats(settings: Settings, redis: Any, ledger_store: Ledger) -> SpendStats:
-    """With PostgreSQL, computed from the ledger table (`ledger_store`) by SQL."""
+    """With PostgreSQL or SQLite, computed from the ledger table (`ledger_store`) by SQL."""
+    if settings.sqlite_path:
+        from gateway.ledger.spend_stats_sqlite import SqliteSpendStats
+        from gateway.ledger.store_sqlite import SqliteLedger
+
+        if isinstance(ledger_store, SqliteLedger):
+            return SqliteSpendStats(ledger_store)
     if settings.database_url:
         from gateway.ledger.spend_stats_pg import PostgresSpendStats
         from gateway.ledger.store_pg import PostgresLedger
@@ -154,9 +180,16 @@ def spend_stats(settings: Settings, redis: Any, ledger_store: Ledger) -> SpendSt
     return MemorySpendStats() if redis is None else RedisSpendStats(redis, settings.redis_prefix)
 
 
-def ledger(settings: Settings, redis: Any, database: Database | None, metrics: Metrics) -> Ledger:
+def ledger(settings: Settings, redis: Any, database: Database | None, metrics: Metrics,
+           store: Sqlite | None = None) -> Ledger:
     """PostgreSQL when `database_url` is set (journaled locally while it is down), else Redis, else
-    this process's memory."""
+    the SQLite file (journaled likewise), else this process's memory."""
+    if store is not None:
+        from gateway.ledger.journal import LedgerJournal
+        from gateway.ledger.store_sqlite import SqliteLedger
+
+        path = settings.ledger.journal_path or f"{store.path}.ledger-journal.jsonl"
+        return SqliteLedger(store, settings.ledger, LedgerJournal(path), metrics.ledger_backlog)
     if database is not None:
         from gateway.ledger.journal import LedgerJournal
         from gateway.ledger.store_pg import PostgresLedger, default_journal_path
@@ -176,6 +209,13 @@ def database(settings: Settings) -> Database | None:
         return None
     config = settings.database
     return Database(settings.database_url, config.schema_name, 1, config.pool_size, config.timeout_s)
+
+
+def sqlite(settings: Settings) -> Sqlite | None:
+    """The SQLite store (opened on first use, on a thread of its own) when it keeps the records."""
+    if not settings.sqlite_path:
+        return None
+    return Sqlite(settings.sqlite_path, settings.storage.sqlite_timeout_s)
 
 
 def response_store(settings: Settings, redis: Any) -> ResponseStore:

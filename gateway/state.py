@@ -12,6 +12,7 @@ from gateway.cache.response_cache import ResponseCache
 from gateway.config.settings import Settings
 from gateway.conversations.store import ResponseStore
 from gateway.database.pool import Database
+from gateway.database.sqlite import Sqlite
 from gateway.ledger.spend_stats import SpendStats
 from gateway.ledger.store import Ledger
 from gateway.observability.error_log import ErrorLog
@@ -51,3 +52,4 @@ class AppState:
     conversations: ResponseStore  # responses kept for the Responses API
     embeddings: Embeddings  # the /v1/embeddings path
     database: Database | None  # PostgreSQL, the system of record (with `database_url`)
+    sqlite: Sqlite | None = None  # the SQLite file, the system of record without PostgreSQL and Redis

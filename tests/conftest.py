@@ -3,7 +3,12 @@
 `httpx.ASGITransport` (`in_process`), and the official openai clients.
 
 Redis: `REDIS_URL` if set, else a private `redis-server` on a free port for the session (never
-a Redis these tests did not start). A skipped test fails the run in CI (`CI=true`)."""
+a Redis these tests did not start). A skipped test fails the run in CI (`CI=true`).
+
+Storage: the session sets `GATEWAY_STORAGE=memory` (inherited by every gateway process it starts),
+so a config without `database_url` and `redis_url` keeps keys, spend and the ledger in memory, not
+in the user's SQLite file; a test that wants SQLite says `storage: {backend: sqlite, sqlite_path:
+...}` (tests/test_storage_sqlite.py)."""
 
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ import yaml
 from gateway.fake_upstream import FakeUpstreamThread
 
 ROOT = Path(__file__).resolve().parent.parent
+os.environ["GATEWAY_STORAGE"] = "memory"  # never the user's own SQLite file (see above)
 UPSTREAM_KEY = "sk-upstream-secret-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-upstream-secret-0123456789"
 

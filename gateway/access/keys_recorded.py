@@ -1,5 +1,7 @@
 """Virtual keys and teams with PostgreSQL as the system of record (`gateway.access.keys_pg`) and
-Redis, when configured, as the authentication cache every replica shares (`RedisKeyStore`).
+Redis, when configured, as the authentication cache every replica shares (`RedisKeyStore`). The
+embedded SQLite store (`gateway.access.keys_sqlite`) is a record of the same shape (`KeyRecord`),
+served the same way without Redis.
 
 Writes (create, update, revoke, set_team) go to PostgreSQL first, then to Redis. Authentication
 reads, in order: this process's memory (`cache_ttl_s`), Redis, PostgreSQL; a key found only in
@@ -29,15 +31,15 @@ import logging
 import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.access.keys import SECRET_PREFIX, Team, VirtualKey, check_usable, clean_fields, new_key, secret_hash
-from gateway.access.keys_pg import KeyRow, PgKeys, TeamRow
+from gateway.access.keys_pg import KeyRow, TeamRow
 from gateway.access.keys_redis import RedisKeyStore
 from gateway.errors import NotFound, ServiceUnavailable
 from gateway.runtime.redis_errors import redis_errors
 
-__all__ = ["RecordedKeyStore"]
+__all__ = ["KeyRecord", "RecordedKeyStore"]
 
 log = logging.getLogger("gateway.access")
 
@@ -52,8 +54,32 @@ _MARGIN = timedelta(seconds=30)  # re-copy what changed this long before the wat
 _FIRST_SYNC = timedelta(minutes=10)  # Redis lost its watermark: re-copy what changed this recently
 
 
+class KeyRecord(Protocol):
+    """The system of record of keys and teams (`PgKeys`, `SqliteKeys`)."""
+
+    async def insert(self, key: VirtualKey, secret_hash: str) -> KeyRow: ...
+
+    async def get(self, key_id: str) -> KeyRow | None: ...
+
+    async def by_hash(self, secret_hash: str) -> KeyRow | None: ...
+
+    async def list(self) -> builtins.list[VirtualKey]: ...
+
+    async def change(self, key_id: str, changes: Mapping[str, Any]) -> KeyRow | None: ...
+
+    async def set_team(self, team: Team) -> TeamRow: ...
+
+    async def get_team(self, name: str) -> TeamRow | None: ...
+
+    async def list_teams(self) -> builtins.list[Team]: ...
+
+    async def changed_since(self, since: datetime) -> tuple[builtins.list[KeyRow], builtins.list[TeamRow]]: ...
+
+    async def now(self) -> datetime: ...
+
+
 class RecordedKeyStore:
-    def __init__(self, record: PgKeys, cache: RedisKeyStore | None = None, cache_ttl_s: float = 1.0,
+    def __init__(self, record: KeyRecord, cache: RedisKeyStore | None = None, cache_ttl_s: float = 1.0,
                  sync_interval_s: float = 2.0) -> None:
         self._record = record
         self._cache = cache

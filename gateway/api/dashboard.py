@@ -16,6 +16,7 @@ from gateway.api.admin import day_bounds, span
 from gateway.errors import AuthenticationFailed
 from gateway.ledger.report import Summary, summarise
 from gateway.ledger.spend_stats_pg import PostgresSpendStats
+from gateway.ledger.spend_stats_sqlite import SqliteSpendStats
 from gateway.money.pricing import usd_text
 from gateway.state import AppState
 
@@ -80,7 +81,7 @@ async def dashboard(request: Request) -> HTMLResponse:
     first, last = span(request)
     await state.ledger.flush()
     bounds = day_bounds(first, last)
-    stats = state.stats  # with PostgreSQL: one SQL query over the ledger, not every record read here
-    summary = await (stats.summary(*bounds) if isinstance(stats, PostgresSpendStats)
+    stats = state.stats  # with PostgreSQL or SQLite: one SQL query over the ledger, not every record read here
+    summary = await (stats.summary(*bounds) if isinstance(stats, PostgresSpendStats | SqliteSpendStats)
                      else summarise(state.ledger, *bounds))
     return HTMLResponse(render(summary, first.isoformat(), last.isoformat()))

@@ -4,6 +4,7 @@ learned router (cli_router)."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
@@ -57,6 +58,10 @@ def serve(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     configure_logging(Redactor(settings.secrets()), args.log_level)
+    if args.workers > 1 and not (settings.redis_url or settings.database_url or settings.sqlite_path):
+        logging.getLogger("gateway").warning(
+            "storage is memory: each of the %d workers keeps its own keys, budgets and ledger (the SQLite file, "
+            "storage.backend: auto, or redis_url shares them)", args.workers)
     common = {
         "host": args.host, "port": args.port, "log_config": None, "access_log": False,
         "log_level": args.log_level.lower(), "backlog": 2048, "proxy_headers": False,

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = [
     "FORBIDDEN_BODY_FIELDS", "ConfigError", "GatewayConfig", "LimitsConfig", "ModelConfig", "ServerConfig",
-    "load_config", "parse_config",
+    "StorageConfig", "load_config", "parse_config",
 ]
 
 Capability = Literal["tools", "vision", "json_schema"]
@@ -175,7 +175,8 @@ class BudgetConfig(_Strict):
 
     hold_ttl_s: float = Field(600, gt=0)  # a budget hold expires after this (above the longest request)
     fail_open: bool = False  # Redis down: refuse requests of keys with budgets (503) or admit them unchecked
-    journal_path: str | None = None  # settlements made while Redis is down (default: in the temp dir)
+    # settlements Redis (or the database) could not take yet (default: in the temp dir; next to the SQLite file)
+    journal_path: str | None = None
     default_max_output_tokens: int = Field(4096, gt=0)  # worst-case output when neither request nor model says
     input_margin_pct: int = Field(10, ge=0)  # reserved on top of the counted input (other tokenisers count more)
     # A request whose worst case the remaining budget cannot pay gets its max_tokens lowered to what
@@ -188,19 +189,20 @@ class BudgetConfig(_Strict):
 class LedgerConfig(_Strict):
     """The spend ledger: one record per billed request (see gateway/ledger/store.py)."""
 
-    # Days kept: PostgreSQL deletes older rows (default 400); Redis expires a day's stream this
-    # many days after that day, memory drops older records (default 35).
+    # Days kept: PostgreSQL and SQLite delete older rows (default 400); Redis expires a day's stream
+    # this many days after that day, memory drops older records (default 35).
     retention_days: int | None = Field(None, gt=0)
     max_per_day: int = Field(1_000_000, gt=0)  # Redis: per-day stream cap (approximate MAXLEN trim)
     max_memory_records: int = Field(10_000, gt=0)  # without Redis: the newest records kept here (~0.7 KB each)
-    flush_interval_s: float = Field(0.2, gt=0)  # Redis and PostgreSQL: records are written in batches this often
-    batch_records: int = Field(1000, gt=0)  # PostgreSQL: records per write (a full batch is written at once)
-    max_queued: int = Field(100_000, gt=0)  # PostgreSQL: records waiting in memory; more go to the journal
-    behind_records: int = Field(10_000, gt=0)  # PostgreSQL: more queued than this and /readyz says "behind"
-    journal_path: str | None = None  # PostgreSQL: records not yet written (default: in the temp dir)
+    flush_interval_s: float = Field(0.2, gt=0)  # Redis, PostgreSQL, SQLite: records are written in batches this often
+    batch_records: int = Field(1000, gt=0)  # PostgreSQL, SQLite: records per write (a full batch is written at once)
+    max_queued: int = Field(100_000, gt=0)  # PostgreSQL, SQLite: records waiting in memory; more go to the journal
+    behind_records: int = Field(10_000, gt=0)  # PostgreSQL, SQLite: more queued than this and /readyz says "behind"
+    # PostgreSQL, SQLite: records not yet written (default: in the temp dir; next to the SQLite file)
+    journal_path: str | None = None
 
     def kept_days(self, database: bool) -> int:
-        """`retention_days`, else 400 days in PostgreSQL and 35 in Redis or memory."""
+        """`retention_days`, else 400 days in PostgreSQL or SQLite (`database`) and 35 in Redis or memory."""
         return self.retention_days or (400 if database else 35)
 
 
@@ -251,10 +253,21 @@ class DatabaseConfig(_Strict):
     migrate_on_start: bool = False  # apply pending migrations at start-up (else: `gateway db upgrade`)
 
 
+class StorageConfig(_Strict):
+    """Where keys, teams, settled spend and the ledger live without `database_url` and `redis_url`
+    (with either, there: see `gateway.config.storage`)."""
+
+    # auto: a SQLite file; memory: this process's memory (gone at restart). Unset: GATEWAY_STORAGE, else auto.
+    backend: Literal["auto", "sqlite", "memory"] | None = None
+    sqlite_path: str | None = None  # default: $XDG_DATA_HOME/llm-gateway/gateway.sqlite3 (~/.local/share/...)
+    sqlite_timeout_s: float = Field(5.0, gt=0)  # a write waits this long for another process's transaction
+
+
 class GatewayConfig(_Strict):
     redis_url: str | None = None
     database_url: str | None = None  # PostgreSQL: keys, teams, settled spend and the ledger, durably
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)  # without either: SQLite (or memory)
     redis_prefix: str = Field("gw", min_length=1)  # every key the gateway writes starts with it
     redis_max_connections: int = Field(100, gt=0)  # per process; more commands at once wait for one
     redis_pool_timeout_s: float = Field(5.0, gt=0)  # how long a command may wait for a pooled connection

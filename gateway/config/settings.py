@@ -31,7 +31,10 @@ from gateway.config.schema import (
     PriceFields,
     RoutingConfig,
     ServerConfig,
+    StorageConfig,
 )
+from gateway.config.storage import redis_url as configured_redis_url
+from gateway.config.storage import sqlite_path
 from gateway.errors import ModelNotFound, ServiceUnavailable
 from gateway.money.price_table import PriceTable
 from gateway.money.pricing import Price, Rates, per_mtok_to_pico
@@ -112,6 +115,10 @@ class Settings:
     cache_redis_url: str | None = None  # the caches' own Redis (`cache.redis_url`), else they use `redis_url`
     database_url: str | None = None  # PostgreSQL, the system of record
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    # The SQLite file that keeps keys, teams, spend and the ledger (neither database_url nor redis_url,
+    # `storage.backend` auto or sqlite); None: PostgreSQL, Redis or this process's memory keep them.
+    sqlite_path: str | None = None
+    storage: StorageConfig = field(default_factory=StorageConfig)
     redis_prefix: str = "gw"
     redis_max_connections: int = 100
     redis_pool_timeout_s: float = 5.0
@@ -275,6 +282,8 @@ def resolve_settings(config: GatewayConfig, table: PriceTable, source: str = "co
         if spec is not None:
             models[m.name] = spec
     tiers = _resolve_tiers(config, first_seen, problems)
+    redis_url = configured_redis_url(config)
+    sqlite = sqlite_path(config, redis_url, problems)
     if config.metrics_require_key and not (config.master_key or config.metrics_token):
         problems.append("metrics_require_key: needs master_key or metrics_token (else no one can scrape)")
     if problems:
@@ -290,8 +299,10 @@ def resolve_settings(config: GatewayConfig, table: PriceTable, source: str = "co
         conversations=config.conversations,
         database_url=config.database_url,
         database=config.database,
+        sqlite_path=sqlite,
+        storage=config.storage,
         max_body_bytes=config.max_body_bytes,
-        redis_url=config.redis_url or os.environ.get("REDIS_URL") or None,
+        redis_url=redis_url,
         cache_redis_url=config.cache.redis_url or None,
         redis_prefix=config.redis_prefix,
         redis_max_connections=config.redis_max_connections,

@@ -36,7 +36,8 @@ def replay_settings(fake: FakeUpstreamThread, data: OutcomeSet) -> Settings:
         models.append({"name": name, "provider": "openai", "api_base": fake.url + "/v1", "api_key": "simulated-key",
                        "quality": round((rating - 1000) / 5, 1), "upstream_model": f"replay-{name}",
                        "pricing": {"input_per_mtok": per_mtok[0], "output_per_mtok": per_mtok[1]}})
-    config = {"models": models, "tiers": dict(_TIERS), "cache": {"response": {"enabled": False}}}
+    config = {"models": models, "tiers": dict(_TIERS), "cache": {"response": {"enabled": False}},
+              "storage": {"backend": "memory"}}
     return resolve_settings(parse_config(config, "demo"), load_price_table(), "demo")
 
 

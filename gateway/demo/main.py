@@ -130,7 +130,7 @@ def _settings(fake: FakeUpstreamThread) -> Settings:
                "api_base": fake.url + ("" if provider == "anthropic" else "/v1")}
               for name, provider in MODELS + ROUTED_MODELS + API_MODELS]
     tiers = {t: {"min_quality": q} for t, q in DEFAULT_TIERS.items()}
-    config = {"models": models, "tiers": tiers, "master_key": MASTER_KEY}
+    config = {"models": models, "tiers": tiers, "master_key": MASTER_KEY, "storage": {"backend": "memory"}}
     return resolve_settings(parse_config(config, "demo"), load_price_table(), "demo")
 
 

@@ -74,10 +74,8 @@ class Metrics:
         self.cache_saved = money("gateway_cache_saved_usd_total", "What cache hits would have cost.", ["cache"])
         self.cache_write_premium = money("gateway_cache_write_premium_usd_total", "What prompt-cache writes cost "
                                          "above plain input (Anthropic: 1.25x or 2x the input price).", [])
-        self.prefix_prediction = counter(
-            "gateway_prefix_prediction_tokens_total",
-            "Predicted vs actual cached prompt tokens (outcome: correct | over | under).", ["outcome"],
-        )
+        self.prefix_prediction = counter("gateway_prefix_prediction_tokens_total", "Predicted vs actual cached prompt "
+                                         "tokens (outcome: correct | over | under).", ["outcome"])
         self.budget_rejections = counter(
             "gateway_budget_rejections_total", "Requests refused because a key's or team's budget was spent.", ["team"])
         self.budget_used = gauge("gateway_budget_used_ratio", "Team budget used, (spent + reserved) / budget.",
@@ -93,6 +91,8 @@ class Metrics:
         self.usage_estimated = counter("gateway_usage_estimated_total", "Requests billed from the gateway's own token "
                                        "count (reason: missing | disconnect | error).", ["model", "reason"])
         self.ledger_backlog = gauge("gateway_ledger_backlog_records", "Ledger records not yet written.", ["place"])
+        self.spend_drift = gauge("gateway_spend_drift_usd", "Spend that disagrees between Redis, PostgreSQL and the "
+                                 "ledger at the last reconciliation, USD.", ["scope", "check"])
         self.unknown_paths = counter("gateway_unknown_path_requests_total", "Requests to a path the gateway does not "
                                      "serve (answered 404), by HTTP method.", ["method"])
         self._registry = self._exporting(own)
