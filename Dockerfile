@@ -10,7 +10,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY routing_policies ./routing_policies
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir ".[postgres]" \
     && useradd --create-home --uid 10001 gateway
 
 USER gateway

@@ -90,6 +90,7 @@ def test_dockerfile_is_slim_non_root_with_healthcheck() -> None:
     assert re.search(r"^USER (?!root)\w+", text, flags=re.M)
     assert "HEALTHCHECK" in text and "/healthz" in text
     assert 'ENTRYPOINT ["gateway", "serve"' in text
+    assert 'pip install --no-cache-dir ".[postgres]"' in text  # deploy/ sets database_url: asyncpg is needed
 
 
 def test_lint_is_clean() -> None:
