@@ -202,6 +202,36 @@ def test_spend_is_unchanged_to_the_pico_after_a_redis_flush(database_url: str, p
     asyncio.run(scenario())
 
 
+def test_a_batch_confirmed_between_a_rebuilds_read_and_its_creation_is_not_lost(
+        database_url: str, pg_schema: str, redis_url: str, tmp_path: Path) -> None:
+    """The race: a replica reads (spent, version) to rebuild a lost counter; meanwhile a batch
+    commits and its confirmation finds the counter missing; then the counter is created from the
+    older read. The confirmation's amount must still be counted."""
+    async def scenario() -> None:
+        prefix = f"test-{uuid.uuid4().hex[:8]}"
+        redis = Redis.from_url(redis_url)
+        async with migrated(database_url, pg_schema) as database:
+            budgets = recorded_budgets(redis, database, prefix, tmp_path)
+            key = VirtualKey(id="key-race", created_at=datetime.now(UTC), budget_pico=PICO, budget_period="daily")
+            counter = Counter("key:key-race", period_of("daily", datetime.now(UTC))[0])
+            await budgets.settle(await budgets.reserve(key, None, 600, hold_ttl_s=60), 500)
+            await budgets.flush()
+            await budgets.settle(await budgets.reserve(key, None, 1000, hold_ttl_s=60), 999)  # counted in Redis
+            stale = (await SpendRecord(database).settled([counter]))[counter]  # the rebuild's read: 500
+            await forget(redis, prefix)  # the counter is lost ...
+            await budgets.flush()  # ... the 999 commits and is confirmed while it is missing ...
+
+            async def read(_: Counter) -> tuple[int, int]:
+                return stale  # ... and the counter is created from the read taken before
+
+            budgets._read = read  # type: ignore[method-assign]
+            assert stale[0] == 500 and (await budgets.spend(key)).spent == 1499
+        await forget(redis, prefix)
+        await redis.aclose()
+
+    asyncio.run(scenario())
+
+
 def test_a_rebuilt_counter_still_enforces_the_budget(database_url: str, pg_schema: str, redis_url: str,
                                                      tmp_path: Path) -> None:
     async def scenario() -> None:

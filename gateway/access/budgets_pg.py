@@ -9,6 +9,7 @@ Per counter (a key's or team's scope in one period), under the `{gw-budget}` has
     <prefix>:{gw-budget}:spend:<scope>:<period>   HASH spent     pico settled (as Redis counts it)
                                                        base      the record's version it was rebuilt from
                                                        p:<hold>  counted here, not yet confirmed committed
+    <prefix>:{gw-budget}:spend:<scope>:<period>:late  HASH <hold> -> '<version>:<pico>' confirmed while missing
     <prefix>:{gw-budget}:settled:<hold>           '1' counted (settle ran), '2' confirmed
 
 (holds as in RedisBudgets). A settlement is counted in Redis at once (`settle`, marked `p:`), then
@@ -16,7 +17,10 @@ committed to PostgreSQL in a batch whose version for that counter is `v`, then c
 settled mark): if the counter still has its `p:` mark the mark goes; otherwise the counter lost it
 (rebuilt since) and adds it only if it was rebuilt from a version below `v`. So every settlement
 is counted exactly once whatever Redis loses, and whenever: a rebuilt counter includes exactly
-the committed batches up to its base, and confirmations add the rest. (The settled marks expire
+the committed batches up to its base, and confirmations add the rest. A confirmation that finds
+its counter missing leaves its (version, amount) beside it (`<counter>:late`), and the replica
+that rebuilds the counter adds it if its read predates that batch: a batch that commits and is
+confirmed between a rebuild's read and its creation is not lost. (The settled marks expire
 after `settled_ttl_s`, as in RedisBudgets; a confirmation replayed later than that, onto a counter
 that kept its record all along, would count twice.)
 
@@ -78,6 +82,12 @@ def _unreachable() -> tuple[type[BaseException], ...]:
 _COUNTER = """
 local function create(s, spent, base, ttl)
   redis.call('HSET', s, 'spent', spent, 'base', base)
+  local late = redis.call('HGETALL', s .. ':late')
+  for j = 2, #late, 2 do
+    local v, amount = string.match(late[j], '^(%d+):(%d+)$')
+    if v and tonumber(v) > tonumber(base) then redis.call('HINCRBY', s, 'spent', amount) end
+  end
+  redis.call('DEL', s .. ':late')
   if tonumber(ttl) > 0 then redis.call('PEXPIRE', s, ttl) end
 end
 """
@@ -160,7 +170,11 @@ if ARGV[2] == '0' or redis.call('GET', KEYS[#KEYS]) == '2' then return 0 end
 redis.call('SET', KEYS[#KEYS], '2', 'PX', ARGV[3])
 for i = 1, n do
   local s = KEYS[3 * i]
-  if redis.call('EXISTS', s) == 1 and redis.call('HDEL', s, 'p:' .. ARGV[1]) == 0
+  if redis.call('EXISTS', s) == 0 then
+    -- missing now: whoever rebuilds it adds this if its read predates the batch (see create)
+    redis.call('HSET', s .. ':late', ARGV[1], ARGV[3 + i] .. ':' .. ARGV[2])
+    redis.call('PEXPIRE', s .. ':late', ARGV[3])
+  elseif redis.call('HDEL', s, 'p:' .. ARGV[1]) == 0
      and tonumber(redis.call('HGET', s, 'base') or '0') < tonumber(ARGV[3 + i]) then
     redis.call('HINCRBY', s, 'spent', ARGV[2])
   end
