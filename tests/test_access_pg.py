@@ -281,6 +281,7 @@ def test_a_settlement_while_postgresql_is_unreachable_is_journaled_and_replayed_
             assert [(s.hold.id, s.actual) for s in record_journal.pending()] == [
                 (holds[1].id, amounts[1]), (holds[2].id, amounts[2])]
             assert await budgets.replay() == 0  # still unreachable: kept
+            assert budgets.backlog() == (0, 2)  # what /readyz and gateway_ledger_backlog_records report
             assert (await budgets.spend(key)).spent == sum(amounts)  # Redis counted them meanwhile
             # The first settlement journaled again (a commit that landed though the client saw an
             # error): it must not count twice.
@@ -288,7 +289,7 @@ def test_a_settlement_while_postgresql_is_unreachable_is_journaled_and_replayed_
 
             await proxy.start()
             assert await budgets.replay() == 3
-            assert record_journal.pending() == [] and await budgets.replay() == 0
+            assert record_journal.pending() == [] and await budgets.replay() == 0 and budgets.backlog() == (0, 0)
             month = period_of("total", datetime.now(UTC))[0]
             settled = await SpendRecord(database).settled([Counter("key:key-j", month), Counter("team:ml", month)])
             assert [spent for spent, _ in settled.values()] == [sum(amounts), sum(amounts)]

@@ -208,6 +208,11 @@ class Budgets(Protocol):
         """Apply settlements journaled while the store was down; how many (0: none waiting)."""
         ...
 
+    def backlog(self) -> tuple[int, int]:
+        """Settlements not yet in the system of record: (queued, in the local journal); (0, 0)
+        where there is no separate record (memory, Redis alone)."""
+        ...
+
     async def run(self) -> None:
         """Background writing (settled spend to the record) until `stop`; returns at once when
         there is none. Stop it with `stop`, never by cancelling it."""
@@ -289,6 +294,9 @@ class MemoryBudgets:
 
     async def replay(self) -> int:
         return 0  # nothing is ever journaled: memory is never down
+
+    def backlog(self) -> tuple[int, int]:
+        return 0, 0
 
     async def run(self) -> None:
         return None

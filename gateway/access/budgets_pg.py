@@ -389,6 +389,9 @@ class RecordedBudgets:
                 log.debug("journaled confirmations deferred: %r", exc)
         return done
 
+    def backlog(self) -> tuple[int, int]:
+        return self.writer.backlog()
+
     async def release(self, hold: Hold) -> None:
         await self._holds.release(hold)
 

@@ -112,6 +112,9 @@ class RecordedMemoryBudgets(MemoryBudgets):
     async def replay(self) -> int:
         return await self.writer.replay()
 
+    def backlog(self) -> tuple[int, int]:
+        return self.writer.backlog()
+
     async def run(self) -> None:
         await self.writer.run()
 

@@ -203,6 +203,9 @@ class SqliteBudgets:
             log.debug("spend journal replay into SQLite deferred: %s", exc.message)
             return 0
 
+    def backlog(self) -> tuple[int, int]:
+        return 0, 0  # (its settlements are its record)
+
     async def run(self) -> None:
         """Delete old settlement rows once an hour, until `stop`."""
         while not self._stopping.is_set():

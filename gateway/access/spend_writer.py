@@ -52,6 +52,11 @@ class SpendWriter:
     def queued(self) -> int:
         return len(self._queue)
 
+    def backlog(self) -> tuple[int, int]:
+        """(queued, in the local journal): settlements not yet in PostgreSQL (the journal is read
+        from disk: for /readyz, not the request path)."""
+        return len(self._queue), len(self._journal.pending())
+
     def add(self, settlement: Settlement) -> None:
         """Queue one settlement (never blocks on the database; journals it when the queue is full)."""
         if len(self._queue) >= self._max:

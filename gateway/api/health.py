@@ -45,7 +45,7 @@ async def readyz(request: Request) -> JSONResponse:
         except redis_errors() as exc:
             problems.append(f"redis: {type(exc).__name__}")
         warnings += await _eviction_warnings(request.app.state, state.redis)
-    warnings += _ledger_warnings(state)
+    warnings += _ledger_warnings(state) + _spend_warnings(state)
     detailed = not state.settings.metrics_require_key or is_operator(request, state)
     extra = {"warnings": warnings} if detailed and warnings else {}
     if problems:
@@ -84,6 +84,18 @@ def _policy_warnings(policy: str | None) -> list[str]:
         return ["redis: could not check maxmemory-policy (CONFIG GET gave nothing); it must be noeviction"]
     return [f"redis: maxmemory-policy is {policy}: when full, Redis may evict keys, budgets, holds and period "
             "counters (a budget bypass); set noeviction (the caches keep their own bound, or use cache.redis_url)"]
+
+
+def _spend_warnings(state: AppState) -> list[str]:
+    """Settled spend not yet in the system of record (PostgreSQL down, or a long queue): budgets
+    keep working from Redis meanwhile; the journal keeps every settlement until it is written."""
+    queued, journaled = state.access.budgets.backlog()
+    metrics = state.metrics
+    metrics.child(metrics.ledger_backlog, "spend_queue").set(queued)
+    metrics.child(metrics.ledger_backlog, "spend_journal").set(journaled)
+    if journaled or queued > state.settings.ledger.behind_records:
+        return [f"settled spend: behind ({queued} settlement(s) queued, {journaled} in the local journal)"]
+    return []
 
 
 def _ledger_warnings(state: AppState) -> list[str]:
