@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api.sse_response import SSEResponse
-from gateway.api.translated import NativeOut, serve
+from gateway.api.translated import serve
 from gateway.errors import GatewayError
 from gateway.formats.completions import CompletionsStream, chat_to_completion, completions_to_chat, wants_usage
 from gateway.pipeline.exchange import Caller
@@ -53,9 +53,6 @@ class Completions:
 
     def stream(self) -> CompletionsStream:
         return CompletionsStream(self._model, self._include_usage, self._id, self._created)
-
-    def native_stream(self) -> NativeOut:
-        raise NotImplementedError("a completion is always translated: the pipeline never streams it natively")
 
     async def finished(self, state: AppState, answer: dict[str, Any], model: str, native: bool) -> None:
         pass  # nothing is kept: the Completions API is stateless

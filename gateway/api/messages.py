@@ -23,7 +23,7 @@ from gateway.api.translated import credential, decode_object, error_response, se
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.formats.messages import MessagesStream, chat_to_message, messages_to_chat
 from gateway.formats.messages import error_body as anthropic_error_body
-from gateway.formats.native import NativeMessagesOut, text_only_chat
+from gateway.formats.native import text_only_chat
 from gateway.pipeline.exchange import Caller
 from gateway.pipeline.request import Native, chat_request
 from gateway.providers.native import FORWARDED_HEADERS
@@ -69,9 +69,6 @@ class Messages:
 
     def stream(self) -> MessagesStream:
         return MessagesStream(self._model, self._id)
-
-    def native_stream(self) -> NativeMessagesOut:
-        return NativeMessagesOut()
 
     async def finished(self, state: AppState, answer: dict[str, Any], model: str, native: bool) -> None:
         pass  # nothing is kept: the Messages API is stateless

@@ -25,7 +25,7 @@ from gateway.api.sse_response import SSEResponse
 from gateway.api.translated import credential, error_response, serve
 from gateway.conversations.store import StoredResponse
 from gateway.errors import GatewayError, InvalidRequest, NotFound
-from gateway.formats.native import NativeResponsesOut, text_only_chat
+from gateway.formats.native import text_only_chat
 from gateway.formats.responses import ResponsesStream, chat_to_response, response_to_chat_messages, responses_to_chat
 from gateway.pipeline.exchange import Caller
 from gateway.pipeline.request import Native
@@ -90,9 +90,6 @@ class Responses:
 
     def stream(self) -> ResponsesStream:
         return ResponsesStream(self._body, self._id, self._created)
-
-    def native_stream(self) -> NativeResponsesOut:
-        return NativeResponsesOut()
 
     async def finished(self, state: AppState, answer: dict[str, Any], model: str, native: bool) -> None:
         """Keep the response (its id, its model, the conversation so far) for a continuation or a

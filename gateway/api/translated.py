@@ -23,6 +23,7 @@ from gateway.api.body import read_body, request_id
 from gateway.api.errors import unexpected_error
 from gateway.api.sse_response import SSEResponse, completion_chunks
 from gateway.errors import GatewayError, InvalidRequest
+from gateway.formats.native import native_out
 from gateway.pipeline.exchange import Answer, Caller, Stream, StreamEnd, StreamEvent
 from gateway.pipeline.request import Native, chat_request
 from gateway.state import AppState
@@ -65,8 +66,6 @@ class Codec(Protocol):
         ...
 
     def stream(self) -> StreamCodec: ...
-
-    def native_stream(self) -> NativeOut: ...
 
     async def finished(self, state: AppState, answer: dict[str, Any], model: str, native: bool) -> None:
         """The request succeeded with `answer` (the API's object) from gateway model `model`
@@ -173,7 +172,8 @@ async def _stream(events: AsyncGenerator[StreamEvent, None], codec: Codec, state
 async def _native(events: AsyncGenerator[StreamEvent, None], codec: Codec, state: AppState, model: str,
                   ) -> AsyncGenerator[bytes, None]:
     """A provider's own events, passed through; the last one with the cost."""
-    out = codec.native_stream()
+    assert codec.native is not None  # (only a request carried as sent is answered natively)
+    out: NativeOut = native_out(codec.native.api)
     try:
         async for event in events:
             if isinstance(event, bytes):

@@ -11,7 +11,7 @@ import orjson
 from gateway.errors import GatewayError
 from gateway.formats.messages import anthropic_error_type
 
-__all__ = ["NativeMessagesOut", "NativeResponsesOut", "cost_fields", "text_only_chat"]
+__all__ = ["NativeMessagesOut", "NativeResponsesOut", "cost_fields", "native_out", "text_only_chat"]
 
 _TEXT_KEYS = frozenset({"text", "content", "input", "instructions", "system", "output", "arguments", "thinking"})
 
@@ -92,3 +92,8 @@ class NativeResponsesOut:
     def error(self, exc: GatewayError) -> bytes:
         return _frame("error", {"type": "error", "code": exc.code or "server_error", "message": exc.message,
                                 "param": exc.param, "sequence_number": self._sequence})
+
+
+def native_out(api: str) -> NativeMessagesOut | NativeResponsesOut:
+    """The relay of a provider's own events for a client API served natively."""
+    return NativeMessagesOut() if api == "messages" else NativeResponsesOut()
