@@ -29,7 +29,8 @@ from gateway.database.migrate import upgrade
 from gateway.database.pool import Database
 from gateway.ledger.journal import LedgerJournal
 from gateway.ledger.store import LedgerRecord, iso
-from gateway.ledger.store_pg import PostgresLedger, record_id
+from gateway.ledger.store_pg import PostgresLedger
+from gateway.ledger.writer import record_id
 
 TARGET_ROWS_S = 5000
 

@@ -29,7 +29,8 @@ from gateway.ledger.report import spend_by, summarise
 from gateway.ledger.spend_stats import GROUPS, aggregate
 from gateway.ledger.spend_stats_pg import PostgresSpendStats
 from gateway.ledger.store import PAGE, LedgerRecord, iso
-from gateway.ledger.store_pg import PostgresLedger, record_id
+from gateway.ledger.store_pg import PostgresLedger
+from gateway.ledger.writer import record_id
 from gateway.observability.metrics import Metrics
 
 NOW = datetime.now(UTC).replace(microsecond=123456)
