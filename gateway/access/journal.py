@@ -11,17 +11,16 @@ once. Appends and the move take an exclusive `flock`, so several processes may s
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
 from gateway.access.budgets import Hold
+from gateway.runtime.journal_file import JournalFile
 
 __all__ = ["Settlement", "SpendJournal"]
 
@@ -44,48 +43,25 @@ class Settlement:
         return cls(Hold(**entry["hold"]), int(entry["actual"]), datetime.fromisoformat(entry["at"]))
 
 
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        return os.fstat(fd).st_ino == os.stat(path).st_ino
-    except FileNotFoundError:
-        return False
-
-
 class SpendJournal:
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        self.file = JournalFile(path)
+        self.path = self.file.path
 
     def append(self, settlement: Settlement) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = settlement.to_line()
-        while True:
-            with open(self.path, "ab") as f:
-                fcntl.flock(f, fcntl.LOCK_EX)
-                if not _same_file(f.fileno(), self.path):
-                    continue  # moved aside by a replay meanwhile: write to the new file
-                f.write(line)
-                f.flush()
-                return
-
-    def _move_aside(self) -> None:
-        if not self.path.exists():
-            return
-        with open(self.path, "ab") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            if _same_file(f.fileno(), self.path) and os.fstat(f.fileno()).st_size > 0:
-                os.rename(self.path, self.path.with_name(f"{self.path.name}.{uuid.uuid4().hex}.replay"))
-
-    def _moved(self) -> list[Path]:
-        return sorted(self.path.parent.glob(f"{self.path.name}.*.replay"), key=lambda p: p.stat().st_mtime)
+        self.file.append(settlement.to_line())
 
     def pending(self) -> list[Settlement]:
         """Every entry not yet replayed (journal and moved-aside files)."""
-        files = [*self._moved(), *([self.path] if self.path.exists() else [])]
-        return [s for f in files for s in self._read(f)]
+        return [s for f in self.file.files() for s in self._read(f)]
 
     def _read(self, path: Path) -> list[Settlement]:
         entries = []
-        for number, line in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            lines = path.read_bytes().splitlines()
+        except FileNotFoundError:  # replayed and deleted by another process meanwhile
+            return []
+        for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
@@ -98,13 +74,13 @@ class SpendJournal:
         """Apply every journaled settlement; how many changed anything (`apply` returning False
         means "already applied"). Raises whatever `apply` raises (e.g. Redis still down),
         keeping what is not yet applied."""
-        self._move_aside()
+        self.file.move_aside()
         applied = 0
-        for path in self._moved():
+        for path in self.file.moved():
             for settlement in self._read(path):
                 if await apply(settlement) is not False:
                     applied += 1
-            path.unlink()
+            path.unlink(missing_ok=True)
         if applied:
             log.warning("spend journal %s: replayed %d settlements", self.path.name, applied)
         return applied

@@ -14,7 +14,6 @@ error) counts once.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import uuid
@@ -24,18 +23,12 @@ from pathlib import Path
 import orjson
 
 from gateway.ledger.store import LedgerRecord
+from gateway.runtime.journal_file import JournalFile
 
 __all__ = ["Entry", "LedgerJournal"]
 
 log = logging.getLogger("gateway.ledger")
 Entry = tuple[uuid.UUID, LedgerRecord]  # a record and the id it is written under, for ever
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        return os.fstat(fd).st_ino == os.stat(path).st_ino
-    except FileNotFoundError:
-        return False
 
 
 def _line(entry: Entry) -> bytes:
@@ -50,50 +43,21 @@ def _line(entry: Entry) -> bytes:
 
 class LedgerJournal:
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        self.file = JournalFile(path)
+        self.path = self.file.path
 
     def append(self, entries: list[Entry]) -> None:
         """Write `entries` at the journal's end (one write, under the lock)."""
-        if not entries:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lines = b"".join(map(_line, entries))
-        while True:
-            with open(self.path, "ab") as f:
-                fcntl.flock(f, fcntl.LOCK_EX)
-                if not _same_file(f.fileno(), self.path):
-                    continue  # moved aside by a replay meanwhile: write to the new file
-                f.write(lines)
-                f.flush()
-                return
-
-    def _move_aside(self) -> None:
-        if not self.path.exists():
-            return
-        with open(self.path, "ab") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            if _same_file(f.fileno(), self.path) and os.fstat(f.fileno()).st_size > 0:
-                os.rename(self.path, self.path.with_name(f"{self.path.name}.{uuid.uuid4().hex}.replay"))
-
-    def _moved(self) -> list[Path]:
-        found = []
-        for path in self.path.parent.glob(f"{self.path.name}.*.replay"):
-            try:
-                found.append((path.stat().st_mtime, path))
-            except FileNotFoundError:  # replayed and deleted by another process meanwhile
-                continue
-        return [path for _, path in sorted(found)]
-
-    def _files(self) -> list[Path]:
-        return [*self._moved(), *([self.path] if self.path.exists() else [])]
+        if entries:
+            self.file.append(b"".join(map(_line, entries)))
 
     def has_entries(self) -> bool:
-        return bool(self._moved()) or (self.path.exists() and self.path.stat().st_size > 0)
+        return bool(self.file.moved()) or (self.path.exists() and self.path.stat().st_size > 0)
 
     def count(self) -> int:
         """Entries not yet replayed (journal and moved-aside files)."""
         total = 0
-        for path in self._files():
+        for path in self.file.files():
             try:
                 with open(path, "rb") as f:
                     total += sum(1 for line in f if line.strip())
@@ -103,7 +67,7 @@ class LedgerJournal:
 
     def pending(self) -> list[Entry]:
         """Every entry not yet replayed, oldest file first."""
-        return [e for path in self._files() for e in self._read(path)]
+        return [e for path in self.file.files() for e in self._read(path)]
 
     def _read(self, path: Path) -> Iterator[Entry]:
         """The file's entries, line by line (a long outage's journal is never read whole)."""
@@ -124,9 +88,9 @@ class LedgerJournal:
     async def replay(self, write: Callable[[list[Entry]], Awaitable[None]], batch: int) -> int:
         """Write every journaled entry, `batch` at a time; how many were written (including any
         already in PostgreSQL). Raises whatever `write` raises, keeping what is not yet written."""
-        self._move_aside()
+        self.file.move_aside()
         written = 0
-        for path in self._moved():
+        for path in self.file.moved():
             entries: list[Entry] = []
             for entry in self._read(path):
                 entries.append(entry)
