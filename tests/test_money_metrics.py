@@ -59,15 +59,16 @@ def test_money_counters_are_exact_sums(gw: Gateway, upstream: FakeUpstreamThread
     spend, saved = CHEAP * N / 10**12, (BASE - CHEAP) * N / 10**12
     assert (spend, saved) == (0.0021, 0.0329)
     assert _float_sum(CHEAP, N) != spend and _float_sum(BASE - CHEAP, N) != saved  # what float counters would say
-    total = 'gateway_spend_usd_total{model="mm-cheap",provider="openai",team="",tier="mm-tier"} 0.0021\n'
+    total = ('gateway_spend_usd_total{model="mm-cheap",provider="openai",service_tier="default",team="",'
+             'tier="mm-tier"} 0.0021\n')
     deadline = time.monotonic() + FLUSH_S + 0.5  # with two workers: each one's totals reach the other's scrapes
     while sum(total in gw.metrics() for _ in range(4)) < 4:  # within FLUSH_S
         assert time.monotonic() < deadline, "a worker's totals did not reach the other's scrapes in time"
         time.sleep(0.05)
     for _ in range(4):  # whichever worker answers
         text = gw.metrics()
-        assert 'gateway_spend_usd_total{model="mm-cheap",provider="openai",team="",tier="mm-tier"} 0.0021\n' in text
-        assert 'gateway_routing_saved_usd_total{tier="mm-tier"} 0.0329\n' in text
+        assert total in text
+        assert 'gateway_routing_saved_usd_total{reason="tier",tier="mm-tier"} 0.0329\n' in text
         cost = 'gateway_request_cost_usd_{}{{{}model="mm-cheap",tier="mm-tier"}} {}\n'
         assert cost.format("sum", "", "0.0021") in text
         assert cost.format("count", "", f"{N}.0") in text

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from gateway.access.budgets import (
@@ -30,12 +30,14 @@ from gateway.access.budgets import (
     hold_amount,
     new_hold,
 )
+from gateway.access.forecast import Forecast, window_spend
 from gateway.access.keys import SECRET_PREFIX, KeyStore, Team, VirtualKey, check_allowed
 from gateway.access.ratelimit import Admission, RateLimiter
 from gateway.config.schema import BudgetConfig
 from gateway.config.settings import ModelSpec
 from gateway.errors import AuthenticationFailed, BudgetExceeded, GatewayError, RateLimitExceeded
-from gateway.money.pricing import PICO_PER_USD
+from gateway.ledger.store import Ledger
+from gateway.money.pricing import PICO_PER_USD, Price
 from gateway.observability.metrics import Metrics
 from gateway.runtime.background import Background
 from gateway.runtime.redis_errors import redis_errors
@@ -119,21 +121,25 @@ class Access:
         return tokens if key is not None and (key.rpm is not None or key.tpm is not None) else None
 
     async def reserve(self, grant: Grant, spec: ModelSpec, input_tokens: int, max_tokens: int | None, choices: int,
-                      charge: int | None, carried: Admission | None) -> Reservation:
+                      charge: int | None, carried: Admission | None, priority: bool = False) -> Reservation:
         """Hold the worst case of calling `spec` for `choices` answers against the key's and the
-        team's budgets, and take the rate-limit `charge` if there is one (else keep the `carried`
-        admission); raise 429 if either refuses, undoing the other."""
+        team's budgets (at the priority service tier's price if the request asks for it, else at
+        the default one, which a flex request may fall back to), and take the rate-limit `charge`
+        if there is one (else keep the `carried` admission); raise 429 if either refuses, undoing
+        the other."""
         key = grant.key
         if key is None:
             return NO_RESERVATION
-        reservation, failure, budgeted = await self._take(grant, spec, input_tokens, max_tokens, choices, charge,
-                                                          carried)
+        price = spec.price.for_service("priority") if priority else spec.price
+        reservation, failure, budgeted = await self._take(grant, spec, price, input_tokens, max_tokens, choices,
+                                                          charge, carried)
         if isinstance(failure, BudgetExceeded):  # what can the rest of the budget pay for?
-            cap = await self._affordable(grant, spec, input_tokens, choices)
+            cap = await self._affordable(grant, price, input_tokens, choices)
             if self._config.min_capped_output_tokens <= cap < held_output(max_tokens, spec.max_output_tokens,
                                                                            self._config):
                 await self._undo(reservation)
-                reservation, failure, _ = await self._take(grant, spec, input_tokens, cap, choices, charge, carried)
+                reservation, failure, _ = await self._take(grant, spec, price, input_tokens, cap, choices, charge,
+                                                           carried)
                 if failure is None:
                     return reservation._replace(max_output=cap, capped=True)
         if failure is not None:
@@ -142,7 +148,7 @@ class Access:
             return reservation._replace(max_output=self._config.default_max_output_tokens)
         return reservation
 
-    async def _affordable(self, grant: Grant, spec: ModelSpec, input_tokens: int, choices: int) -> int:
+    async def _affordable(self, grant: Grant, price: Price, input_tokens: int, choices: int) -> int:
         """The most output tokens per answer the key's and team's remaining budgets can pay for."""
         assert grant.key is not None
         spends = [await self.budgets.spend(grant.key)]
@@ -151,17 +157,16 @@ class Access:
         remaining = min((s.remaining for s in spends if s.remaining is not None), default=None)
         if remaining is None:
             return 0
-        return affordable_output(spec.price, input_tokens, remaining, choices, self._config)
+        return affordable_output(price, input_tokens, remaining, choices, self._config)
 
-    async def _take(self, grant: Grant, spec: ModelSpec, input_tokens: int, max_tokens: int | None, choices: int,
-                    charge: int | None, carried: Admission | None,
+    async def _take(self, grant: Grant, spec: ModelSpec, price: Price, input_tokens: int, max_tokens: int | None,
+                    choices: int, charge: int | None, carried: Admission | None,
                     ) -> tuple[Reservation, BaseException | None, bool]:
         """The hold and the admission, in one batch: what was taken, what refused, and whether the
         key or team has a budget."""
         key, team = grant.key, grant.team
         assert key is not None
-        amount = hold_amount(key, team, spec.price, input_tokens, max_tokens, spec.max_output_tokens, self._config,
-                             choices)
+        amount = hold_amount(key, team, price, input_tokens, max_tokens, spec.max_output_tokens, self._config, choices)
         if amount is None and charge is None:
             return Reservation(None, carried), None, False
         batch = self.budgets.new_batch()  # with Redis: the hold and the admission in one round trip
@@ -226,26 +231,38 @@ class Access:
             if replayed:
                 log.warning("replayed %d journaled settlement(s)", replayed)
 
-    async def refresh_gauges_forever(self) -> None:
-        """Team budget gauges (one series per team with a budget, never per key)."""
+    async def refresh_gauges_forever(self, ledger: Ledger | None = None) -> None:
+        """Team budget gauges (one series per team with a budget, never per key); with the spend
+        `ledger`, the forecast's too."""
         while True:
             await asyncio.sleep(self._config.gauge_interval_s)
             try:
-                await self.refresh_gauges()
+                await self.refresh_gauges(ledger)
             except Exception as exc:
                 if not isinstance(exc, (*redis_errors(), GatewayError)):
                     raise
                 log.debug("budget gauges not refreshed: %r", exc)
 
-    async def refresh_gauges(self) -> None:
+    async def refresh_gauges(self, ledger: Ledger | None = None) -> None:
+        """Per team with a budget: used ratio and remaining USD; with the spend `ledger`, also the
+        seconds until the budget runs out at the recent burn rate and until its period ends
+        (`gateway/access/forecast.py`; +Inf for never and for 'total')."""
         metrics = self._metrics
-        for team in await self.keys.list_teams():
-            if team.budget_pico is None:
-                continue
-            spend = await self.budgets.team_spend(team)
+        now = datetime.now(UTC)
+        spends = [(team, await self.budgets.team_spend(team)) for team in await self.keys.list_teams()
+                  if team.budget_pico is not None]
+        for team, spend in spends:
             used = (spend.spent + spend.reserved) / team.budget_pico if team.budget_pico else 1.0
             metrics.child(metrics.budget_used, team.name).set(used)
             metrics.child(metrics.budget_remaining, team.name).set((spend.remaining or 0) / PICO_PER_USD)
+        if ledger is None or not spends:
+            return
+        window_s = self._config.forecast_window_s
+        window = await window_spend(ledger, now, window_s)
+        for team, spend in spends:
+            forecast = Forecast(spend, window.by_team.get(team.name, 0), window_s, now)
+            metrics.child(metrics.budget_exhaustion, team.name).set(forecast.exhaustion_s)
+            metrics.child(metrics.budget_period_left, team.name).set(forecast.period_left_s)
 
 
 def _outcome(finish: Any, replies: list[Any]) -> Any:

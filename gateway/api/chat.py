@@ -37,7 +37,7 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
     try:
         grant = await state.access.authenticate(authorization)
         raw = await read_body(request, settings.max_body_bytes)
-        chat = parse_chat_request(raw, headers.get("x-gateway-cache"))
+        chat = parse_chat_request(raw, headers.get("x-gateway-cache"), headers.get("x-gateway-defer"))
     except GatewayError as exc:  # refused before the pipeline saw it
         state.metrics.child(state.metrics.requests, "none", "", str(exc.status_code)).inc()
         return error_response(rid, exc, state.redact)

@@ -31,7 +31,8 @@ async def estimate(request: Request) -> Response:
     authorization = request.headers.get("authorization") or ""
     try:
         grant = await state.access.authenticate(authorization)
-        chat = parse_chat_request(await read_body(request, settings.max_body_bytes))
+        chat = parse_chat_request(await read_body(request, settings.max_body_bytes),
+                                  defer_header=request.headers.get("x-gateway-defer"))
         return JSONResponse(await state.pipeline.estimate(chat, Caller(rid, grant, authorization, perf_counter())))
     except GatewayError as exc:
         return error_response(rid, exc, state.redact)

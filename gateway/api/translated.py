@@ -122,7 +122,9 @@ async def serve(request: Request, kind: CodecType, path: str) -> Response | SSER
         raw = await read_body(request, state.settings.max_body_bytes)
         caller = Caller(rid, grant, authorization, arrived)
         codec = await kind.open(decode_object(raw), request.headers, state, caller)
-        chat = chat_request(codec.chat, len(raw), request.headers.get("x-gateway-cache"), codec.native)
+        headers = request.headers
+        chat = chat_request(codec.chat, len(raw), headers.get("x-gateway-cache"), codec.native,
+                            headers.get("x-gateway-defer"))
     except GatewayError as exc:  # refused before the pipeline saw it
         state.metrics.child(state.metrics.requests, "none", "", str(exc.status_code)).inc()
         return error_response(kind, state, rid, exc)

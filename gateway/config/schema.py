@@ -54,8 +54,15 @@ class PricingTier(PriceFields):
     above_input_tokens: int = Field(ge=0)
 
 
+ServiceTierName = Literal["flex", "priority", "batch"]
+
+
 class PricingConfig(PriceFields):
     tiers: list[PricingTier] = []
+    # The model's price at other service tiers (default: the price table's `*_flex`,
+    # `*_priority`, `*_batches` prices). A bucket left out is the default price's, scaled by the
+    # tier's input (or output) ratio.
+    service_tiers: dict[ServiceTierName, PriceFields] = {}
 
 
 OVERALL = "overall"
@@ -117,6 +124,9 @@ class TierConfig(_Strict):
     # quality to keep, and a router file of `gateway router train` (default: the shipped one).
     quality_floor: float | None = Field(None, gt=0, le=1.2)
     router_model: str | None = None
+    # `flex`: every request of this tier may wait (as with `x-gateway-defer: flex`): sent at the
+    # candidate's flex service tier where it has one, priced so in routing.
+    defer: Literal["flex"] | None = None
 
 
 class RoutingConfig(_Strict):
@@ -129,6 +139,16 @@ class RoutingConfig(_Strict):
     # lengths) may get; successes are also written back in batches this often.
     shared_state_refresh_s: float = Field(0.5, ge=0)
     explore: ExploreConfig = Field(default_factory=lambda: ExploreConfig())
+    defer: DeferConfig = Field(default_factory=lambda: DeferConfig())
+
+
+class DeferConfig(_Strict):
+    """Deferrable requests (`x-gateway-defer: flex`, or a tier's `defer: flex`): a flex call may
+    queue upstream for minutes, so it gets a longer timeout, and the request a longer deadline
+    within which a flex 429 (resource unavailable) falls back to the default service tier."""
+
+    timeout_s: float = Field(900, gt=0)  # one flex call (OpenAI suggests 15 minutes)
+    deadline_s: float = Field(1800, gt=0)  # the whole deferrable request, fallback included
 
 
 class ExploreConfig(_Strict):
@@ -184,6 +204,8 @@ class BudgetConfig(_Strict):
     min_capped_output_tokens: int = Field(16, gt=0)
     key_cache_ttl_s: float = Field(1.0, ge=0)  # how long a replica may use a key record before re-reading it
     gauge_interval_s: float = Field(15, gt=0)  # how often team budget gauges are refreshed
+    # The spend forecast's burn rate: spend over the last this many seconds (gateway/access/forecast.py)
+    forecast_window_s: int = Field(3600, gt=0)
 
 
 class LedgerConfig(_Strict):
@@ -263,6 +285,27 @@ class StorageConfig(_Strict):
     sqlite_timeout_s: float = Field(5.0, gt=0)  # a write waits this long for another process's transaction
 
 
+class BatchesConfig(_Strict):
+    """The Batch API (`/v1/files`, `/v1/batches`) for OpenAI-format upstreams (docs/batches.md)."""
+
+    enabled: bool = True
+    poll_interval_s: float = Field(30, gt=0)  # how often running upstream batches are checked
+    max_file_bytes: int = Field(64 << 20, gt=0)  # a larger upload gets 413
+    max_lines: int = Field(50_000, gt=0)  # requests per batch (OpenAI's own limit)
+    completion_window: str = Field("24h", pattern=r"^[1-9][0-9]*h$")  # the window asked of the upstream
+    hold_ttl_s: float = Field(26 * 3600, gt=0)  # a batch's budget hold lives this long: above the window
+    file_ttl_s: int = Field(30 * 86400, gt=0)  # files and finished batches are kept this long
+
+    @field_validator("hold_ttl_s")
+    @classmethod
+    def _outlives_window(cls, value: float, info: Any) -> float:
+        window = info.data.get("completion_window")
+        if isinstance(window, str) and value < int(window[:-1]) * 3600:
+            raise ValueError(f"must be at least the completion window ({int(window[:-1]) * 3600} s): a batch's "
+                             "budget hold must outlive the batch")
+        return value
+
+
 class GatewayConfig(_Strict):
     redis_url: str | None = None
     database_url: str | None = None  # PostgreSQL: keys, teams, settled spend and the ledger, durably
@@ -286,6 +329,7 @@ class GatewayConfig(_Strict):
     budgets: BudgetConfig = Field(default_factory=BudgetConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     conversations: ConversationsConfig = Field(default_factory=ConversationsConfig)
+    batches: BatchesConfig = Field(default_factory=BatchesConfig)  # the Batch API
 
 
 def _path(loc: tuple[Any, ...]) -> str:

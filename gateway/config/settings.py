@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from gateway.config.providers import defaults_for
 from gateway.config.schema import (
     OVERALL,
+    BatchesConfig,
     BudgetConfig,
     CacheLayer,
     ConfigError,
@@ -29,6 +30,7 @@ from gateway.config.schema import (
     ModelConfig,
     PrefixLayer,
     PriceFields,
+    PricingConfig,
     RoutingConfig,
     ServerConfig,
     StorageConfig,
@@ -70,6 +72,9 @@ class ModelSpec:
     # overrides `quality` for a request's category
     quality_by_category: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     mode: str = "chat"  # chat | embedding (served by /v1/embeddings only, never in a tier)
+    # This model at the flex service tier, with the deferrable timeout: for a request that may
+    # wait (None: the model has no flex price, or its upstream does not take `service_tier`).
+    deferred: ModelSpec | None = None
 
     def quality_for(self, category: str) -> float | None:
         return self.quality_by_category.get(category, self.quality)
@@ -94,6 +99,7 @@ class TierSpec:
     baseline_model: str | None  # None: the best-quality qualifying model of the moment
     order: tuple[str, ...] = ()
     reads_prompt: bool = False  # the policy reads the prompt (the learned policy): `rank` gets a `Prompt`
+    defer: bool = False  # every request may wait: sent at the flex service tier where a model has one
 
     @property
     def route(self) -> TierRoute:
@@ -110,6 +116,7 @@ class Settings:
     budgets: BudgetConfig = field(default_factory=BudgetConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
     conversations: ConversationsConfig = field(default_factory=ConversationsConfig)  # stored responses
+    batches: BatchesConfig = field(default_factory=BatchesConfig)  # the Batch API
     max_body_bytes: int = 4 * 1024 * 1024
     redis_url: str | None = None
     cache_redis_url: str | None = None  # the caches' own Redis (`cache.redis_url`), else they use `redis_url`
@@ -181,14 +188,30 @@ def _price(m: ModelConfig, table_price: Price | None) -> Price | None:
     base = _override(table_price.base if table_price else None, m.pricing)
     if base is None:
         return None
+    services = _services(m.pricing, base, table_price)
     if not m.pricing.tiers:
-        return Price(base=base, tiers=table_price.tiers if table_price else ())
+        return Price(base=base, tiers=table_price.tiers if table_price else (), services=services)
     tiers = []
     for tier in m.pricing.tiers:
         rates = _override(base, tier)
         assert rates is not None  # base is complete, so a tier always resolves
         tiers.append((tier.above_input_tokens, rates))
-    return Price(base=base, tiers=tuple(sorted(tiers, key=lambda t: t[0])))
+    return Price(base=base, tiers=tuple(sorted(tiers, key=lambda t: t[0])), services=services)
+
+
+def _services(pricing: PricingConfig, base: Rates, table_price: Price | None) -> tuple[tuple[str, Price], ...]:
+    """The service tiers' prices: the table's, with `pricing.service_tiers` over them (a tier the
+    table does not price starts from the default rates scaled to the given input and output)."""
+    services = dict(table_price.services) if table_price else {}
+    for name, fields in pricing.service_tiers.items():
+        known = services.get(name)
+        inp, out = _pico(fields.input_per_mtok), _pico(fields.output_per_mtok)
+        start = known.base if known is not None else base.scaled(base.input if inp is None else inp,
+                                                                 base.output if out is None else out)
+        rates = _override(start, fields)
+        assert rates is not None  # start is complete
+        services[name] = Price(base=rates)
+    return tuple(services.items())
 
 
 def _resolve_model(i: int, m: ModelConfig, table: PriceTable, problems: list[str]) -> ModelSpec | None:
@@ -240,6 +263,14 @@ def _resolve_model(i: int, m: ModelConfig, table: PriceTable, problems: list[str
     )
 
 
+def _with_deferred(spec: ModelSpec, timeout_s: float) -> ModelSpec:
+    """`spec` with its flex variant, when it has a flex price and an OpenAI-format upstream
+    (the `service_tier` request field is OpenAI's)."""
+    if spec.wire != "openai" or spec.mode != "chat" or not spec.price.has_service("flex"):
+        return spec
+    return replace(spec, deferred=replace(spec, timeout_s=max(spec.timeout_s, timeout_s)))
+
+
 def _metrics_require_key(config: GatewayConfig) -> bool:
     """By default, /metrics is closed when keys are required and someone can open it."""
     if config.metrics_require_key is None:
@@ -264,7 +295,7 @@ def _resolve_tiers(config: GatewayConfig, models: dict[str, int], problems: list
             problems.append(f"{path}.policy: {exc}")
             continue
         tiers[name] = TierSpec(name, tier.min_quality, policy, tier.baseline_model, tuple(tier.order),
-                               bool(getattr(policy, "reads_prompt", False)))
+                               bool(getattr(policy, "reads_prompt", False)), tier.defer == "flex")
     return tiers
 
 
@@ -280,7 +311,7 @@ def resolve_settings(config: GatewayConfig, table: PriceTable, source: str = "co
         first_seen[m.name] = i
         spec = _resolve_model(i, m, table, problems)
         if spec is not None:
-            models[m.name] = spec
+            models[m.name] = _with_deferred(spec, config.routing.defer.timeout_s)
     tiers = _resolve_tiers(config, first_seen, problems)
     redis_url = configured_redis_url(config)
     sqlite = sqlite_path(config, redis_url, problems)
@@ -297,6 +328,7 @@ def resolve_settings(config: GatewayConfig, table: PriceTable, source: str = "co
         budgets=config.budgets,
         ledger=config.ledger,
         conversations=config.conversations,
+        batches=config.batches,
         database_url=config.database_url,
         database=config.database,
         sqlite_path=sqlite,

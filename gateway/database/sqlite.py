@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from gateway.database.sqlite_schema import SCHEMA, VERSION
+from gateway.database.sqlite_schema import SCHEMA, UPGRADES, VERSION
 from gateway.errors import ServiceUnavailable
 
 __all__ = ["Sqlite"]
@@ -88,11 +88,22 @@ class Sqlite:
                 raise sqlite3.DatabaseError(f"schema version {version} was written by a newer gateway "
                                             f"(this one knows {VERSION})")
             if version < VERSION:
-                conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}PRAGMA user_version = {VERSION};COMMIT;")
+                conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")  # (version 1: idempotent)
+                _transaction(conn, _upgrade)
         except BaseException:
             conn.close()
             raise
         return conn
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """From the version the file has now (read under the write lock: another process may just
+    have upgraded it) to `VERSION`."""
+    version = max(int(conn.execute("PRAGMA user_version").fetchone()[0]), 1)
+    for step in range(version + 1, VERSION + 1):
+        for statement in UPGRADES[step]:
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {VERSION}")
 
 
 def _transaction(conn: sqlite3.Connection, work: Work[T]) -> T:

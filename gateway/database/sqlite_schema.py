@@ -1,7 +1,8 @@
 """The tables of the embedded SQLite store (`gateway.database.sqlite`), the counterpart of the
 PostgreSQL migrations `0002_ledger` and `0003_access` with the same table and column names, plus the
 budget holds (which PostgreSQL leaves to Redis). `VERSION` is kept in `PRAGMA user_version`; every
-statement is idempotent, so processes opening a new file at once agree.
+statement of `SCHEMA` (version 1) is idempotent, and `UPGRADES` are applied under one write lock after
+the version is read again, so processes opening a new (or older) file at once agree.
 
 Money is integer pico-USD (SQLite INTEGER: 64 bits). Times are UTC ISO 8601 strings (the ledger's:
 with microseconds, so a time range is a string comparison); hold expiries are Unix seconds.
@@ -9,9 +10,12 @@ with microseconds, so a time range is a string comparison); hold expiries are Un
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA", "VERSION"]
+from collections.abc import Mapping
+from types import MappingProxyType
 
-VERSION = 1
+__all__ = ["SCHEMA", "UPGRADES", "VERSION"]
+
+VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS teams (
@@ -122,3 +126,20 @@ CREATE TABLE IF NOT EXISTS ledger (
 );
 CREATE INDEX IF NOT EXISTS ledger_at ON ledger (at, record_id);
 """
+
+# What takes a file from version n - 1 to n (n >= 2), one statement each, applied in order under
+# one write lock after `SCHEMA` (version 1, idempotent) by `gateway.database.sqlite`.
+UPGRADES: Mapping[int, tuple[str, ...]] = MappingProxyType({
+    2: ("ALTER TABLE ledger ADD COLUMN service_tier TEXT NOT NULL DEFAULT 'default'",),
+    3: (  # the Batch API (gateway/batches/store_sqlite.py): batches, their files, settlement claims, poll turns
+        "CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, owner TEXT NOT NULL, version INTEGER NOT NULL, "
+        "settled INTEGER NOT NULL, expires_at REAL, data BLOB NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS batches_owner ON batches (owner)",
+        "CREATE INDEX IF NOT EXISTS batches_pending ON batches (settled)",
+        "CREATE TABLE IF NOT EXISTS batch_files (id TEXT PRIMARY KEY, owner TEXT NOT NULL, created_at INTEGER NOT "
+        "NULL, expires_at REAL NOT NULL, meta BLOB NOT NULL, content BLOB NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS batch_files_owner ON batch_files (owner, created_at)",
+        "CREATE TABLE IF NOT EXISTS batch_claims (id TEXT PRIMARY KEY, token TEXT NOT NULL, until REAL NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS batch_polls (name TEXT PRIMARY KEY, until REAL NOT NULL)",
+    ),
+})

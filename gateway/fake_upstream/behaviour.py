@@ -13,7 +13,7 @@ STATUS_FAULTS: frozenset[str] = frozenset({"400", "401", "429", "500", "503"})
 _BOOL_FIELDS = ("omit_usage",)
 _FLOAT_FIELDS = ("latency_ms", "ttft_ms", "itl_ms", "hang_s")
 _INT_FIELDS = ("output_tokens", "fault_times", "drop_after")
-_STR_FIELDS = ("reply", "finish_reason", "fault", "retry_after", "error_message")
+_STR_FIELDS = ("reply", "finish_reason", "fault", "retry_after", "error_message", "service_tier", "fault_service_tier")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,12 @@ class Behaviour:
     error_message: str | None = None
     drop_after: int = 2
     hang_s: float = 30.0
+    # The service tier the answer reports (OpenAI format); None: the one asked for (`flex`,
+    # `priority`), else "default".
+    service_tier: str | None = None
+    # The fault applies only to requests asking for this service tier (e.g. "flex": a 429
+    # "resource unavailable" for flex calls, default calls answered).
+    fault_service_tier: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Behaviour:
@@ -94,6 +100,13 @@ class Behaviour:
         finish = self.finish_reason or ("tool_calls" if tools else "stop")
         n_words = len(text.split()) if text else 0
         return ReplyPlan(text=text, pieces=pieces, tools=tools, finish_reason=finish, n_words=n_words)
+
+    def reported_tier(self, body: dict[str, Any]) -> str:
+        """The service tier an OpenAI-format answer to `body` reports."""
+        if self.service_tier is not None:
+            return self.service_tier
+        asked = body.get("service_tier")
+        return asked if asked in ("flex", "priority") else "default"
 
 
 def _parse_tool_calls(value: Any) -> list[dict[str, str]]:

@@ -92,6 +92,9 @@ def _tool_call(i: int, tc: ToolCall) -> dict[str, Any]:
 
 async def respond(request: web.Request, turn: Turn) -> web.StreamResponse | None:
     """Answer one chat completion; None means the connection was deliberately dropped."""
+    only = turn.behaviour.fault_service_tier
+    if only is not None and turn.body.get("service_tier") != only:
+        turn.fault = None  # the fault is for another service tier's calls
     handled, answer = await run_faults(request, turn, fault_response, _stream)
     if handled:
         return answer
@@ -109,6 +112,7 @@ async def respond(request: web.Request, turn: Turn) -> web.StreamResponse | None
     }
     if not turn.behaviour.omit_usage:
         out["usage"] = _usage(turn)
+    out["service_tier"] = turn.behaviour.reported_tier(turn.body)
     out["system_fingerprint"] = "fp_fake"
     return web.Response(body=orjson.dumps(out), content_type=_JSON)
 
@@ -139,6 +143,7 @@ async def _stream(request: web.Request, turn: Turn) -> web.StreamResponse | None
         "object": "chat.completion.chunk",
         "created": int(time.time()),
         "model": turn.model,
+        "service_tier": b.reported_tier(turn.body),
         "system_fingerprint": "fp_fake",
     }
 

@@ -154,7 +154,7 @@ def _response(turn: Turn, created_at: int, final: bool) -> dict[str, Any]:
         "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
         "model": turn.model,
         "output": _output(turn) if final else [],
-        "service_tier": "default",
+        "service_tier": turn.behaviour.reported_tier(turn.body),
     }
     out.update(_echoed(turn.body))
     out["usage"] = _usage(turn) if final else None

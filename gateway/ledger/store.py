@@ -62,6 +62,7 @@ class LedgerRecord:
     cache_saved_pico: int = 0  # a response-cache hit: what the answer cost when it was stored
     audio_tokens: int = 0  # audio in and out (not in the text buckets above)
     cost_audio_pico: int = 0
+    service_tier: str = "default"  # the service tier billed (default | flex | priority | batch)
 
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in FIELDS}

@@ -10,16 +10,19 @@ import importlib.util
 import re
 from decimal import Decimal
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import orjson
 
 from gateway.money.pricing import PICO_PER_USD, Price, Rates
 
-__all__ = ["PriceTable", "load_price_table"]
+__all__ = ["SERVICE_SUFFIXES", "PriceTable", "load_price_table"]
 
 _TABLE_FILE = "model_prices_and_context_window_backup.json"
 _TIER_KEY = re.compile(r"^input_cost_per_token_above_(\d+)k_tokens$")
+# The table's key suffix of each service tier's prices (`input_cost_per_token_flex`, ...).
+SERVICE_SUFFIXES = MappingProxyType({"flex": "_flex", "priority": "_priority", "batch": "_batches"})
 
 
 def _table_path() -> Path | None:
@@ -83,6 +86,29 @@ def _rates(entry: dict[str, Any], suffix: str, fallback: Rates | None) -> Rates 
                  audio_out if audio_out is not None else (base.audio_output if base else None))
 
 
+def _ratio(value: int, new: int, old: int) -> int:
+    """`value` x new / old, to the nearest integer."""
+    return (value * new + old // 2) // old if old else value
+
+
+def _service_price(entry: dict[str, Any], price: Price, suffix: str) -> Price | None:
+    """The model's price at one service tier, or None when the table gives it none. A bucket the
+    tier does not price (often cache reads and writes) is the default tier's, scaled by the
+    tier's input (or output) ratio: the discount stacks."""
+    inp = _pico(entry.get(f"input_cost_per_token{suffix}"))
+    out = _pico(entry.get(f"output_cost_per_token{suffix}"))
+    if inp is None or out is None:
+        return None
+    base = _rates(entry, suffix, price.base.scaled(inp, out))
+    assert base is not None
+    tiers = []
+    for threshold, rates in price.tiers:  # long-context rates at this tier: given, else scaled alike
+        scaled = rates.scaled(_ratio(rates.input, base.input, price.base.input),
+                              _ratio(rates.output, base.output, price.base.output))
+        tiers.append((threshold, _rates(entry, f"_above_{threshold // 1000}k_tokens{suffix}", scaled) or scaled))
+    return Price(base=base, tiers=tuple(tiers))
+
+
 def price_from_entry(entry: dict[str, Any]) -> Price | None:
     base = _rates(entry, "", None)
     if base is None:
@@ -95,7 +121,10 @@ def price_from_entry(entry: dict[str, Any]) -> Price | None:
             tier = _rates(entry, suffix, base)
             if tier is not None:
                 tiers.append((int(match.group(1)) * 1000, tier))
-    return Price(base=base, tiers=tuple(sorted(tiers, key=lambda t: t[0])))
+    price = Price(base=base, tiers=tuple(sorted(tiers, key=lambda t: t[0])))
+    services = tuple((name, found) for name, suffix in SERVICE_SUFFIXES.items()
+                     if (found := _service_price(entry, price, suffix)) is not None)
+    return Price(base=price.base, tiers=price.tiers, services=services) if services else price
 
 
 def load_price_table(path: Path | None = None) -> PriceTable:

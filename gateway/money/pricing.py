@@ -15,11 +15,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 __all__ = [
-    "PICO_PER_USD", "Cost", "FlatRates", "Price", "Rates", "Usage", "cache_effect", "estimate_cost",
-    "price_usage", "usd_text", "worst_case_cost",
+    "PICO_PER_USD", "SERVICE_TIERS", "Cost", "FlatRates", "Price", "Rates", "Usage", "cache_effect", "estimate_cost",
+    "price_usage", "service_tier_of", "usd_text", "worst_case_cost",
 ]
 
 PICO_PER_USD = 10**12
@@ -29,6 +30,19 @@ _PICO_PER_USD_PER_MTOK = 10**6  # $1 per million tokens == 1e6 pico-USD per toke
 def per_mtok_to_pico(per_mtok: Decimal) -> int:
     """Price in USD per million tokens -> integer pico-USD per token."""
     return int((per_mtok * _PICO_PER_USD_PER_MTOK).to_integral_value())
+
+
+# The service tiers a provider may bill a request at. OpenAI reports `default`, `flex`,
+# `priority` (and `scale`, legacy reserved capacity, billed as default); Anthropic reports
+# `standard`, `priority` and, for Message Batches, `batch`.
+SERVICE_TIERS = ("default", "flex", "priority", "batch")
+_SERVICE_NAMES = MappingProxyType({"flex": "flex", "priority": "priority", "batch": "batch"})
+
+
+def service_tier_of(reported: Any) -> str:
+    """The service tier a response reports, as one of `SERVICE_TIERS` (a bounded metric label):
+    anything else (`standard`, `scale`, `auto`, missing) is the default tier."""
+    return _SERVICE_NAMES.get(reported, "default") if isinstance(reported, str) else "default"
 
 
 def _int(value: Any) -> int:
@@ -45,6 +59,7 @@ class Usage:
     reasoning: int = 0
     audio_input: int = 0  # uncached audio input tokens
     audio_output: int = 0
+    service_tier: str = "default"  # what the provider billed it at: one of SERVICE_TIERS
 
     @property
     def prompt_tokens(self) -> int:
@@ -55,9 +70,10 @@ class Usage:
         return self.output + self.reasoning + self.audio_output
 
     @classmethod
-    def from_openai(cls, usage: Mapping[str, Any]) -> Usage:
+    def from_openai(cls, usage: Mapping[str, Any], service_tier: Any = None) -> Usage:
         """OpenAI convention: cached (and any cache-write) tokens are INSIDE prompt_tokens,
-        reasoning tokens are INSIDE completion_tokens."""
+        reasoning tokens are INSIDE completion_tokens. `service_tier`: what the response reports
+        (OpenAI puts it beside `usage`, not in it)."""
         prompt = _int(usage.get("prompt_tokens"))
         completion = _int(usage.get("completion_tokens"))
         details = usage.get("prompt_tokens_details") or {}
@@ -82,12 +98,14 @@ class Usage:
             reasoning=reasoning,
             audio_input=audio_in,
             audio_output=audio_out,
+            service_tier=service_tier_of(service_tier) if service_tier else "default",
         )
 
     @classmethod
     def from_anthropic(cls, usage: Mapping[str, Any]) -> Usage:
         """Anthropic convention: cache reads and writes are OUTSIDE input_tokens; writes may be
-        split into 5-minute and 1-hour lifetimes in `cache_creation`."""
+        split into 5-minute and 1-hour lifetimes in `cache_creation`; the tier billed is
+        `usage.service_tier` (standard | priority | batch)."""
         write_total = _int(usage.get("cache_creation_input_tokens"))
         split = usage.get("cache_creation") or {}
         write_1h = _int(split.get("ephemeral_1h_input_tokens"))
@@ -99,6 +117,7 @@ class Usage:
             cache_write_5m=write_5m,
             cache_write_1h=write_1h,
             output=_int(usage.get("output_tokens")),
+            service_tier=service_tier_of(usage.get("service_tier")),
         )
 
     def to_openai(self) -> dict[str, Any]:
@@ -140,6 +159,20 @@ class Rates:
     def audio(self) -> bool:
         return self.audio_input is not None and self.audio_output is not None
 
+    def scaled(self, input_rate: int, output_rate: int) -> Rates:
+        """These rates at another service tier whose input and output rates are given: every
+        other bucket scaled by the same ratio (an input-side bucket by input_rate / input, an
+        output-side one by output_rate / output), so a batch discount stacks with cache reads
+        and writes. Rounded to the nearest pico-USD per token."""
+        def side(rate: int, new: int, old: int) -> int:
+            return new if rate == old else (rate * new + old // 2) // old if old else rate
+
+        inp, out, a_in, a_out = self.input, self.output, self.audio_input, self.audio_output
+        return Rates(input_rate, side(self.cached_input, input_rate, inp), side(self.cache_write_5m, input_rate, inp),
+                     side(self.cache_write_1h, input_rate, inp), output_rate, side(self.reasoning, output_rate, out),
+                     None if a_in is None else side(a_in, input_rate, inp),
+                     None if a_out is None else side(a_out, output_rate, out))
+
 
 @dataclass(frozen=True, slots=True)
 class Price:
@@ -147,6 +180,20 @@ class Price:
     # Long-context tiers: (above_prompt_tokens, rates), ascending. A request whose prompt is
     # longer than the threshold is billed entirely at that tier's rates.
     tiers: tuple[tuple[int, Rates], ...] = field(default=())
+    # The other service tiers' prices (flex, priority, batch), where the model has them: a
+    # usage billed at a tier with no price of its own is billed at this (the default) price.
+    services: tuple[tuple[str, Price], ...] = field(default=())
+
+    def for_service(self, service_tier: str) -> Price:
+        """The price at `service_tier` (one of SERVICE_TIERS); this one for `default` or for a
+        tier the model has no price for."""
+        for name, price in self.services:
+            if name == service_tier:
+                return price
+        return self
+
+    def has_service(self, service_tier: str) -> bool:
+        return any(name == service_tier for name, _ in self.services)
 
     def rates_for(self, prompt_tokens: int) -> Rates:
         if not self.tiers:
@@ -183,6 +230,7 @@ class Cost:
     output: int = 0
     reasoning: int = 0
     audio: int = 0
+    service_tier: str = "default"  # the tier it was priced at (SERVICE_TIERS)
 
     @property
     def total(self) -> int:
@@ -197,7 +245,8 @@ class Cost:
         return usd_text(self.total)
 
     def usage_fields(self) -> dict[str, Any]:
-        """`usage.cost` and `usage.cost_details`, in USD numbers (`audio` only when there was some)."""
+        """`usage.cost` and `usage.cost_details`, in USD numbers (`audio` only when there was some;
+        `service_tier` only when it was not the default tier)."""
         details = {
             "input": _usd(self.input),
             "cached_input": _usd(self.cached_input),
@@ -207,6 +256,8 @@ class Cost:
         }
         if self.audio:
             details["audio"] = _usd(self.audio)
+        if self.service_tier != "default":
+            details["service_tier"] = self.service_tier  # type: ignore[assignment]
         return {"cost": _usd(self.total), "cost_details": details}
 
 
@@ -286,17 +337,21 @@ def cache_effect(usage: Usage, price: Price) -> tuple[int, int]:
 
 
 def price_usage(usage: Usage, price: Price) -> Cost:
-    """Price one usage record for one model. The only function that computes money."""
+    """Price one usage record for one model, at the service tier it was billed at. The only
+    function that computes money."""
+    if usage.service_tier != "default":
+        price = price.for_service(usage.service_tier)
     r = price.rates_for(usage.prompt_tokens) if price.tiers else price.base
     audio = 0
     if usage.audio_input or usage.audio_output:  # unpriced audio (never asked for) at the text rates
         audio = (usage.audio_input * (r.input if r.audio_input is None else r.audio_input)
                  + usage.audio_output * (r.output if r.audio_output is None else r.audio_output))
-    return Cost(  # input, cached_input, cache_write, output, reasoning, audio (positional: cheaper)
+    return Cost(  # input, cached_input, cache_write, output, reasoning, audio, tier (positional: cheaper)
         usage.input * r.input,
         usage.cached_input * r.cached_input,
         usage.cache_write_5m * r.cache_write_5m + usage.cache_write_1h * r.cache_write_1h,
         usage.output * r.output,
         usage.reasoning * r.reasoning,
         audio,
+        usage.service_tier,
     )

@@ -43,20 +43,12 @@ class Metrics:
         own = None if directory else CollectorRegistry(auto_describe=True)  # multiprocess: the workers' files
         # Money: exact integer pico-USD sums, in USD at scrape time (see money_metrics).
         self.money = MoneyMetrics(directory)
-        money = self.money.counter
-
-        def counter(name: str, doc: str, labels: list[str]) -> Counter:
-            return Counter(name, doc, labels, registry=own)
-
-        def gauge(name: str, doc: str, labels: list[str]) -> Gauge:
-            # Every replica reports the same shared figure: with several workers, show the largest.
-            return Gauge(name, doc, labels, registry=own, multiprocess_mode="livemax")
-
-        def histogram(name: str, doc: str, labels: list[str], buckets: tuple[float, ...]) -> Histogram:
-            return Histogram(name, doc, labels, buckets=buckets, registry=own)
+        self._own = own
+        money, counter, histogram = self.money.counter, self._counter, self._histogram
 
         self.requests = counter("gateway_requests_total", "Chat requests by outcome.", ["model", "tier", "status"])
-        self.spend = money("gateway_spend_usd_total", "Spend in USD.", ["model", "provider", "tier", "team"])
+        self.spend = money("gateway_spend_usd_total", "Spend in USD (service_tier: default | flex | priority | batch).",
+                           ["model", "provider", "tier", "team", "service_tier"])
         self.tokens = counter("gateway_tokens_total", "Billed tokens by disjoint bucket.", ["model", "type"])
         self.request_cost = self.money.histogram("gateway_request_cost_usd", "Cost per request in USD.",
                                                  ["model", "tier"], _COST)
@@ -68,19 +60,18 @@ class Metrics:
         self.estimate_ratio = histogram(
             "gateway_routing_estimate_ratio", "Actual cost / routing's estimate for the model that answered, per "
             "tier request.", ["tier"], _RATIO)
-        self.routing_saved = money("gateway_routing_saved_usd_total", "What the tier's baseline model would have "
-                                   "cost for the same usage, minus the actual cost.", ["tier"])
+        self.routing_saved = money("gateway_routing_saved_usd_total", "What routing saved (reason: tier = the tier's "
+                                   "baseline model for the same usage, minus the actual cost; flex = the default "
+                                   "service tier's price, minus the flex price paid).", ["tier", "reason"])
+        self.flex_fallbacks = counter("gateway_flex_fallbacks_total", "Deferrable requests sent again at the default "
+                                      "service tier after a flex 429 (resource unavailable).", ["model"])
         self.cache_requests = counter("gateway_cache_requests_total", "Cache lookups by result.", ["cache", "result"])
         self.cache_saved = money("gateway_cache_saved_usd_total", "What cache hits would have cost.", ["cache"])
         self.cache_write_premium = money("gateway_cache_write_premium_usd_total", "What prompt-cache writes cost "
                                          "above plain input (Anthropic: 1.25x or 2x the input price).", [])
         self.prefix_prediction = counter("gateway_prefix_prediction_tokens_total", "Predicted vs actual cached prompt "
                                          "tokens (outcome: correct | over | under).", ["outcome"])
-        self.budget_rejections = counter(
-            "gateway_budget_rejections_total", "Requests refused because a key's or team's budget was spent.", ["team"])
-        self.budget_used = gauge("gateway_budget_used_ratio", "Team budget used, (spent + reserved) / budget.",
-                                 ["team"])
-        self.budget_remaining = gauge("gateway_budget_remaining_usd", "Team budget left in its period, USD.", ["team"])
+        self._budget_metrics()
         self.rate_limit_rejections = counter(
             "gateway_rate_limit_rejections_total", "Requests refused by a key's RPM/TPM limit.", ["team"])
         self.cache_errors = counter("gateway_cache_errors_total", "Cache operations that failed (bypassed).", ["cache"])
@@ -90,6 +81,7 @@ class Metrics:
                                multiprocess_mode="livesum")  # with several workers: their sum
         self.usage_estimated = counter("gateway_usage_estimated_total", "Requests billed from the gateway's own token "
                                        "count (reason: missing | disconnect | error).", ["model", "reason"])
+        gauge = self._gauge
         self.ledger_backlog = gauge("gateway_ledger_backlog_records", "Ledger records not yet written.", ["place"])
         self.spend_drift = gauge("gateway_spend_drift_usd", "Spend that disagrees between Redis, PostgreSQL and the "
                                  "ledger at the last reconciliation, USD.", ["scope", "check"])
@@ -97,6 +89,28 @@ class Metrics:
                                      "serve (answered 404), by HTTP method.", ["method"])
         self._registry = self._exporting(own)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _counter(self, name: str, doc: str, labels: list[str]) -> Counter:
+        return Counter(name, doc, labels, registry=self._own)
+
+    def _gauge(self, name: str, doc: str, labels: list[str]) -> Gauge:
+        # Every replica reports the same shared figure: with several workers, show the largest.
+        return Gauge(name, doc, labels, registry=self._own, multiprocess_mode="livemax")
+
+    def _histogram(self, name: str, doc: str, labels: list[str], buckets: tuple[float, ...]) -> Histogram:
+        return Histogram(name, doc, labels, buckets=buckets, registry=self._own)
+
+    def _budget_metrics(self) -> None:
+        gauge = self._gauge
+        self.budget_rejections = self._counter(
+            "gateway_budget_rejections_total", "Requests refused because a key's or team's budget was spent.", ["team"])
+        self.budget_used = gauge("gateway_budget_used_ratio", "Team budget used, (spent + reserved) / budget.",
+                                 ["team"])
+        self.budget_remaining = gauge("gateway_budget_remaining_usd", "Team budget left in its period, USD.", ["team"])
+        self.budget_exhaustion = gauge("gateway_budget_projected_exhaustion_seconds", "Seconds until the team's budget "
+                                       "runs out at its recent burn rate (+Inf when it spends nothing).", ["team"])
+        self.budget_period_left = gauge("gateway_budget_period_remaining_seconds", "Seconds until the team's "
+                                        "budget period ends.", ["team"])
 
     def _exporting(self, own: CollectorRegistry | None) -> CollectorRegistry:
         """What /metrics renders: this process's metrics, or every worker's (multiprocess)."""
@@ -118,7 +132,7 @@ class Metrics:
         return generate_latest(self._registry)
 
     def record_usage(self, model: str, provider: str, tier: str, team: str, usage: Usage, cost: Cost) -> None:
-        self.spend.add((model, provider, tier, team), cost.total)
+        self.spend.add((model, provider, tier, team, cost.service_tier), cost.total)
         self.request_cost.observe((model, tier), cost.total)
         for bucket, n in (
             ("input", usage.input),

@@ -68,6 +68,7 @@ class Attempt:
     reservation: Reservation = NO_RESERVATION
     started: float = 0.0  # perf_counter() when the upstream call started
     native: bool = False  # the client's own API request, sent as it is (`gateway/providers/native.py`)
+    deferred: bool = False  # sent at the flex service tier by the gateway (`spec` is the model's flex variant)
 
 
 RequestT = TypeVar("RequestT", ChatRequest, EmbeddingRequest)
@@ -83,6 +84,7 @@ class Exchange(Generic[RequestT]):
     route: Route = UNROUTED
     attempt: Attempt | None = None  # the latest
     failures: tuple[str, ...] = ()  # "model (reason)" of each attempt failed over
+    defer: bool = False  # the request may wait: each model that can is called at its flex service tier
 
     @property
     def model_label(self) -> str:

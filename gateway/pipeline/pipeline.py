@@ -24,7 +24,7 @@ from gateway.access.gate import Access
 from gateway.cache.prefix_cache import PrefixCache
 from gateway.cache.response_cache import ResponseCache
 from gateway.config.settings import ModelSpec, Settings, TierSpec
-from gateway.errors import GatewayError, InvalidRequest
+from gateway.errors import GatewayError, InvalidRequest, RateLimited
 from gateway.money.pricing import Cost
 from gateway.pipeline.exchange import Answer, Attempt, Caller, Exchange, Route, Stream
 from gateway.pipeline.failover import Failover
@@ -91,12 +91,13 @@ class Pipeline:
             _check_fit(spec, request)
             await self._access.admit_estimate(grant)
             tokens = await self._count(request, encoding_name_for(spec.upstream_model))
-            return await self._router.estimate(spec, request, tokens, caller)
+            return await self._router.estimate(spec, request, tokens, caller, "flex" if request.defer else "default")
         self._access.check(grant, None, tier.name)
         await self._access.admit_estimate(grant)
         counts = await self._counts(request, self._router.encodings(tier))
         allowed = grant.key.models if grant.key is not None else None
-        plan = await self._router.plan(tier, request, counts, caller, None, allowed, routed=False)
+        plan = await self._router.plan(tier, request, counts, caller, None, allowed, routed=False,
+                                       service_tier="flex" if request.defer or tier.defer else "default")
         return plan.describe()
 
     async def count_prompt(self, request: ChatRequest, caller: Caller) -> int:
@@ -145,7 +146,11 @@ class Pipeline:
         charge = self._access.rate_charge(
             grant, tokens + (request.max_output or self._settings.routing.default_output_tokens) * request.n)
         exchange.route = Route(None, await self._prefix.plan((spec,), request.body, exchange.caller), None)
-        return await self._attempt(exchange, spec, tokens, None, charge)
+        deadline = None
+        if request.defer:  # it may wait, but not for ever
+            exchange.defer = True
+            deadline = asyncio.get_running_loop().time() + self._settings.routing.defer.deadline_s
+        return await self._attempt(exchange, spec, tokens, deadline, charge)
 
     async def _by_tier(self, exchange: Exchange[ChatRequest], tier: TierSpec) -> Answer | Stream:
         request, grant = exchange.request, exchange.caller.grant
@@ -154,11 +159,14 @@ class Pipeline:
         routing = self._settings.routing
         allowed = grant.key.models if grant.key is not None else None
         counts = await self._counts(request, self._router.encodings(tier))
-        plan = await self._router.plan(tier, request, counts, exchange.caller, routing.max_attempts, allowed)
+        defer = exchange.defer = request.defer or tier.defer
+        plan = await self._router.plan(tier, request, counts, exchange.caller, routing.max_attempts, allowed,
+                                       service_tier="flex" if defer else "default")
         first = plan.first
         charge = self._access.rate_charge(grant, first.input_tokens + first.expected_output_tokens)
         exchange.route = Route(plan, plan.prefix, plan.baseline)
-        deadline = asyncio.get_running_loop().time() + routing.deadline_s
+        deadline = asyncio.get_running_loop().time() + (
+            max(routing.deadline_s, routing.defer.deadline_s) if defer else routing.deadline_s)
         try:  # the common request: the first candidate answers, with no failover machinery around it
             return await self._attempt(exchange, self._settings.models[first.model], first.input_tokens, deadline,
                                        charge)
@@ -194,6 +202,8 @@ class Pipeline:
             body["messages"] = marked
         previous = exchange.attempt
         attempt = exchange.attempt = Attempt(spec, body, input_tokens, deadline, marked is not None)
+        if exchange.defer and spec.deferred is not None:  # it may wait: at the flex tier, with a longer timeout
+            body["service_tier"], attempt.spec, attempt.deferred = "flex", spec.deferred, True
         if self._responses.used_for(request.cache):
             attempt.cache_key = self._responses.key(exchange.caller.tenant(), spec.name, request.body)
             if request.cache.read:
@@ -205,10 +215,12 @@ class Pipeline:
         if spec.wire == "anthropic" and "reasoning_effort" in request.body:  # thinking comes on top
             most = with_thinking(spec, request.body, most)
         attempt.reservation = await self._access.reserve(
-            exchange.caller.grant, spec, input_tokens, most, request.n, charge, carried)
+            exchange.caller.grant, spec, input_tokens, most, request.n, charge, carried, request.priority)
         if attempt.reservation.max_output is not None:  # what the budget holds is all it may write
             _bound_output(attempt.body, spec, attempt.reservation.max_output)
         try:
+            if attempt.deferred:
+                return await self._call_deferred(exchange, attempt, spec, self._providers[spec.wire])
             return await self._call(exchange, attempt, self._providers[spec.wire])
         except BaseException:
             await self._access.release(attempt.reservation)
@@ -222,6 +234,21 @@ class Pipeline:
             return Stream(events, exchange.headers())
         completion = await provider.complete(attempt.spec, attempt.body, attempt.deadline)
         return self._answer(exchange, attempt, completion)
+
+    async def _call_deferred(self, exchange: Exchange[ChatRequest], attempt: Attempt, spec: ModelSpec,
+                             provider: Provider) -> Answer | Stream:
+        """A call at the flex service tier; if flex capacity is unavailable (a 429), the same model
+        at the default tier, while the request's deadline allows. (The budget holds the default
+        price throughout: the fallback may be billed at it.)"""
+        try:
+            return await self._call(exchange, attempt, provider)
+        except RateLimited as exc:
+            if attempt.deadline is not None and asyncio.get_running_loop().time() >= attempt.deadline:
+                raise
+            self._books.flex_fell_back(exchange, exc)
+            attempt.spec, attempt.deferred = spec, False
+            del attempt.body["service_tier"]
+            return await self._call(exchange, attempt, provider)
 
     async def _native_attempt(
         self, exchange: Exchange[ChatRequest], spec: ModelSpec, input_tokens: int, deadline: float | None,
@@ -237,7 +264,7 @@ class Pipeline:
                                              deadline, False, native=True)
         carried = previous.reservation.admission if previous is not None else None
         attempt.reservation = await self._access.reserve(
-            exchange.caller.grant, spec, input_tokens, request.max_output, request.n, charge, carried)
+            exchange.caller.grant, spec, input_tokens, request.max_output, request.n, charge, carried, request.priority)
         if attempt.reservation.max_output is not None:  # what the budget holds is all it may write
             attempt.body["max_tokens" if native.api == "messages" else "max_output_tokens"] = \
                 attempt.reservation.max_output

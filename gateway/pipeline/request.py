@@ -60,6 +60,8 @@ class ChatRequest(NamedTuple):
     extras: frozenset[str]  # top-level fields that are not chat parameters (usually none)
     shape: str  # short | general | long | structured: what its answer's length is expected from
     native: Native | None = None  # another API's request this one was translated from
+    priority: bool = False  # asked for OpenAI's priority service tier (dearer: budgets hold for it)
+    defer: bool = False  # may wait (`x-gateway-defer: flex`): sent at the flex service tier where it can be
 
 
 def _fail(message: str, param: str) -> InvalidRequest:
@@ -276,15 +278,30 @@ def _decode(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def parse_chat_request(raw: bytes, cache_header: str | None = None) -> ChatRequest:
-    """The request in `raw` (a chat completion body) and the client's `x-gateway-cache` header."""
-    return chat_request(_decode(raw), len(raw), cache_header)
+def parse_chat_request(raw: bytes, cache_header: str | None = None, defer_header: str | None = None) -> ChatRequest:
+    """The request in `raw` (a chat completion body) and the client's `x-gateway-cache` and
+    `x-gateway-defer` headers."""
+    return chat_request(_decode(raw), len(raw), cache_header, defer_header=defer_header)
+
+
+def _service_tier(body: dict[str, Any], defer_header: str | None) -> tuple[bool, bool]:
+    """(priority, defer): the service tier asked for in the body, and `x-gateway-defer`."""
+    tier = body.get("service_tier")
+    if tier is not None and tier.__class__ is not str:
+        raise _fail("'service_tier' must be a string", "service_tier")
+    if defer_header is None:
+        return tier == "priority", False
+    if defer_header.strip().lower() != "flex":
+        raise _fail("x-gateway-defer must be 'flex'", "x-gateway-defer")
+    if tier is not None and tier not in ("auto", "default", "flex"):
+        raise _fail(f"x-gateway-defer: flex cannot be combined with service_tier '{tier}'", "service_tier")
+    return False, True
 
 
 def chat_request(body: dict[str, Any], size: int, cache_header: str | None = None,
-                 native: Native | None = None) -> ChatRequest:
+                 native: Native | None = None, defer_header: str | None = None) -> ChatRequest:
     """A decoded chat body (`size`: the bytes it came in): what another client API's request was
-    translated into (`gateway/formats/`)."""
+    translated into (`gateway/formats/`). `defer_header`: the client's `x-gateway-defer`."""
     model = body.get("model")
     if model.__class__ is not str or not model:
         raise _fail("'model' is required and must be a non-empty string", "model")
@@ -309,6 +326,8 @@ def chat_request(body: dict[str, Any], size: int, cache_header: str | None = Non
     fmt = _response_format(body)
     needs = (needed_capabilities(messages, tools, body.get("functions"), fmt, _audio_out(body))
              if _special(body, messages) else _NOTHING_NEEDED)
+    priority, defer = _service_tier(body, defer_header) if defer_header is not None or "service_tier" in body \
+        else (False, False)
     return ChatRequest(body, model, messages, max_completion or max_tokens, n, bool(stream), include_usage, tools,
                        fmt, needs, cache_policy(body, cache_header), size, extras,
-                       request_shape(messages, needs, body), native)
+                       request_shape(messages, needs, body), native, priority, defer)

@@ -72,12 +72,7 @@ class Books:
         spec, tier, metrics = attempt.spec, exchange.tier, self.metrics
         cost = price_usage(usage, spec.price)
         metrics.record_usage(spec.name, spec.provider, tier, exchange.caller.team, usage, cost)
-        saved = 0
-        baseline = exchange.route.baseline
-        if baseline is not None:  # what the tier's baseline would have cost for the same usage
-            saved = max(price_usage(usage, baseline.price).total - cost.total, 0)
-            if saved > 0:
-                metrics.routing_saved.add((tier,), saved)
+        saved = self._saved(exchange, attempt, usage, cost) if exchange.route.baseline or attempt.deferred else 0
         now = datetime.now(UTC)
         self.ledger.add(self._record(exchange, attempt, now, usage, cost, status, routing_saved=saved))
         key = exchange.caller.grant.key
@@ -90,6 +85,36 @@ class Books:
             self.router.observe(spec, exchange.request, usage)
             self._estimate_accuracy(exchange, spec.name, cost.total)
         return Settled(usage, usage_dict, cost)
+
+    def _saved(self, exchange: Exchange[Any], attempt: Attempt, usage: Usage, cost: Cost) -> int:
+        """What routing saved, counted by reason: `tier`, the tier's baseline model for the same
+        usage minus the model that answered; `flex`, the default service tier's price minus the
+        flex price the gateway sent a deferrable request at. Both at the default tier when the
+        request went at flex, so that no saving is counted twice."""
+        metrics, tier, spec = self.metrics, exchange.tier, attempt.spec
+        flex = attempt.deferred and cost.service_tier == "flex"
+        same = replace(usage, service_tier="default") if flex else usage
+        paid = price_usage(same, spec.price).total if flex else cost.total
+        saved = 0
+        if flex and paid > cost.total:
+            metrics.routing_saved.add((tier, "flex"), paid - cost.total)
+            saved = paid - cost.total
+        baseline = exchange.route.baseline
+        if baseline is not None:  # what the tier's baseline would have cost for the same usage
+            by_tier = price_usage(same, baseline.price).total - paid
+            if by_tier > 0:
+                metrics.routing_saved.add((tier, "tier"), by_tier)
+                saved += by_tier
+        return saved
+
+    def flex_fell_back(self, exchange: Exchange[Any], exc: GatewayError) -> None:
+        """A deferrable request's flex call found no flex capacity (429): it goes again at the
+        default service tier."""
+        attempt = exchange.attempt
+        assert attempt is not None
+        self.metrics.child(self.metrics.flex_fallbacks, attempt.spec.name).inc()
+        log.info("request %s: flex capacity unavailable for %s, sent at the default tier: %s",
+                 exchange.caller.request_id, attempt.spec.name, exc.message)
 
     def _estimate_accuracy(self, exchange: Exchange[Any], model: str, actual: int) -> None:
         """How far routing's estimate was from what the answer cost (tier requests)."""
@@ -137,7 +162,7 @@ class Books:
             usage.reasoning, cost.input, cost.cached_input, cost.cache_write, cost.output, cost.reasoning,
             cost.total, attempt.cache_result, exchange.route_reason(), status,
             round((perf_counter() - exchange.caller.arrived) * 1000, 3), routing_saved, cache_saved,
-            usage.audio_input + usage.audio_output, cost.audio,
+            usage.audio_input + usage.audio_output, cost.audio, cost.service_tier,
         )
 
     def finished(self, exchange: Exchange[Any], status: str, upstream_time: float = 0.0) -> None:

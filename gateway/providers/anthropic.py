@@ -44,7 +44,8 @@ def _sum_usage(usages: list[Usage | None]) -> Usage | None:
     known = [u for u in usages if u is not None]
     if len(known) < len(usages):
         return None
-    return Usage(**{f.name: sum(getattr(u, f.name) for u in known) for f in fields(Usage)})
+    summed = {f.name: sum(getattr(u, f.name) for u in known) for f in fields(Usage) if f.name != "service_tier"}
+    return Usage(**summed, service_tier=known[0].service_tier if known else "default")
 
 
 def _merge(completions: list[Completion]) -> Completion:

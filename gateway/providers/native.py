@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from gateway.config.settings import ModelSpec
-from gateway.money.pricing import Usage
+from gateway.money.pricing import Usage, service_tier_of
 from gateway.providers.base import Completion
 from gateway.providers.errors import bad_response, error_from_event
 from gateway.providers.sse import SSEStream
@@ -45,14 +45,16 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and value > 0 else 0
 
 
-def responses_usage(usage: Any) -> Usage | None:
-    """The Responses API's usage (cached tokens inside input, reasoning inside output)."""
+def responses_usage(usage: Any, service_tier: Any = None) -> Usage | None:
+    """The Responses API's usage (cached tokens inside input, reasoning inside output), billed at
+    the `service_tier` the response reports (beside its usage)."""
     if not isinstance(usage, dict):
         return None
     inp, out = _int(usage.get("input_tokens")), _int(usage.get("output_tokens"))
     cached = min(_int((usage.get("input_tokens_details") or {}).get("cached_tokens")), inp)
     reasoning = min(_int((usage.get("output_tokens_details") or {}).get("reasoning_tokens")), out)
-    return Usage(input=inp - cached, cached_input=cached, output=out - reasoning, reasoning=reasoning)
+    return Usage(input=inp - cached, cached_input=cached, output=out - reasoning, reasoning=reasoning,
+                 service_tier=service_tier_of(service_tier))
 
 
 class NativeProvider:
@@ -83,7 +85,7 @@ class NativeProvider:
         else:
             if not isinstance(data, dict) or data.get("object") != "response":
                 raise bad_response(model, "not a response")
-            usage = responses_usage(data.get("usage"))
+            usage = responses_usage(data.get("usage"), data.get("service_tier"))
         return Completion(data, usage, usage.to_openai() if usage is not None else None)
 
     async def count_tokens(self, model: ModelSpec, body: dict[str, Any], headers: dict[str, str],
@@ -168,7 +170,7 @@ class ResponsesNativeStream(SSEStream):
             self._text.append(str(event.get("delta") or ""))
         if kind.encode() in _FINAL_RESPONSE_EVENTS:
             response = event.get("response") or {}
-            self.usage = responses_usage(response.get("usage"))
+            self.usage = responses_usage(response.get("usage"), response.get("service_tier"))
             self.usage_dict = self.usage.to_openai() if self.usage is not None else None
             self.usage_chunk = event
             self.finished = True

@@ -41,7 +41,7 @@ class OpenAIProvider:
         usage = data.get("usage")
         if not isinstance(usage, dict):
             return Completion(data, None, None)
-        return Completion(data, Usage.from_openai(usage), usage)
+        return Completion(data, Usage.from_openai(usage, data.get("service_tier")), usage)
 
     async def embed(self, model: ModelSpec, body: dict[str, Any], deadline: float | None = None) -> Completion:
         endpoint = self._transport.endpoint(model, "/embeddings", _headers(model))
@@ -84,7 +84,7 @@ class OpenAIStream(SSEStream):
             self.first_chunk_at = time.perf_counter()
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            self.usage, self.usage_dict = Usage.from_openai(usage), usage
+            self.usage, self.usage_dict = Usage.from_openai(usage, chunk.get("service_tier")), usage
             del chunk["usage"]
             self.usage_chunk = {**chunk, "choices": []}
             if not chunk.get("choices"):

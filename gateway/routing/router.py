@@ -47,7 +47,8 @@ from gateway.tokens.counter import TokenCounter
 from gateway.tokens.pool import CountingPool
 from routing_policies import PROMPT_CHARS, Candidate, Prompt, PromptPolicy
 
-__all__ = ["Excluded", "RoutePlan", "RoutedRequest", "Router", "unfit_reason"]  # (plan's, re-exported)
+# (Excluded and RoutePlan are plan's, re-exported)
+__all__ = ["Excluded", "RoutePlan", "RoutedRequest", "Router", "service_price", "unfit_reason"]
 
 log = logging.getLogger("gateway.routing")
 
@@ -167,13 +168,15 @@ class Router:
     async def plan(
         self, tier: TierSpec, request: RoutedRequest, counts: Mapping[str, int], caller: Tenant,
         limit: int | None = None, allowed: Sequence[str] | None = None, routed: bool = True,
+        service_tier: str = "default",
     ) -> RoutePlan:
         """Rank the tier's candidates for this request; raises if none qualifies. `counts`: the
         prompt's tokens in each of the tier's `encodings`; `caller`: whose prompt-cache state the
         predictions may read. With `limit` (what a request may try), a policy that ranks by cost
         gets only that many built. `allowed`: the only models the caller's key may use (None:
         any). `routed`: False when the plan is only shown (an estimate), so that a policy that
-        learns from its own decisions does not learn from it."""
+        learns from its own decisions does not learn from it. `service_tier`: each model is priced
+        at it (`service_price`): `flex` for a request that may wait, `batch` for a batch line."""
         models = self._tiers[tier.name]
         if self._categorized:
             models = self._split(tier, detect_category(request.messages))
@@ -182,7 +185,7 @@ class Router:
         snapshot = self.state.current(models.names) or await self.state.snapshot(models.names)
         max_tokens = request.max_output
         enc = models.flat_encoding
-        if enc is not None and allowed is None and not snapshot.cooling and not request.needs:
+        if enc is not None and allowed is None and not (snapshot.cooling or request.needs or service_tier != "default"):
             n = counts[enc]  # the common case
             if (n + (max_tokens or 0) <= models.min_context and (not max_tokens or max_tokens <= models.min_output)
                     and n < OPENAI_MIN_TOKENS):
@@ -195,17 +198,16 @@ class Router:
             raise _no_candidate(tier, excluded)
         inputs = [counts[enc] for _, enc in rows] if len(counts) > 1 else [*counts.values()] * len(rows)
         demand = self._demand(request)
-        if rows is models.rows:
-            outs = self._expected_outputs(models, snapshot, demand)
-        else:
-            outs = self._outputs_of(rows, snapshot, demand)
+        outs = self._expected_outputs(models, snapshot, demand) if rows is models.rows else \
+            self._outputs_of(rows, snapshot, demand)
         prefix = NO_PREDICTIONS
         if longest >= OPENAI_MIN_TOKENS:
             prefix = await self._prefix.plan([spec for spec, _ in rows], request.body, caller)
         cached = [(0, 0)] * len(rows) if not prefix.predictions else [
             _clamp(prefix.prediction(spec.name), n) for (spec, _), n in zip(rows, inputs, strict=True)]
-        costs = [estimate_cost(spec.price, n, out, *c, reasoning=r) for (spec, _), n, out, r, c
-                 in zip(rows, inputs, outs.visible, outs.reasoning, cached, strict=True)]
+        prices = prices if service_tier == "default" else [service_price(spec, service_tier) for spec, _ in rows]
+        costs = [estimate_cost(price, n, out, *c, reasoning=r) for price, n, out, r, c
+                 in zip(prices, inputs, outs.visible, outs.reasoning, cached, strict=True)]
         order = sorted(range(len(rows)), key=costs.__getitem__)[:limit] if models.by_cost else range(len(rows))
         latency = self._latency
         candidates = [Candidate(rows[i][0].name, rows[i][0].quality or 0.0, costs[i], inputs[i], outs.visible[i],
@@ -337,16 +339,19 @@ class Router:
                 excluded.append(Excluded(spec.name, *reason))
         return rows, [spec.price for spec, _ in rows]
 
-    async def estimate(self, spec: ModelSpec, request: RoutedRequest, tokens: int, caller: Tenant) -> dict[str, Any]:
+    async def estimate(self, spec: ModelSpec, request: RoutedRequest, tokens: int, caller: Tenant,
+                       service_tier: str = "default") -> dict[str, Any]:
         """POST /v1/estimate for a model asked for by name: its cost for a prompt of `tokens`, no
-        routing; prompt-cache predictions from the caller's own tenant only."""
+        routing; prompt-cache predictions from the caller's own tenant only; at the price of the
+        `service_tier` it would be sent at (`service_price`)."""
         names = (spec.name,)
         snapshot = self.state.current(names) or await self.state.snapshot(names)
         output, reasoning = self._expect(spec, snapshot, self._demand(request))
         prefix = await self._prefix.plan([spec], request.body, caller) if tokens >= OPENAI_MIN_TOKENS \
             else NO_PREDICTIONS
         cached, write = _clamp(prefix.prediction(spec.name), tokens)
-        cost = estimate_cost(spec.price, tokens, output, cached, write, reasoning) / 10**12
+        price = service_price(spec, service_tier)
+        cost = estimate_cost(price, tokens, output, cached, write, reasoning) / 10**12
         candidate = {"model": spec.name, "estimated_cost_usd": cost, "input_tokens": tokens, "cached_tokens": cached,
                      "cache_write_tokens": write, "expected_output_tokens": output,
                      "expected_reasoning_tokens": reasoning, "quality": spec.quality}
@@ -368,6 +373,15 @@ class Router:
         if tier.baseline_model:
             return self._settings.models[tier.baseline_model]
         return max(in_tier, key=lambda m: (m.quality or 0.0, m.price.base.output), default=None)
+
+
+def service_price(spec: ModelSpec, service_tier: str) -> Price:
+    """What `spec` costs at `service_tier`: for `flex` (a request that may wait), the flex price
+    only where the gateway can send it at flex (`spec.deferred`); else the tier's price, or the
+    default one where the model has none."""
+    if service_tier == "flex":
+        return spec.price.for_service("flex") if spec.deferred is not None else spec.price
+    return spec.price.for_service(service_tier)
 
 
 def _last_user_text(messages: list[Any]) -> str:
