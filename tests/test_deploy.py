@@ -165,7 +165,8 @@ def test_prometheus_scrapes_each_replica_and_loads_the_rules() -> None:
     sd = job["dns_sd_configs"][0]
     assert sd["names"] == ["gateway"] and sd["type"] == "A" and sd["port"] == 4000  # one target per replica
     alerts = {r["alert"] for g in _yaml_docs(PROM / "alerts.yml")[0]["groups"] for r in g["rules"] if "alert" in r}
-    assert {"GatewayBudget80PercentUsed", "GatewayBudgetExhausted", "GatewayUpstreamErrorRateHigh",
+    assert {"GatewayBudget80PercentUsed", "GatewayBudgetExhausted", "GatewayBudgetRunsOutBeforePeriodEnd",
+            "GatewayUpstreamErrorRateHigh",
             "GatewayOverheadP99High", "GatewayCacheHitRatioDropped"} <= alerts
 
 

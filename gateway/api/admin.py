@@ -1,11 +1,13 @@
 """The admin API, authorised by `Authorization: Bearer <master_key>` (off when no master key is
-configured): virtual keys (`/admin/keys`), team budgets (`/admin/teams`) and spend aggregates
+configured): virtual keys (`/admin/keys`), team budgets (`/admin/teams`), spend aggregates
 (`/admin/spend`: from the daily aggregates, or `source=ledger` from the spend ledger; both give
-the same figures). And `GET /v1/spend`, a caller's own key's budget position."""
+the same figures) and the spend forecast (`/admin/forecast`, `gateway/access/forecast.py`). And
+`GET /v1/spend`, a caller's own key's budget position."""
 
 from __future__ import annotations
 
 import hmac
+import math
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -15,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from gateway.access.budgets import Spend
+from gateway.access.forecast import Forecast, forecast_keys, forecast_teams, live_keys, window_spend
 from gateway.access.keys import Team, budget_pico_from_usd, clean_fields
 from gateway.errors import AuthenticationFailed, InvalidRequest, NotFound
 from gateway.ledger.report import spend_by
@@ -22,7 +25,7 @@ from gateway.ledger.spend_stats import GROUPS, aggregate
 from gateway.money.pricing import PICO_PER_USD
 from gateway.state import AppState
 
-__all__ = ["admin_state", "day_bounds", "router", "span"]
+__all__ = ["admin_state", "day_bounds", "forecast_body", "router", "span"]
 
 router = APIRouter()
 _MAX_DAYS = 400
@@ -176,6 +179,49 @@ async def admin_spend(request: Request) -> JSONResponse:
         "group_by": group_by, "source": source, "from": first.isoformat(), "to": last.isoformat(),
         "data": [{"group": g, "spend_usd": p / PICO_PER_USD} for g, p in groups.items()],
         "total_usd": sum(groups.values()) / PICO_PER_USD if group_by in ("model", "day") else None,
+    })
+
+
+def forecast_body(forecast: Forecast) -> dict[str, Any]:
+    """A forecast's figures in USD (as /admin/spend's); `exhaustion_seconds` and
+    `projected_exhaustion_at` are null when the budget never runs out at this rate (or there is none)."""
+    spend, exhaustion, at = forecast.spend, forecast.exhaustion_s, forecast.exhaustion_at
+    return {
+        "budget_usd": _usd(spend.budget), "spent_usd": _usd(spend.spent), "reserved_usd": _usd(spend.reserved),
+        "remaining_usd": _usd(spend.remaining), "window_spend_usd": _usd(forecast.window_pico),
+        "burn_rate_usd_per_hour": _usd(forecast.rate_pico_per_hour),
+        "projected_period_spend_usd": _usd(forecast.projected_period_pico),
+        "period_end": spend.period_end.isoformat() if spend.period_end else None,
+        "projected_exhaustion_at": at.isoformat() if at else None,
+        "exhaustion_seconds": exhaustion if math.isfinite(exhaustion) else None,
+        "runs_out_before_period_end": forecast.runs_out_before_period_end,
+    }
+
+
+@router.get("/admin/forecast")
+async def admin_forecast(request: Request) -> JSONResponse:
+    """Per team and key: the burn rate over the last `budgets.forecast_window_s` and where it leads by
+    the period's end; `?team=` (that team and its keys), `?key_id=` (that key and its team)."""
+    state = admin_state(request)
+    team, key_id = request.query_params.get("team"), request.query_params.get("key_id")
+    window_s = state.settings.budgets.forecast_window_s
+    await state.ledger.flush()  # this process's newest records (other processes flush every interval)
+    now = datetime.now(UTC)
+    window = await window_spend(state.ledger, now, window_s)
+    keys = sorted((k for k in live_keys(await state.access.keys.list(), now)
+                   if (key_id is None or k.id == key_id) and (team is None or k.team == team)),
+                  key=lambda k: (k.team or "", k.alias or "", k.id))
+    names = {k.team for k in keys} if key_id is not None else None
+    teams = sorted((t for t in await state.access.keys.list_teams()
+                    if (team is None or t.name == team) and (names is None or t.name in names)),
+                   key=lambda t: t.name)
+    budgets = state.access.budgets
+    return JSONResponse({
+        "window_s": window_s, "generated_at": now.isoformat(),
+        "teams": [{"team": t.name, "budget_period": t.budget_period, **forecast_body(f)}
+                  for t, f in await forecast_teams(teams, budgets, window, window_s, now)],
+        "keys": [{"key_id": k.id, "alias": k.alias, "team": k.team, "budget_period": k.budget_period,
+                  **forecast_body(f)} for k, f in await forecast_keys(keys, budgets, window, window_s, now)],
     })
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from gateway.config.schema import LedgerConfig
 from gateway.database.pool import Database
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, ServiceUnavailable
 from gateway.ledger.journal import Entry, LedgerJournal
 from gateway.ledger.store import FIELDS, PAGE, LedgerRecord, iso
 from gateway.ledger.writer import LedgerWriter
@@ -42,6 +42,7 @@ _FIRST_PAGE, _NEXT_PAGE = _PAGE.format(""), _PAGE.format("AND (at, record_id) > 
 _EXPIRE_ROWS = 10_000  # rows per DELETE (short transactions, however much has expired)
 _EXPIRE = f"DELETE FROM ledger WHERE record_id IN (SELECT record_id FROM ledger WHERE at < $1 LIMIT {_EXPIRE_ROWS})"
 _ACQUIRE_S = 10.0  # waiting for a pooled connection
+_SUMS = "SELECT key_id, team, sum(cost_pico) AS pico FROM ledger WHERE at >= $1 AND at < $2 GROUP BY key_id, team"
 
 
 def default_journal_path(url: str, schema: str) -> str:
@@ -140,3 +141,17 @@ class PostgresLedger(LedgerWriter):
             if len(rows) < PAGE:
                 return
             after = (rows[-1]["at"], rows[-1]["record_id"])
+
+    async def sums(self, start: datetime, end: datetime) -> dict[tuple[str, str], int]:
+        """Pico-USD per (key_id, team) of the records with start <= time < end, by one SQL sum (the
+        spend forecast's window, `gateway/access/forecast.py`); ServiceUnavailable when PostgreSQL
+        does not answer."""
+        try:
+            pool = await self.database.pool()
+            async with pool.acquire(timeout=_ACQUIRE_S) as conn:
+                rows = await conn.fetch(_SUMS, start, end)
+        except _unavailable() as exc:
+            if isinstance(exc, GatewayError):
+                raise
+            raise ServiceUnavailable(f"the ledger (PostgreSQL) is unavailable: {exc!r}") from exc
+        return {(row["key_id"], row["team"]): int(row["pico"]) for row in rows}

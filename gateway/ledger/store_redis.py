@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -29,6 +29,7 @@ __all__ = ["RedisLedger"]
 
 log = logging.getLogger("gateway.ledger")
 _MAX_PENDING = 100_000  # records held in this process while Redis does not answer
+_ID_SLACK_S = 300  # `sums`: entries are read from this long before the window's start (clock skew)
 _CHUNK = 64  # records per round trip (~0.2 ms of work here, and as long for Redis to run the script)
 # KEYS = the day's stream; ARGV = max entries (approximate), expiry (unix s), then the records.
 _APPEND = Lua.of("""
@@ -105,16 +106,39 @@ class RedisLedger:
 
     async def pages(self, start: datetime, end: datetime) -> AsyncIterator[list[LedgerRecord]]:
         low, high = iso(start), iso(end)
+        async for rows in self._entries(start, end, "-"):
+            page = [r for r in (LedgerRecord.from_dict(orjson.loads(f[b"r"])) for _, f in rows)
+                    if low <= r.time < high]
+            if page:
+                yield page
+
+    async def sums(self, start: datetime, end: datetime) -> dict[tuple[str, str], int]:
+        """Pico-USD per (key_id, team) of the records with start <= time < end (the spend
+        forecast's window, `gateway/access/forecast.py`). Each day's stream is read from the entry
+        id of `start` less `_ID_SLACK_S`, not from the day's first entry: an entry's id is Redis's
+        clock when it was written, which is after the record's own time (records wait in a
+        process's buffer first) unless the clocks disagree by more than the slack."""
+        low, high = iso(start), iso(end)
+        first = f"{max(int((start.timestamp() - _ID_SLACK_S) * 1000), 0)}-0"
+        out: dict[tuple[str, str], int] = defaultdict(int)
+        async for rows in self._entries(start, end, first):
+            for _, fields in rows:
+                record = orjson.loads(fields[b"r"])
+                if low <= record["time"] < high:
+                    out[(record["key_id"], record["team"])] += record["cost_pico"]
+        return dict(out)
+
+    async def _entries(self, start: datetime, end: datetime, first: str) -> AsyncIterator[list[Any]]:
+        """The stream entries of the days from `start` to `end`, each day's from entry id `first`
+        on, in pages of at most PAGE."""
         oldest = (datetime.now(UTC) - timedelta(days=self._config.kept_days(False) + 1)).date()
         day, last = max(start.astimezone(UTC).date(), oldest), end.astimezone(UTC).date()
         while day <= last:
-            cursor = "-"
+            cursor = first
             while True:
                 rows = await self._redis.xrange(self.key(day), min=cursor, max="+", count=PAGE)
-                page = [r for r in (LedgerRecord.from_dict(orjson.loads(f[b"r"])) for _, f in rows)
-                        if low <= r.time < high]
-                if page:
-                    yield page
+                if rows:
+                    yield rows
                 if len(rows) < PAGE:
                     break
                 cursor = "(" + rows[-1][0].decode()

@@ -36,6 +36,7 @@ _INSERT = f"INSERT OR IGNORE INTO ledger ({', '.join(COLUMNS)}) VALUES ({', '.jo
 _PAGE = f"SELECT {', '.join(COLUMNS)} FROM ledger WHERE at >= ? AND at < ? {{}} ORDER BY at, record_id LIMIT {PAGE}"
 _FIRST_PAGE, _NEXT_PAGE = _PAGE.format(""), _PAGE.format("AND (at, record_id) > (?, ?)")
 _EXPIRE_ROWS = 10_000  # rows per DELETE (short transactions, however much has expired)
+_SUMS = "SELECT key_id, team, sum(cost_pico) AS pico FROM ledger WHERE at >= ? AND at < ? GROUP BY key_id, team"
 _EXPIRE = f"DELETE FROM ledger WHERE record_id IN (SELECT record_id FROM ledger WHERE at < ? LIMIT {_EXPIRE_ROWS})"
 
 
@@ -57,6 +58,10 @@ def _insert(rows: list[tuple[Any, ...]], conn: sqlite3.Connection) -> None:
 
 def _page(start: str, end: str, after: tuple[str, ...], conn: sqlite3.Connection) -> list[sqlite3.Row]:
     return conn.execute(_NEXT_PAGE if after else _FIRST_PAGE, (start, end, *after)).fetchall()
+
+
+def _sums(start: str, end: str, conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    return conn.execute(_SUMS, (start, end)).fetchall()
 
 
 def _expire(cutoff: str, conn: sqlite3.Connection) -> int:
@@ -104,3 +109,9 @@ class SqliteLedger(LedgerWriter):
             if len(rows) < PAGE:
                 return
             after = (rows[-1]["at"], rows[-1]["record_id"])
+
+    async def sums(self, start: datetime, end: datetime) -> dict[tuple[str, str], int]:
+        """Pico-USD per (key_id, team) of the records with start <= time < end, by one SQL sum (the
+        spend forecast's window, `gateway/access/forecast.py`)."""
+        rows = await self.store.read(functools.partial(_sums, iso(start), iso(end)))
+        return {(row["key_id"], row["team"]): int(row["pico"]) for row in rows}
