@@ -16,9 +16,12 @@ from fastapi import FastAPI
 from gateway import backends
 from gateway.access.gate import Access
 from gateway.access.periods import period_of
-from gateway.api import admin, dashboard, estimate, health, ledger, metrics, models, responses
+from gateway.api import admin, batches, dashboard, estimate, health, ledger, metrics, models, responses
 from gateway.api.asgi import GatewayASGI
 from gateway.api.errors import install_error_handlers
+from gateway.batches.books import BatchBooks
+from gateway.batches.service import BatchService
+from gateway.batches.store import build_store
 from gateway.cache.prefix_cache import PrefixCache
 from gateway.config.catalog import builtin_config
 from gateway.config.schema import load_config
@@ -76,10 +79,13 @@ def build_state(settings: Settings, tokens: TokenCounter, app_metrics: Metrics, 
     books = Books(tokens, app_metrics, ledger_store, stats, prefix, access, router, background)
     pipeline = Pipeline(settings, router, access, prefix, responses, providers, counting, books, redact,
                         build_native(pool))
+    batch_books = BatchBooks(settings, tokens, app_metrics, ledger_store, stats, access.budgets, redact)
+    batch_service = BatchService(settings, router, access, counting, build_store(settings, redis, store),
+                                 batch_books, background)
     return AppState(settings, app_metrics, tokens, counting, pool, providers, router, prefix, access, responses,
                     ledger_store, stats, background, pipeline, redact, errors, redis,
                     backends.response_store(settings, redis),
-                    Embeddings(settings, router, access, responses, providers, books), database, store)
+                    Embeddings(settings, router, access, responses, providers, books), database, store, batch_service)
 
 
 def _warm_up(tokens: TokenCounter, upstream_ids: list[str], litellm: bool) -> None:
@@ -104,11 +110,14 @@ async def _running(state: AppState) -> AsyncIterator[None]:
     if state.sqlite is not None:  # created now, or a clear error before serving
         await state.sqlite.open()
         log.info("keys, teams, spend and the ledger: SQLite file %s", state.sqlite.path)
-    chores = [loop.create_task(state.access.replay_forever()), loop.create_task(state.access.refresh_gauges_forever()),
+    chores = [loop.create_task(state.access.replay_forever()),
+              loop.create_task(state.access.refresh_gauges_forever(state.ledger)),
               loop.create_task(state.metrics.money.flush_forever()), loop.create_task(state.responses.run())]
     ledger_writer = loop.create_task(state.ledger.run())
     spend_writer = loop.create_task(state.access.budgets.run())  # settled spend to the database, if any
     chores.append(loop.create_task(state.access.keys.run()))  # the key cache re-synced from the database
+    if state.batches is not None:  # running batches followed to their end (docs/batches.md)
+        chores.append(loop.create_task(state.batches.run()))
     if state.database is not None and state.redis is not None:  # the drift gauge (docs/budgets.md#reconciliation)
         drift = Reconciler(state.database, state.redis, settings.redis_prefix, period_of, ledger=False)
         chores.append(loop.create_task(drift.refresh_forever(state.metrics.spend_drift)))
@@ -130,6 +139,8 @@ async def _running(state: AppState) -> AsyncIterator[None]:
         state.ledger.stop()  # not cancelled: a write cut off mid-way would be lost or doubled
         await ledger_writer
         await state.ledger.flush()
+        if state.batches is not None:
+            await state.batches.close()
         state.pool.close()
         state.counting.close()
         await asyncio.gather(state.responses.close(), state.prefix.close())  # their own Redis (cache.redis_url)
@@ -158,7 +169,7 @@ def create_app(settings: Settings) -> GatewayASGI:
     app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
                   redirect_slashes=False)
     install_error_handlers(app, redact, errors)
-    for module in (models, estimate, health, metrics, admin, ledger, dashboard, responses):
+    for module in (models, estimate, health, metrics, admin, ledger, dashboard, responses, batches):
         app.include_router(module.router)
     return GatewayASGI(app, app_metrics.in_flight, settings.server)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.access.gate import Access
+from gateway.batches.service import BatchService
 from gateway.cache.prefix_cache import PrefixCache
 from gateway.cache.response_cache import ResponseCache
 from gateway.config.settings import Settings
@@ -53,3 +54,4 @@ class AppState:
     embeddings: Embeddings  # the /v1/embeddings path
     database: Database | None  # PostgreSQL, the system of record (with `database_url`)
     sqlite: Sqlite | None = None  # the SQLite file, the system of record without PostgreSQL and Redis
+    batches: BatchService | None = None  # the Batch API (/v1/files, /v1/batches)

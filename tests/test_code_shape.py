@@ -58,7 +58,7 @@ def test_litellm_is_not_imported_on_start_up_or_the_openai_path() -> None:
 # The layers of gateway/, lowest first: a module may import its own layer and the ones below it.
 LAYERS = ["gateway", "errors", "runtime", "redaction", "money", "tokens", "formats", "config", "observability",
           "providers", "database", "ledger", "access", "cache", "conversations", "routing", "pipeline", "backends",
-          "state", "api", "app", "fake_upstream", "demo", "cli", "__main__"]
+          "batches", "state", "api", "app", "fake_upstream", "demo", "cli", "__main__"]
 
 
 def _layer(module: str) -> str | None:

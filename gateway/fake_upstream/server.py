@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 
-from gateway.fake_upstream import anthropic_format, embeddings_format, openai_format, responses_format
+from gateway.fake_upstream import anthropic_format, batch_format, embeddings_format, openai_format, responses_format
 from gateway.fake_upstream.behaviour import Behaviour, ReplyPlan, Turn, count_input_tokens
 
 T = TypeVar("T")
@@ -55,6 +55,7 @@ class FakeUpstream:
         self._log: deque[dict[str, Any]] = deque(maxlen=LOG_MAXLEN)
         self._seq = itertools.count(1)
         self._runner: web.AppRunner | None = None
+        self.batches = batch_format.FakeBatches(self._resolve, self._log)  # the Files and Batch APIs
         self.app = self._make_app()
 
     # ------------------------------------------------------------------ lifecycle
@@ -66,6 +67,7 @@ class FakeUpstream:
         app.router.add_post(anthropic_format.PATH, self._handle_anthropic)
         app.router.add_post(anthropic_format.PATH + "/count_tokens", self._handle_count_tokens)
         app.router.add_get("/v1/models", self._handle_models)
+        self.batches.add_routes(app)
         app.router.add_post("/_fake/script", self._handle_script)
         app.router.add_post("/_fake/reset", self._handle_reset)
         app.router.add_get("/_fake/calls", self._handle_calls)
@@ -113,6 +115,7 @@ class FakeUpstream:
         self._scripts.clear()
         self._default_plans.clear()
         self._log.clear()
+        self.batches.reset()
 
     def calls(self, model: str | None = None) -> list[dict[str, Any]]:
         """Snapshot (shallow copies) of call-log records, oldest first, optionally for one body model."""
