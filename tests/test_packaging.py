@@ -42,7 +42,24 @@ def test_demo_runs_without_keys_or_redis() -> None:
     assert "request 3: 200, cost $0.00054 (max_tokens lowered to 207: what the budget can still pay)" in out.stdout
     assert "spent $0.001620 of $0.0017" in out.stdout and "upstream called 3 times" in out.stdout
     _check_client_apis(out.stdout)
+    _check_economics(out.stdout)
     _check_auto_replay(out.stdout)
+
+
+def _check_economics(stdout: str) -> None:
+    """gpt-5-mini at flex ($0.125/M input, $0.0125/M cached, $1/M output: half its default price),
+    three batch lines of gpt-4o-mini at batch rates ($0.075/M, $0.0375/M cached, $0.30/M), and the
+    forecast of a team that spent 3 x (20,000 x $0.15/M + 2,000 x $0.60/M) within the hour."""
+    assert "x-gateway-defer: flex -> gpt-5-mini called with service_tier='flex', the answer reports 'flex'" in stdout
+    assert ("6,000 in (2,048 cached), 1,500 out: $0.0020196 at flex, $0.0040392 at the default tier; "
+            "cost_details.service_tier = 'flex'") in stdout
+    assert "ticket-1:  1200 in,  300 out: usage.cost $0.00018 (batch rates)" in stdout
+    assert "ticket-2:  2400 in,  500 out: usage.cost $0.0002916 (batch rates)" in stdout  # 1,024 cached
+    assert "ticket-3:   800 in,  120 out: usage.cost $0.000096 (batch rates)" in stdout
+    assert "batch total $0.0005676, $0.0011352 at the default tier" in stdout
+    assert "GET /admin/forecast?team=research: budget $0.05 daily, spent $0.0126" in stdout
+    assert re.search(r"burn rate \$0\.012600/h over the last hour; projected \$0\.\d{6} by \S+T00:00:00\+00:00; "
+                     r"runs out ", stdout)
 
 
 def _check_client_apis(stdout: str) -> None:

@@ -20,6 +20,7 @@ from gateway.demo.apis import API_MODELS, run_apis
 from gateway.demo.auto import load_replay, replay_settings, run_auto
 from gateway.demo.budget import MASTER_KEY, run_budget
 from gateway.demo.caching import run_cached
+from gateway.demo.economics import ECONOMICS_MODELS, run_economics
 from gateway.demo.routing import ROUTED_MODELS, run_routed
 from gateway.fake_upstream import FakeUpstreamThread
 from gateway.money.price_table import load_price_table
@@ -128,7 +129,7 @@ def _settings(fake: FakeUpstreamThread) -> Settings:
     quality = {name: q for _, name, (q, _) in BUILTIN_MODELS}
     models = [{"name": name, "provider": provider, "api_key": "simulated-key", "quality": quality.get(name),
                "api_base": fake.url + ("" if provider == "anthropic" else "/v1")}
-              for name, provider in MODELS + ROUTED_MODELS + API_MODELS]
+              for name, provider in MODELS + ROUTED_MODELS + API_MODELS + ECONOMICS_MODELS]
     tiers = {t: {"min_quality": q} for t, q in DEFAULT_TIERS.items()}
     config = {"models": models, "tiers": tiers, "master_key": MASTER_KEY, "storage": {"backend": "memory"}}
     return resolve_settings(parse_config(config, "demo"), load_price_table(), "demo")
@@ -172,6 +173,7 @@ def run_demo() -> int:
             run_cached(client, fake, lambda name, labels: _scraped(port, name, labels))
             run_budget(f"http://127.0.0.1:{port}", fake)
             run_apis(f"http://127.0.0.1:{port}", client, fake)
+            run_economics(f"http://127.0.0.1:{port}", client, fake, settings, MASTER_KEY)
         finally:
             server.should_exit = True
             thread.join(5)
