@@ -21,13 +21,15 @@ from gateway.api.asgi import GatewayASGI
 from gateway.api.errors import install_error_handlers
 from gateway.batches.books import BatchBooks
 from gateway.batches.service import BatchService
-from gateway.batches.store import build_store
+from gateway.batches.store import BatchStore, build_store
 from gateway.cache.prefix_cache import PrefixCache
 from gateway.config.catalog import builtin_config
 from gateway.config.schema import load_config
 from gateway.config.settings import Settings, resolve_settings
 from gateway.database.migrate import upgrade
+from gateway.database.pool import Database
 from gateway.database.reconcile import Reconciler
+from gateway.database.sqlite import Sqlite
 from gateway.money.price_table import load_price_table
 from gateway.observability.error_log import ErrorLog
 from gateway.observability.metrics import Metrics
@@ -80,12 +82,23 @@ def build_state(settings: Settings, tokens: TokenCounter, app_metrics: Metrics, 
     pipeline = Pipeline(settings, router, access, prefix, responses, providers, counting, books, redact,
                         build_native(pool))
     batch_books = BatchBooks(settings, tokens, app_metrics, ledger_store, stats, access.budgets, redact)
-    batch_service = BatchService(settings, router, access, counting, build_store(settings, redis, store),
-                                 batch_books, background)
+    batch_store = _batch_store(settings, redis, database, store)
+    batch_service = BatchService(settings, router, access, counting, batch_store, batch_books, background)
     return AppState(settings, app_metrics, tokens, counting, pool, providers, router, prefix, access, responses,
                     ledger_store, stats, background, pipeline, redact, errors, redis,
                     backends.response_store(settings, redis),
                     Embeddings(settings, router, access, responses, providers, books), database, store, batch_service)
+
+
+def _batch_store(settings: Settings, redis: object, database: Database | None, store: Sqlite | None) -> BatchStore:
+    """Where batches and files live: PostgreSQL whenever `database_url` is set, with or without
+    Redis (the system of record: a batch carries a budget hold and its cost; docs/batches.md),
+    else Redis, else the SQLite file, else this process's memory (`build_store`)."""
+    if database is not None:
+        from gateway.batches.store_pg import PgBatchStore
+
+        return PgBatchStore(database, settings.batches.file_ttl_s)
+    return build_store(settings, redis, store)
 
 
 def _warm_up(tokens: TokenCounter, upstream_ids: list[str], litellm: bool) -> None:

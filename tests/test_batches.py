@@ -454,3 +454,96 @@ def test_gateway_serve_with_two_workers_on_the_sqlite_file_settles_a_batch_once(
         assert "Traceback" not in gw.logs() and "batch poll failed" not in gw.logs()
     finally:
         gw.stop()
+
+
+def on_postgres(upstream: FakeUpstreamThread, database_url: str, schema: str, journals: Any, **extra: Any,
+                ) -> dict[str, Any]:
+    """The config of a gateway on PostgreSQL (`schema`), with journals of its own (`journals`)."""
+    journals.mkdir(parents=True, exist_ok=True)
+    return config(upstream, database_url=database_url,
+                  database={"schema_name": schema, "migrate_on_start": True, "timeout_s": 5},
+                  budgets={"journal_path": str(journals / "spend.jsonl")},
+                  ledger={"journal_path": str(journals / "ledger.jsonl")}, **extra)
+
+
+async def pg_rows(database_url: str, schema: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url, server_settings={"search_path": schema})
+    try:
+        return [tuple(row) for row in await conn.fetch(query, *args)]
+    finally:
+        await conn.close()
+
+
+@pytest.mark.anyio
+async def test_on_postgresql_a_batch_survives_a_restart_and_two_gateways_polling_it_settle_it_once(
+        in_process: Any, upstream: FakeUpstreamThread, database_url: str, pg_schema: str, tmp_path: Any) -> None:
+    script_batches(upstream, delay_s=0.2, usage={"a": {"prompt_tokens": 20, "completion_tokens": 2},
+                                                 "b": {"prompt_tokens": 10, "completion_tokens": 1}})
+    lines = [chat_line("a", "hi", max_tokens=MAX_TOKENS), chat_line("b", "ho", max_tokens=MAX_TOKENS)]
+    async with in_process(on_postgres(upstream, database_url, pg_schema, tmp_path / "one")) as gw:
+        key = await new_key(gw, budget_usd="1")
+        batch = await submit(gw.openai(api_key=key), lines)
+        hold = held(tokens("hi", "batch-a-up"), MAX_TOKENS, A_BATCH_IN, A_BATCH_OUT) + held(
+            tokens("ho", "batch-a-up"), MAX_TOKENS, A_BATCH_IN, A_BATCH_OUT)
+        assert batch.model_extra["gateway"]["held_usd"] == usd(hold)
+        key_id = (await spend(gw, key))["key_id"]
+    assert await pg_rows(database_url, pg_schema, "SELECT id, settled FROM batches") == [(batch.id, False)]
+    polling = {"poll_interval_s": 0.05}  # both pollers at it, and both clients' GETs
+    async with in_process(on_postgres(upstream, database_url, pg_schema, tmp_path / "two", batches=polling)) as two, \
+            in_process(on_postgres(upstream, database_url, pg_schema, tmp_path / "three", batches=polling)) as three:
+        second, third = two.openai(api_key=key), three.openai(api_key=key)
+        assert [b.id async for b in third.batches.list()] == [batch.id]  # restarted: kept in PostgreSQL
+        done, _ = await asyncio.gather(finished(second, batch.id), finished(third, batch.id))
+        assert done.request_counts.model_dump() == {"total": 2, "completed": 2, "failed": 0}
+        cost = 30 * A_BATCH_IN + 3 * A_BATCH_OUT
+        assert done.model_extra["gateway"]["cost_usd"] == usd(cost)
+        await two.drain()
+        await three.drain()
+        metric = two.metric("gateway_spend_usd_total", service_tier="batch") + three.metric(
+            "gateway_spend_usd_total", service_tier="batch")
+        assert metric == cost / 10**12  # booked by one of them only
+    # (both stopped: what they had queued for PostgreSQL is written)
+    rows = await pg_rows(database_url, pg_schema, "SELECT request_id, cost_pico, service_tier FROM ledger "
+                         "ORDER BY request_id")
+    assert rows == [(f"{batch.id}:a", 20 * A_BATCH_IN + 2 * A_BATCH_OUT, "batch"),
+                    (f"{batch.id}:b", 10 * A_BATCH_IN + 1 * A_BATCH_OUT, "batch")]
+    assert await pg_rows(database_url, pg_schema, "SELECT amount_pico FROM spend_settlements WHERE key_id = $1",
+                         key_id) == [(cost,)]  # the hold settled once, with the exact sum of the lines
+    assert await pg_rows(database_url, pg_schema, "SELECT settled FROM batches") == [(True,)]
+    assert await pg_rows(database_url, pg_schema, "SELECT id FROM batch_claims") == []  # the claim let go
+    async with in_process(on_postgres(upstream, database_url, pg_schema, tmp_path / "four")) as gw:
+        client = gw.openai(api_key=key)
+        position = await spend(gw, key)
+        assert (position["spend_usd"], position["reserved_usd"]) == (cost / 10**12, 0)
+        assert (await client.batches.retrieve(batch.id)).model_extra["gateway"]["cost_usd"] == usd(cost)
+        assert [f.id for f in (await client.files.list()).data] == [done.output_file_id, batch.input_file_id]
+        output = results((await client.files.content(done.output_file_id)).content)
+        assert sorted(output) == ["a", "b"]
+
+
+@pytest.mark.anyio
+async def test_with_postgresql_and_redis_batches_are_kept_in_postgresql(
+        in_process: Any, upstream: FakeUpstreamThread, database_url: str, pg_schema: str, redis_url: str,
+        tmp_path: Any) -> None:
+    import redis.asyncio as aioredis
+
+    script_batches(upstream, usage={"a": {"prompt_tokens": 20, "completion_tokens": 2}})
+    prefix = f"gwb{uuid.uuid4().hex[:8]}"
+    both = on_postgres(upstream, database_url, pg_schema, tmp_path, redis_url=redis_url, redis_prefix=prefix)
+    async with in_process(both) as gw:
+        key = await new_key(gw, budget_usd="1")
+        client = gw.openai(api_key=key)
+        batch = await submit(client, [chat_line("a", "hi", max_tokens=MAX_TOKENS)])
+        done = await finished(client, batch.id)
+        await gw.drain()
+        assert (await spend(gw, key))["spend_usd"] == (20 * A_BATCH_IN + 2 * A_BATCH_OUT) / 10**12
+    assert await pg_rows(database_url, pg_schema, "SELECT id, settled FROM batches") == [(batch.id, True)]
+    assert sorted(await pg_rows(database_url, pg_schema, "SELECT id FROM batch_files")) == sorted(
+        [(batch.input_file_id,), (done.output_file_id,)])
+    redis = aioredis.from_url(redis_url)
+    try:
+        assert [k async for k in redis.scan_iter(f"{prefix}:batch*")] == []  # none of it in Redis
+    finally:
+        await redis.aclose()

@@ -1,7 +1,7 @@
-"""Where batches and files are kept: Redis (every process and replica shares them:
-`store_redis.py`), else the SQLite file of the embedded default (the processes of one machine:
-`store_sqlite.py`), else this process's memory (one process; with PostgreSQL but no Redis too:
-docs/batches.md).
+"""Where batches and files are kept: PostgreSQL with `database_url` (the system of record, with
+or without Redis: `store_pg.py`, chosen in `gateway.app`), else Redis (every process and replica
+shares them: `store_redis.py`), else the SQLite file of the embedded default (the processes of one
+machine: `store_sqlite.py`), else this process's memory (one process: docs/batches.md).
 
 A batch is written by compare-and-set on its version (`write`), so a status refresh never
 overwrites a newer state; the one settlement of a batch is claimed (`claim`: at most one
@@ -163,9 +163,9 @@ class MemoryBatchStore:
 
 
 def build_store(settings: Settings, redis: Any, sqlite: Sqlite | None = None) -> BatchStore:
-    """Redis when configured (shared by every process and replica), else the SQLite file when it
-    keeps the records (the processes of one machine), else this process's memory (also with
-    PostgreSQL alone: docs/batches.md)."""
+    """Without PostgreSQL (which `gateway.app` prefers): Redis when configured (shared by every
+    process and replica), else the SQLite file when it keeps the records (the processes of one
+    machine), else this process's memory (docs/batches.md)."""
     ttl = settings.batches.file_ttl_s
     if redis is not None:
         from gateway.batches.store_redis import RedisBatchStore
