@@ -1,17 +1,41 @@
-"""What every endpoint reads off the HTTP request first: its id and its body (bounded)."""
+"""What every endpoint reads off the HTTP request first: its id, the gateway's own request
+headers, and its body (bounded)."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from typing import NamedTuple
 
 from starlette.requests import ClientDisconnect, Request
 
 from gateway.errors import ClientGone, RequestTooLarge
 
-__all__ = ["read_body", "request_id"]
+__all__ = ["GatewayHeaders", "gateway_headers", "read_body", "request_id"]
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class GatewayHeaders(NamedTuple):
+    """The client's `x-gateway-*` request headers the pipeline reads (None: not sent)."""
+
+    cache: str | None = None  # x-gateway-cache: the response cache's use for this request
+    defer: str | None = None  # x-gateway-defer: `flex`, the request may wait
+
+
+_NONE = GatewayHeaders()
+
+
+def gateway_headers(request: Request) -> GatewayHeaders:
+    """The `x-gateway-*` headers, read in one pass over the raw headers (most requests send none)."""
+    cache = defer = None
+    for name, value in request.scope["headers"]:
+        if name.startswith(b"x-gateway-"):
+            if name == b"x-gateway-cache":
+                cache = value.decode("latin-1")
+            elif name == b"x-gateway-defer":
+                defer = value.decode("latin-1")
+    return _NONE if cache is None and defer is None else GatewayHeaders(cache, defer)
 
 
 def request_id(request: Request) -> str:

@@ -12,7 +12,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.body import read_body, request_id
+from gateway.api.body import gateway_headers, read_body, request_id
 from gateway.api.errors import error_response, unexpected_error
 from gateway.api.sse_response import SSEResponse, completion_chunks
 from gateway.errors import GatewayError
@@ -37,7 +37,7 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
     try:
         grant = await state.access.authenticate(authorization)
         raw = await read_body(request, settings.max_body_bytes)
-        chat = parse_chat_request(raw, headers.get("x-gateway-cache"), headers.get("x-gateway-defer"))
+        chat = parse_chat_request(raw, *gateway_headers(request))
     except GatewayError as exc:  # refused before the pipeline saw it
         state.metrics.child(state.metrics.requests, "none", "", str(exc.status_code)).inc()
         return error_response(rid, exc, state.redact)

@@ -10,7 +10,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.body import read_body, request_id
+from gateway.api.body import gateway_headers, read_body, request_id
 from gateway.api.errors import error_response, unexpected_error
 from gateway.errors import GatewayError
 from gateway.pipeline.embedding_request import parse_embedding_request
@@ -30,7 +30,7 @@ async def create_embeddings(request: Request) -> Response:
     try:
         grant = await state.access.authenticate(authorization)
         raw = await read_body(request, state.settings.max_body_bytes)
-        embedding = parse_embedding_request(raw, request.headers.get("x-gateway-cache"))
+        embedding = parse_embedding_request(raw, gateway_headers(request).cache)
     except GatewayError as exc:
         state.metrics.child(state.metrics.requests, "none", "", str(exc.status_code)).inc()
         return error_response(rid, exc, state.redact)

@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.api.body import read_body, request_id
+from gateway.api.body import gateway_headers, read_body, request_id
 from gateway.api.errors import error_response
 from gateway.errors import GatewayError
 from gateway.pipeline.exchange import Caller
@@ -32,7 +32,7 @@ async def estimate(request: Request) -> Response:
     try:
         grant = await state.access.authenticate(authorization)
         chat = parse_chat_request(await read_body(request, settings.max_body_bytes),
-                                  defer_header=request.headers.get("x-gateway-defer"))
+                                  defer_header=gateway_headers(request).defer)
         return JSONResponse(await state.pipeline.estimate(chat, Caller(rid, grant, authorization, perf_counter())))
     except GatewayError as exc:
         return error_response(rid, exc, state.redact)

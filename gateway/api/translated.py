@@ -19,7 +19,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.body import read_body, request_id
+from gateway.api.body import gateway_headers, read_body, request_id
 from gateway.api.errors import unexpected_error
 from gateway.api.sse_response import SSEResponse, completion_chunks
 from gateway.errors import GatewayError, InvalidRequest
@@ -122,9 +122,8 @@ async def serve(request: Request, kind: CodecType, path: str) -> Response | SSER
         raw = await read_body(request, state.settings.max_body_bytes)
         caller = Caller(rid, grant, authorization, arrived)
         codec = await kind.open(decode_object(raw), request.headers, state, caller)
-        headers = request.headers
-        chat = chat_request(codec.chat, len(raw), headers.get("x-gateway-cache"), codec.native,
-                            headers.get("x-gateway-defer"))
+        options = gateway_headers(request)
+        chat = chat_request(codec.chat, len(raw), options.cache, codec.native, options.defer)
     except GatewayError as exc:  # refused before the pipeline saw it
         state.metrics.child(state.metrics.requests, "none", "", str(exc.status_code)).inc()
         return error_response(kind, state, rid, exc)

@@ -1,19 +1,23 @@
 """An OpenAI-format upstream's own Files and Batch endpoints (`{api_base}/files`,
 `{api_base}/batches`), called with the model's key. Rare calls (a few per batch), some with large
-bodies both ways, so aiohttp's client (multipart, GET) rather than the chat path's lean pool.
-Failures become GatewayErrors as every upstream failure does (`providers.errors.status_error`)."""
+bodies both ways, so aiohttp's client (multipart, GET) rather than the chat path's lean pool,
+imported when the first batch call is made (it adds ~70 modules and ~11,000 objects that every
+garbage-collector pass would walk: kept off start-up and the chat path). Failures become
+GatewayErrors as every upstream failure does (`providers.errors.status_error`)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
 from gateway.config.settings import ModelSpec
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.providers.errors import bad_response, status_error
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["UpstreamBatches"]
 
@@ -26,6 +30,8 @@ class UpstreamBatches:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:  # (made in the running loop, when first needed)
+            import aiohttp
+
             self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
@@ -34,6 +40,8 @@ class UpstreamBatches:
             await self._session.close()
 
     async def _call(self, spec: ModelSpec, method: str, path: str, **kw: Any) -> bytes:
+        import aiohttp
+
         headers = {"User-Agent": _USER_AGENT, **({"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {})}
         try:
             async with asyncio.timeout(spec.timeout_s):
@@ -62,6 +70,8 @@ class UpstreamBatches:
 
     async def upload(self, spec: ModelSpec, filename: str, content: bytes) -> str:
         """The upstream's id for `content` uploaded as a batch input file."""
+        import aiohttp
+
         form = aiohttp.FormData()
         form.add_field("purpose", "batch")
         form.add_field("file", content, filename=filename, content_type="application/jsonl")
