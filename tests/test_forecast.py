@@ -140,6 +140,45 @@ def test_the_window_is_summed_per_key_and_team_from_the_ledger() -> None:
     assert window.by_team == {"ml": 31, "ops": 19}
 
 
+@pytest.mark.anyio
+async def test_the_redis_window_is_read_incrementally(redis_url: str) -> None:
+    """Each call decodes only the entries written since the one before; the window moves on."""
+    from redis.asyncio import Redis
+
+    from gateway.ledger.store_redis import RedisLedger
+
+    client = Redis.from_url(redis_url)
+    ledger = RedisLedger(client, f"test-{uuid.uuid4().hex[:8]}", LedgerConfig())
+    read: list[int] = []
+    xrange = client.xrange
+
+    async def counted(*args: Any, **kw: Any) -> Any:
+        rows = await xrange(*args, **kw)
+        read.append(len(rows))
+        return rows
+
+    client.xrange = counted  # type: ignore[method-assign]
+    now = datetime.now(UTC)
+    hour = timedelta(hours=1)
+    try:
+        ledger.add(_record(0, now - timedelta(seconds=4000), "k1", "ml", 1000))  # before the window
+        ledger.add(_record(1, now - timedelta(seconds=100), "k1", "ml", 5))
+        await ledger.flush()
+        assert await ledger.sums(now - hour, now) == {("k1", "ml"): 5}
+        first = sum(read)
+        ledger.add(_record(2, now + timedelta(seconds=1), "k1", "ml", 7))
+        ledger.add(_record(3, now + timedelta(seconds=2), "k2", "", 3))
+        await ledger.flush()
+        later = now + timedelta(seconds=10)
+        assert await ledger.sums(later - hour, later) == {("k1", "ml"): 12, ("k2", ""): 3}
+        assert sum(read) - first == 2  # only the two new entries were read
+        # an hour on, the record of 100 s before `now` has left the window; the others have not
+        on = now + hour - timedelta(seconds=50)
+        assert await ledger.sums(on - hour, on) == {("k1", "ml"): 7, ("k2", ""): 3}
+    finally:
+        await client.aclose()
+
+
 # --- through a gateway, on each backend ------------------------------------------------------
 
 def gateway_config(upstream: FakeUpstreamThread, backend: dict[str, Any], **budgets: Any) -> dict[str, Any]:

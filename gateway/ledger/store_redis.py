@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from gateway.config.schema import LedgerConfig
+from gateway.ledger.rolling import RollingSums
 from gateway.ledger.store import PAGE, LedgerRecord, iso
 from gateway.runtime.redis_scripts import Lua, ScriptBatch
 
@@ -49,6 +50,8 @@ class RedisLedger:
         self._config = config
         self._pending: deque[LedgerRecord] = deque()
         self._stopping = asyncio.Event()
+        self._rolling = RollingSums()  # the forecast's window, read incrementally (`sums`)
+        self._sums_lock = asyncio.Lock()
 
     def key(self, day: date) -> str:
         return self._prefix + day.isoformat()
@@ -113,20 +116,26 @@ class RedisLedger:
                 yield page
 
     async def sums(self, start: datetime, end: datetime) -> dict[tuple[str, str], int]:
-        """Pico-USD per (key_id, team) of the records with start <= time < end (the spend
-        forecast's window, `gateway/access/forecast.py`). Each day's stream is read from the entry
-        id of `start` less `_ID_SLACK_S`, not from the day's first entry: an entry's id is Redis's
-        clock when it was written, which is after the record's own time (records wait in a
-        process's buffer first) unless the clocks disagree by more than the slack."""
-        low, high = iso(start), iso(end)
-        first = f"{max(int((start.timestamp() - _ID_SLACK_S) * 1000), 0)}-0"
-        out: dict[tuple[str, str], int] = defaultdict(int)
-        async for rows in self._entries(start, end, first):
-            for _, fields in rows:
-                record = orjson.loads(fields[b"r"])
-                if low <= record["time"] < high:
-                    out[(record["key_id"], record["team"])] += record["cost_pico"]
-        return dict(out)
+        """Pico-USD per (key_id, team) of the records with start <= time < end, to the second (the
+        spend forecast's window, `gateway/access/forecast.py`), read incrementally
+        (`rolling.py`): each day's stream from where the last call stopped, the first time from
+        the entry id of `start` less `_ID_SLACK_S` (an entry's id is Redis's clock when it was
+        written, after the record's own time: records wait in a process's buffer first)."""
+        async with self._sums_lock:  # (one reader at a time moves the cursors)
+            rolling, begin = self._rolling, start.timestamp()
+            if rolling.since is None or begin < rolling.since:  # the first window, or an older one
+                rolling.restart(begin)
+            first = f"{max(int((begin - _ID_SLACK_S) * 1000), 0)}-0"
+            day, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
+            while day <= last:
+                cursor = rolling.cursors.get(day)
+                async for rows in self._day_entries(day, first if cursor is None else "(" + cursor):
+                    for _, fields in rows:
+                        record = orjson.loads(fields[b"r"])
+                        rolling.add(record["time"], (record["key_id"], record["team"]), record["cost_pico"])
+                    rolling.cursors[day] = rows[-1][0].decode()
+                day += timedelta(days=1)
+            return rolling.window(begin, end.timestamp())
 
     async def _entries(self, start: datetime, end: datetime, first: str) -> AsyncIterator[list[Any]]:
         """The stream entries of the days from `start` to `end`, each day's from entry id `first`
@@ -134,12 +143,18 @@ class RedisLedger:
         oldest = (datetime.now(UTC) - timedelta(days=self._config.kept_days(False) + 1)).date()
         day, last = max(start.astimezone(UTC).date(), oldest), end.astimezone(UTC).date()
         while day <= last:
-            cursor = first
-            while True:
-                rows = await self._redis.xrange(self.key(day), min=cursor, max="+", count=PAGE)
-                if rows:
-                    yield rows
-                if len(rows) < PAGE:
-                    break
-                cursor = "(" + rows[-1][0].decode()
+            async for rows in self._day_entries(day, first):
+                yield rows
             day += timedelta(days=1)
+
+    async def _day_entries(self, day: date, first: str) -> AsyncIterator[list[Any]]:
+        """One day's stream entries from entry id `first` on (`(id`: after it), in pages of at
+        most PAGE (none: an empty page is never yielded)."""
+        cursor = first
+        while True:
+            rows = await self._redis.xrange(self.key(day), min=cursor, max="+", count=PAGE)
+            if rows:
+                yield rows
+            if len(rows) < PAGE:
+                return
+            cursor = "(" + rows[-1][0].decode()
