@@ -170,6 +170,29 @@ async def test_no_flex_capacity_falls_back_to_the_default_tier(in_process: Any, 
 
 
 @pytest.mark.anyio
+async def test_a_responses_request_may_wait_too(in_process: Any, upstream: FakeUpstreamThread) -> None:
+    """The Responses API goes to an OpenAI model natively: at flex when it may wait, its usage
+    (Responses convention) priced at flex; and back to the default tier when flex has no room."""
+    usage = {"input_tokens": 2000, "input_tokens_details": {"cached_tokens": 1500}, "output_tokens": 300,
+             "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 2300}
+    upstream.script("svc-up", {"reply": "1 2 3", "usage": usage})
+    async with in_process(config(upstream)) as gw:
+        client = gw.openai(default_headers={"x-gateway-defer": "flex"})
+        response = await client.responses.create(model="svc-test", input="Sort 3 1 2.")
+        assert response.service_tier == "flex" and upstream.calls("svc-up")[-1]["body"]["service_tier"] == "flex"
+        assert response.usage.model_dump()["cost"] == usd(FLEX_COST)
+        upstream.script("svc-up", {"reply": "1 2 3", "usage": usage, "fault": "429", "fault_service_tier": "flex"})
+        events = [e async for e in await client.responses.create(model="svc-test", input="Sort 3 1 2.",
+                                                                   stream=True)]
+        final = events[-1].response
+        assert final.service_tier == "default" and final.usage.model_dump()["cost"] == usd(DEFAULT_COST)
+        assert [c["body"].get("service_tier") for c in upstream.calls("svc-up")] == ["flex", "flex", None]
+        assert gw.metric("gateway_flex_fallbacks_total", model="svc-test") == 1
+        rows = await ledger(gw)
+        assert [(r.service_tier, r.cost_pico) for r in rows] == [("flex", FLEX_COST), ("default", DEFAULT_COST)]
+
+
+@pytest.mark.anyio
 async def test_deferral_changes_which_model_a_tier_picks(in_process: Any, upstream: FakeUpstreamThread) -> None:
     """At default prices plain-test ($1.50/$6) is cheaper than svc-test ($2/$8); at flex svc-test
     ($1/$4) is: a deferrable request (the header, or a tier with `defer: flex`) goes to it."""

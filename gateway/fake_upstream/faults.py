@@ -21,6 +21,8 @@ async def run_faults(
     (False, None) when the format should build its normal non-streaming body."""
     b = turn.behaviour
     await pause(b.latency_ms)
+    if b.fault_service_tier is not None and turn.body.get("service_tier") != b.fault_service_tier:
+        turn.fault = None  # the fault is for another service tier's calls
     fault = turn.fault
     if fault in STATUS_FAULTS:
         return True, fault_response(turn)

@@ -92,9 +92,6 @@ def _tool_call(i: int, tc: ToolCall) -> dict[str, Any]:
 
 async def respond(request: web.Request, turn: Turn) -> web.StreamResponse | None:
     """Answer one chat completion; None means the connection was deliberately dropped."""
-    only = turn.behaviour.fault_service_tier
-    if only is not None and turn.body.get("service_tier") != only:
-        turn.fault = None  # the fault is for another service tier's calls
     handled, answer = await run_faults(request, turn, fault_response, _stream)
     if handled:
         return answer

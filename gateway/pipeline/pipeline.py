@@ -238,30 +238,39 @@ class Pipeline:
     async def _call_deferred(self, exchange: Exchange[ChatRequest], attempt: Attempt, spec: ModelSpec,
                              provider: Provider) -> Answer | Stream:
         """A call at the flex service tier; if flex capacity is unavailable (a 429), the same model
-        at the default tier, while the request's deadline allows. (The budget holds the default
-        price throughout: the fallback may be billed at it.)"""
+        at the default tier (`_fall_back`)."""
         try:
             return await self._call(exchange, attempt, provider)
         except RateLimited as exc:
-            if attempt.deadline is not None and asyncio.get_running_loop().time() >= attempt.deadline:
-                raise
-            self._books.flex_fell_back(exchange, exc)
-            attempt.spec, attempt.deferred = spec, False
-            del attempt.body["service_tier"]
+            self._fall_back(exchange, attempt, spec, exc)
             return await self._call(exchange, attempt, provider)
+
+    def _fall_back(self, exchange: Exchange[ChatRequest], attempt: Attempt, spec: ModelSpec,
+                   exc: RateLimited) -> None:
+        """A flex call found no capacity: the attempt goes again, to `spec` at the default service
+        tier, while the request's deadline allows (else `exc` stands). The budget holds the
+        default price throughout: the fallback may be billed at it."""
+        if attempt.deadline is not None and asyncio.get_running_loop().time() >= attempt.deadline:
+            raise exc
+        self._books.flex_fell_back(exchange, exc)
+        attempt.spec, attempt.deferred = spec, False
+        del attempt.body["service_tier"]
 
     async def _native_attempt(
         self, exchange: Exchange[ChatRequest], spec: ModelSpec, input_tokens: int, deadline: float | None,
         charge: int | None,
     ) -> Answer | Stream:
         """The client's own API request, to a model whose provider serves that API: sent as it is
-        (no response cache: the answer is in the client's format, not the chat one)."""
+        (no response cache: the answer is in the client's format, not the chat one); a Responses
+        request that may wait at the flex service tier, as a chat one."""
         request = exchange.request
         native = request.native
         assert native is not None
         previous = exchange.attempt
         attempt = exchange.attempt = Attempt(spec, {**native.body, "model": spec.upstream_model}, input_tokens,
                                              deadline, False, native=True)
+        if exchange.defer and spec.deferred is not None and native.api == "responses":
+            attempt.body["service_tier"], attempt.spec, attempt.deferred = "flex", spec.deferred, True
         carried = previous.reservation.admission if previous is not None else None
         attempt.reservation = await self._access.reserve(
             exchange.caller.grant, spec, input_tokens, request.max_output, request.n, charge, carried, request.priority)
@@ -269,15 +278,27 @@ class Pipeline:
             attempt.body["max_tokens" if native.api == "messages" else "max_output_tokens"] = \
                 attempt.reservation.max_output
         try:
-            attempt.started = perf_counter()
-            if request.stream:
-                upstream = await self._native.stream(spec, native.api, attempt.body, native.headers, deadline)
-                events = relay(exchange, attempt, upstream, self._books, self._responses, self._secrets)
-                return Stream(events, exchange.headers(), True)
-            completion = await self._native.complete(spec, native.api, attempt.body, native.headers, deadline)
+            try:
+                return await self._native_call(exchange, attempt)
+            except RateLimited as exc:
+                if not attempt.deferred:
+                    raise
+                self._fall_back(exchange, attempt, spec, exc)
+                return await self._native_call(exchange, attempt)
         except BaseException:
             await self._access.release(attempt.reservation)
             raise
+
+    async def _native_call(self, exchange: Exchange[ChatRequest], attempt: Attempt) -> Answer | Stream:
+        request, spec = exchange.request, attempt.spec
+        native = request.native
+        assert native is not None
+        attempt.started = perf_counter()
+        if request.stream:
+            upstream = await self._native.stream(spec, native.api, attempt.body, native.headers, attempt.deadline)
+            events = relay(exchange, attempt, upstream, self._books, self._responses, self._secrets)
+            return Stream(events, exchange.headers(), True)
+        completion = await self._native.complete(spec, native.api, attempt.body, native.headers, attempt.deadline)
         return self._answer(exchange, attempt, completion)
 
     def _answer(self, exchange: Exchange[Any], attempt: Attempt, completion: Completion) -> Answer:
