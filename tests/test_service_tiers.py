@@ -39,9 +39,10 @@ def config(upstream: FakeUpstreamThread, **extra: Any) -> dict[str, Any]:
         "master_key": MASTER, "cache": {"response": {"enabled": False}},
         "models": [
             model("svc-test", "openai", upstream, upstream_model="svc-up", quality=80, pricing=SVC_PRICING),
-            # no flex price: a deferrable request goes at the default tier
+            # no flex price: a deferrable request goes at the default tier (priority: $4/$16)
             model("plain-test", "openai", upstream, upstream_model="plain-up", quality=80,
-                  pricing={"input_per_mtok": 1.5, "output_per_mtok": 6}),
+                  pricing={"input_per_mtok": 1.5, "output_per_mtok": 6,
+                           "service_tiers": {"priority": {"input_per_mtok": 4, "output_per_mtok": 16}}}),
         ],
         **extra,
     }
@@ -214,6 +215,27 @@ async def test_deferral_changes_which_model_a_tier_picks(in_process: Any, upstre
         assert estimate["model"] == "svc-test"
         costs = {c["model"]: c["estimated_cost_usd"] for c in estimate["candidates"]}
         assert costs["svc-test"] * 1.5 == pytest.approx(costs["plain-test"])  # $1/$4 against $1.50/$6
+
+
+@pytest.mark.anyio
+async def test_a_tier_request_is_priced_at_the_service_tier_it_asks_for(
+        in_process: Any, upstream: FakeUpstreamThread) -> None:
+    """At priority svc-test ($3.50/$14) is cheaper than plain-test ($4/$16): a priority request
+    goes to it, even on a tier that defers (a priority request is not deferred)."""
+    upstream.script("svc-up", {"output_tokens": 64})
+    upstream.script("plain-up", {"output_tokens": 64})
+    tiers = {"now": {"min_quality": 70}, "later": {"min_quality": 70, "defer": "flex"}}
+    async with in_process(config(upstream, tiers=tiers)) as gw:
+        client = gw.openai()
+        for tier in ("now", "later"):
+            raw = await client.chat.completions.with_raw_response.create(model=tier, messages=HI,
+                                                                         service_tier="priority")
+            assert raw.headers["x-gateway-model"] == "svc-test"
+            assert upstream.calls("svc-up")[-1]["body"]["service_tier"] == "priority"
+        estimate = (await gw.client.post("/v1/estimate", json={"model": "now", "messages": HI,
+                                                               "service_tier": "priority"})).json()
+        costs = {c["model"]: c["estimated_cost_usd"] for c in estimate["candidates"]}
+        assert estimate["model"] == "svc-test" and costs["svc-test"] * 8 == pytest.approx(costs["plain-test"] * 7)
 
 
 @pytest.mark.anyio

@@ -91,13 +91,13 @@ class Pipeline:
             _check_fit(spec, request)
             await self._access.admit_estimate(grant)
             tokens = await self._count(request, encoding_name_for(spec.upstream_model))
-            return await self._router.estimate(spec, request, tokens, caller, "flex" if request.defer else "default")
+            return await self._router.estimate(spec, request, tokens, caller, request.service_tier)
         self._access.check(grant, None, tier.name)
         await self._access.admit_estimate(grant)
         counts = await self._counts(request, self._router.encodings(tier))
         allowed = grant.key.models if grant.key is not None else None
         plan = await self._router.plan(tier, request, counts, caller, None, allowed, routed=False,
-                                       service_tier="flex" if request.defer or tier.defer else "default")
+                                       service_tier=_service_tier(request, tier))
         return plan.describe()
 
     async def count_prompt(self, request: ChatRequest, caller: Caller) -> int:
@@ -159,9 +159,9 @@ class Pipeline:
         routing = self._settings.routing
         allowed = grant.key.models if grant.key is not None else None
         counts = await self._counts(request, self._router.encodings(tier))
-        defer = exchange.defer = request.defer or tier.defer
+        defer = exchange.defer = request.defer or (tier.defer and request.service_tier == "default")
         plan = await self._router.plan(tier, request, counts, exchange.caller, routing.max_attempts, allowed,
-                                       service_tier="flex" if defer else "default")
+                                       service_tier=_service_tier(request, tier))
         first = plan.first
         charge = self._access.rate_charge(grant, first.input_tokens + first.expected_output_tokens)
         exchange.route = Route(plan, plan.prefix, plan.baseline)
@@ -215,7 +215,8 @@ class Pipeline:
         if spec.wire == "anthropic" and "reasoning_effort" in request.body:  # thinking comes on top
             most = with_thinking(spec, request.body, most)
         attempt.reservation = await self._access.reserve(
-            exchange.caller.grant, spec, input_tokens, most, request.n, charge, carried, request.priority)
+            exchange.caller.grant, spec, input_tokens, most, request.n, charge, carried,
+            request.service_tier == "priority")
         if attempt.reservation.max_output is not None:  # what the budget holds is all it may write
             _bound_output(attempt.body, spec, attempt.reservation.max_output)
         try:
@@ -273,7 +274,8 @@ class Pipeline:
             attempt.body["service_tier"], attempt.spec, attempt.deferred = "flex", spec.deferred, True
         carried = previous.reservation.admission if previous is not None else None
         attempt.reservation = await self._access.reserve(
-            exchange.caller.grant, spec, input_tokens, request.max_output, request.n, charge, carried, request.priority)
+            exchange.caller.grant, spec, input_tokens, request.max_output, request.n, charge, carried,
+            request.service_tier == "priority")
         if attempt.reservation.max_output is not None:  # what the budget holds is all it may write
             attempt.body["max_tokens" if native.api == "messages" else "max_output_tokens"] = \
                 attempt.reservation.max_output
@@ -322,6 +324,12 @@ class Pipeline:
         usage = answer.get("usage")
         answer["usage"] = {**(usage if isinstance(usage, dict) else {}), **_ZERO}
         return Answer(answer, exchange.headers(), Cost(), True)
+
+
+def _service_tier(request: ChatRequest, tier: TierSpec) -> str:
+    """The service tier a tier request's candidates are priced at: the one it asks for, `flex`
+    when the tier defers its requests (unless it asks for priority, which a tier does not undo)."""
+    return "flex" if tier.defer and request.service_tier == "default" else request.service_tier
 
 
 def _bound_output(body: dict[str, Any], spec: ModelSpec, tokens: int) -> None:

@@ -60,7 +60,9 @@ class ChatRequest(NamedTuple):
     extras: frozenset[str]  # top-level fields that are not chat parameters (usually none)
     shape: str  # short | general | long | structured: what its answer's length is expected from
     native: Native | None = None  # another API's request this one was translated from
-    priority: bool = False  # asked for OpenAI's priority service tier (dearer: budgets hold for it)
+    # The service tier it asks to be billed at: `priority` (dearer: budgets hold for it), `flex`
+    # (asked for, or `defer`), else `default`; routing prices the candidates at it.
+    service_tier: str = "default"
     defer: bool = False  # may wait (`x-gateway-defer: flex`): sent at the flex service tier where it can be
 
 
@@ -284,18 +286,19 @@ def parse_chat_request(raw: bytes, cache_header: str | None = None, defer_header
     return chat_request(_decode(raw), len(raw), cache_header, defer_header=defer_header)
 
 
-def _service_tier(body: dict[str, Any], defer_header: str | None) -> tuple[bool, bool]:
-    """(priority, defer): the service tier asked for in the body, and `x-gateway-defer`."""
+def _service_tier(body: dict[str, Any], defer_header: str | None) -> tuple[str, bool]:
+    """(service tier, defer): the service tier asked for in the body (`priority`, `flex`, else
+    `default`), and whether the request may wait (`x-gateway-defer`)."""
     tier = body.get("service_tier")
     if tier is not None and tier.__class__ is not str:
         raise _fail("'service_tier' must be a string", "service_tier")
     if defer_header is None:
-        return tier == "priority", False
+        return (tier if tier in ("priority", "flex") else "default"), False
     if defer_header.strip().lower() != "flex":
         raise _fail("x-gateway-defer must be 'flex'", "x-gateway-defer")
     if tier is not None and tier not in ("auto", "default", "flex"):
         raise _fail(f"x-gateway-defer: flex cannot be combined with service_tier '{tier}'", "service_tier")
-    return False, True
+    return "flex", True
 
 
 def chat_request(body: dict[str, Any], size: int, cache_header: str | None = None,
@@ -326,8 +329,8 @@ def chat_request(body: dict[str, Any], size: int, cache_header: str | None = Non
     fmt = _response_format(body)
     needs = (needed_capabilities(messages, tools, body.get("functions"), fmt, _audio_out(body))
              if _special(body, messages) else _NOTHING_NEEDED)
-    priority, defer = _service_tier(body, defer_header) if defer_header is not None or "service_tier" in body \
-        else (False, False)
+    service_tier, defer = _service_tier(body, defer_header) if defer_header is not None or "service_tier" in body \
+        else ("default", False)
     return ChatRequest(body, model, messages, max_completion or max_tokens, n, bool(stream), include_usage, tools,
                        fmt, needs, cache_policy(body, cache_header), size, extras,
-                       request_shape(messages, needs, body), native, priority, defer)
+                       request_shape(messages, needs, body), native, service_tier, defer)
