@@ -20,6 +20,7 @@ from gateway.batches.multipart import parse_form
 from gateway.batches.service import BatchService
 from gateway.errors import InvalidRequest, NotFound
 from gateway.pipeline.exchange import Caller
+from gateway.pipeline.request import decode_object
 
 __all__ = ["router"]
 
@@ -90,13 +91,7 @@ async def file_content(request: Request, file_id: str) -> Response:
 @router.post("/v1/batches")
 async def create_batch(request: Request) -> Response:
     service, caller = await _open(request)
-    raw = await read_body(request, request.app.state.gw.settings.max_body_bytes)
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object")
+    body = decode_object(await read_body(request, request.app.state.gw.settings.max_body_bytes))
     return _json((await service.create(caller, body)).to_openai(), caller)
 
 

@@ -19,13 +19,13 @@ from starlette.responses import Response
 from gateway.api.body import read_body, request_id
 from gateway.api.errors import unexpected_error
 from gateway.api.sse_response import SSEResponse
-from gateway.api.translated import credential, decode_object, error_response, serve
+from gateway.api.translated import credential, error_response, serve
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.formats.messages import MessagesStream, chat_to_message, messages_to_chat
 from gateway.formats.messages import error_body as anthropic_error_body
 from gateway.formats.native import text_only_chat
 from gateway.pipeline.exchange import Caller
-from gateway.pipeline.request import Native, chat_request
+from gateway.pipeline.request import Native, chat_request, decode_object
 from gateway.providers.native import FORWARDED_HEADERS
 from gateway.state import AppState
 

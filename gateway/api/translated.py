@@ -22,13 +22,13 @@ from starlette.responses import Response
 from gateway.api.body import gateway_headers, read_body, request_id
 from gateway.api.errors import unexpected_error
 from gateway.api.sse_response import SSEResponse, completion_chunks
-from gateway.errors import GatewayError, InvalidRequest
+from gateway.errors import GatewayError
 from gateway.formats.native import native_out
 from gateway.pipeline.exchange import Answer, Caller, Stream, StreamEnd, StreamEvent
-from gateway.pipeline.request import Native, chat_request
+from gateway.pipeline.request import Native, chat_request, decode_object
 from gateway.state import AppState
 
-__all__ = ["Codec", "CodecType", "NativeOut", "StreamCodec", "credential", "decode_object", "error_response", "serve"]
+__all__ = ["Codec", "CodecType", "NativeOut", "StreamCodec", "credential", "error_response", "serve"]
 
 log = logging.getLogger("gateway.requests")
 
@@ -91,16 +91,6 @@ def credential(request: Request) -> str:
         return authorization
     key = headers.get("x-api-key")
     return f"Bearer {key}" if key else ""
-
-
-def decode_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    if body.__class__ is not dict:
-        raise InvalidRequest("request body must be a JSON object")
-    return body
 
 
 def error_response(kind: CodecType, state: AppState, request_id: str, exc: GatewayError) -> Response:

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from gateway.money.pricing import PICO_PER_USD, Price, Rates
+from gateway.money.pricing import PICO_PER_USD, Price, Rates, scale
 
 __all__ = ["SERVICE_SUFFIXES", "PriceTable", "load_price_table"]
 
@@ -86,11 +86,6 @@ def _rates(entry: dict[str, Any], suffix: str, fallback: Rates | None) -> Rates 
                  audio_out if audio_out is not None else (base.audio_output if base else None))
 
 
-def _ratio(value: int, new: int, old: int) -> int:
-    """`value` x new / old, to the nearest integer."""
-    return (value * new + old // 2) // old if old else value
-
-
 def _service_price(entry: dict[str, Any], price: Price, suffix: str) -> Price | None:
     """The model's price at one service tier, or None when the table gives it none. A bucket the
     tier does not price (often cache reads and writes) is the default tier's, scaled by the
@@ -103,8 +98,8 @@ def _service_price(entry: dict[str, Any], price: Price, suffix: str) -> Price | 
     assert base is not None
     tiers = []
     for threshold, rates in price.tiers:  # long-context rates at this tier: given, else scaled alike
-        scaled = rates.scaled(_ratio(rates.input, base.input, price.base.input),
-                              _ratio(rates.output, base.output, price.base.output))
+        scaled = rates.scaled(scale(rates.input, base.input, price.base.input),
+                              scale(rates.output, base.output, price.base.output))
         tiers.append((threshold, _rates(entry, f"_above_{threshold // 1000}k_tokens{suffix}", scaled) or scaled))
     return Price(base=base, tiers=tuple(tiers))
 

@@ -20,7 +20,7 @@ from typing import Any
 
 __all__ = [
     "PICO_PER_USD", "SERVICE_TIERS", "Cost", "FlatRates", "Price", "Rates", "Usage", "cache_effect", "estimate_cost",
-    "price_usage", "service_tier_of", "usd_text", "worst_case_cost",
+    "price_usage", "scale", "service_tier_of", "usd_text", "worst_case_cost",
 ]
 
 PICO_PER_USD = 10**12
@@ -43,6 +43,11 @@ def service_tier_of(reported: Any) -> str:
     """The service tier a response reports, as one of `SERVICE_TIERS` (a bounded metric label):
     anything else (`standard`, `scale`, `auto`, missing) is the default tier."""
     return _SERVICE_NAMES.get(reported, "default") if isinstance(reported, str) else "default"
+
+
+def scale(value: int, new: int, old: int) -> int:
+    """`value` x new / old, to the nearest integer (`value` itself when `old` is 0)."""
+    return (value * new + old // 2) // old if old else value
 
 
 def _int(value: Any) -> int:
@@ -164,14 +169,11 @@ class Rates:
         other bucket scaled by the same ratio (an input-side bucket by input_rate / input, an
         output-side one by output_rate / output), so a batch discount stacks with cache reads
         and writes. Rounded to the nearest pico-USD per token."""
-        def side(rate: int, new: int, old: int) -> int:
-            return new if rate == old else (rate * new + old // 2) // old if old else rate
-
         inp, out, a_in, a_out = self.input, self.output, self.audio_input, self.audio_output
-        return Rates(input_rate, side(self.cached_input, input_rate, inp), side(self.cache_write_5m, input_rate, inp),
-                     side(self.cache_write_1h, input_rate, inp), output_rate, side(self.reasoning, output_rate, out),
-                     None if a_in is None else side(a_in, input_rate, inp),
-                     None if a_out is None else side(a_out, output_rate, out))
+        return Rates(input_rate, scale(self.cached_input, input_rate, inp), scale(self.cache_write_5m, input_rate, inp),
+                     scale(self.cache_write_1h, input_rate, inp), output_rate, scale(self.reasoning, output_rate, out),
+                     None if a_in is None else scale(a_in, input_rate, inp),
+                     None if a_out is None else scale(a_out, output_rate, out))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import orjson
-
 from gateway.cache.response_key import CachePolicy, cache_policy
 from gateway.errors import InvalidRequest
+from gateway.pipeline.request import decode_object
 
 __all__ = ["MAX_INPUTS", "EmbeddingRequest", "parse_embedding_request"]
 
@@ -55,12 +54,7 @@ def _inputs(value: Any) -> tuple[list[str], int]:
 
 
 def parse_embedding_request(raw: bytes, cache_header: str | None = None) -> EmbeddingRequest:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    if body.__class__ is not dict:
-        raise InvalidRequest("request body must be a JSON object")
+    body = decode_object(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a non-empty string", param="model")

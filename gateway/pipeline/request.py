@@ -18,7 +18,7 @@ from gateway.errors import InvalidRequest
 from gateway.routing.outputs import request_shape
 
 __all__ = [
-    "CHAT_FIELDS", "MAX_OUTPUT_TOKENS", "ChatRequest", "Native", "chat_request", "needed_capabilities",
+    "CHAT_FIELDS", "MAX_OUTPUT_TOKENS", "ChatRequest", "Native", "chat_request", "decode_object", "needed_capabilities",
     "parse_chat_request",
 ]
 
@@ -270,7 +270,8 @@ def _special(body: dict[str, Any], messages: list[Any]) -> bool:
 _NOTHING_NEEDED: frozenset[str] = frozenset()
 
 
-def _decode(raw: bytes) -> dict[str, Any]:
+def decode_object(raw: bytes) -> dict[str, Any]:
+    """A request body that must be one JSON object (400 otherwise)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -283,7 +284,7 @@ def _decode(raw: bytes) -> dict[str, Any]:
 def parse_chat_request(raw: bytes, cache_header: str | None = None, defer_header: str | None = None) -> ChatRequest:
     """The request in `raw` (a chat completion body) and the client's `x-gateway-cache` and
     `x-gateway-defer` headers."""
-    return chat_request(_decode(raw), len(raw), cache_header, defer_header=defer_header)
+    return chat_request(decode_object(raw), len(raw), cache_header, defer_header=defer_header)
 
 
 def _service_tier(body: dict[str, Any], defer_header: str | None) -> tuple[str, bool]:
