@@ -5,8 +5,8 @@ costs on the request path. A schema of its own (created, migrated, dropped at th
                               [--batch 1000] [--rounds 3]
 
 Three figures: `add` per record (the request path: a deque append); the writer draining a
-queue of n records (`flush`: COPY into the staging table, INSERT ... ON CONFLICT DO NOTHING, one
-transaction per batch), into a table that already holds the earlier rounds; and the journal
+queue of n records (`flush`: one INSERT ... SELECT * FROM unnest(...) ON CONFLICT DO NOTHING per
+batch), into a table that already holds the earlier rounds; and the journal
 replay (records written while PostgreSQL was down, read back from the local file).
 Target: >= 5,000 rows/s written.
 """

@@ -152,11 +152,13 @@ def _recorded_budgets(settings: Settings, redis: Any, database: Database) -> Bud
     if redis is None:
         from gateway.access.budgets_pg_memory import RecordedMemoryBudgets
 
-        return RecordedMemoryBudgets(SpendRecord(database), record_journal)
+        return RecordedMemoryBudgets(SpendRecord(database), record_journal,
+                                     writer={"interval_s": settings.ledger.flush_interval_s})
     from gateway.access.budgets_pg import RecordedBudgets
 
     return RecordedBudgets(redis, SpendRecord(database), record_journal, settings.redis_prefix,
-                           journal=SpendJournal(path), fail_open=settings.budgets.fail_open)
+                           journal=SpendJournal(path), fail_open=settings.budgets.fail_open,
+                           writer={"interval_s": settings.ledger.flush_interval_s})
 
 
 def rate_limiter(settings: Settings, redis: Any) -> RateLimiter:

@@ -2,8 +2,9 @@
 per team per budget period, in integer pico-USD, plus one row per settlement so that a settlement
 committed twice (replayed from a journal) counts once.
 
-`commit` writes a batch in one transaction: the new settlements' rows, then one addition per
-(key or team, period) they touch, which raises that row's `version` by one. A live counter rebuilt
+`commit` writes a batch in one call of the database function `commit_spend` (migration
+0006_commit_spend, one round trip, one transaction): the new settlements' rows, then one addition
+per (key or team, period) they touch, which raises that row's `version` by one. A live counter rebuilt
 from (spent, version) therefore includes exactly the settlements whose batch version is <= its
 own (`gateway.access.budgets_pg` relies on this). Rows are locked in a fixed order (keys before
 teams, each sorted), so concurrent batches from several replicas cannot deadlock.
@@ -11,7 +12,6 @@ teams, each sorted), so concurrent batches from several replicas cannot deadlock
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -31,24 +31,7 @@ class Versions(NamedTuple):
     team: int | None
 
 
-_INSERT = """
-INSERT INTO spend_settlements (id, key_id, key_period, team, team_period, amount_pico, spent_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::timestamptz[])
-ON CONFLICT (id) DO NOTHING
-RETURNING id
-"""
-_ADD = """
-INSERT INTO {table} ({column}, period, spent_pico, version)
-SELECT name, period, amount, 1 FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(name, period, amount)
-ORDER BY name, period
-ON CONFLICT ({column}, period) DO UPDATE
-SET spent_pico = {table}.spent_pico + EXCLUDED.spent_pico, version = {table}.version + 1, updated_at = now()
-RETURNING {column} AS name, period, version
-"""
-_SET_VERSIONS = """
-UPDATE spend_settlements AS s SET key_version = v.key_version, team_version = v.team_version
-FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS v(id, key_version, team_version) WHERE s.id = v.id
-"""
+_COMMIT = "SELECT * FROM commit_spend($1, $2, $3, $4, $5, $6, $7)"  # migration 0006_commit_spend
 _VERSIONS = "SELECT id, key_version, team_version FROM spend_settlements WHERE id = ANY($1::text[])"
 
 
@@ -80,18 +63,8 @@ class SpendRecord:
         unique = {s.hold.id: s for s in batch if s.actual > 0}
         if not unique:
             return {}
-        settlements = list(unique.values())
-        pool = await self._db.pool()
-        async with pool.acquire() as conn, conn.transaction():
-            new_ids = {r["id"] for r in await conn.fetch(_INSERT, *_columns(settlements))}
-            fresh = [s for s in settlements if s.hold.id in new_ids]
-            added = await _add(conn, fresh)
-            if fresh:
-                counters = [counters_of(s) for s in fresh]
-                await conn.execute(_SET_VERSIONS, [s.hold.id for s in fresh], [added[c[0]] for c in counters],
-                                   [added[c[1]] if len(c) > 1 else None for c in counters])
-            rows = await conn.fetch(_VERSIONS, list(unique))
-        return {r["id"]: Versions(r["key_version"], r["team_version"]) for r in rows}
+        rows = await (await self._db.pool()).fetch(_COMMIT, *_columns(list(unique.values())))
+        return {r[0]: Versions(r[1], r[2]) for r in rows}
 
     async def versions(self, ids: list[str]) -> dict[str, Versions]:
         """The versions of those settlements already committed (the others are absent)."""
@@ -122,21 +95,3 @@ def _columns(settlements: list[Settlement]) -> list[list[Any]]:
     return [[s.hold.id for s in settlements], [s.hold.key_id for s in settlements], [c[0].period for c in counters],
             [s.hold.team for s in settlements], [c[1].period if len(c) > 1 else None for c in counters],
             [s.actual for s in settlements], [s.at for s in settlements]]
-
-
-async def _add(conn: Any, settlements: list[Settlement]) -> dict[Counter, int]:
-    """Add the settlements' amounts to their counters' rows, keys first; each counter's new version."""
-    sums: dict[Counter, int] = defaultdict(int)
-    for settlement in settlements:
-        for counter in counters_of(settlement):
-            sums[counter] += settlement.actual
-    versions: dict[Counter, int] = {}
-    for kind in ("key", "team"):
-        mine = sorted((c, amount) for c, amount in sums.items() if c.scope.startswith(f"{kind}:"))
-        if not mine:
-            continue
-        table, column = _table(kind)
-        rows = await conn.fetch(_ADD.format(table=table, column=column), [c.scope.partition(":")[2] for c, _ in mine],
-                                [c.period for c, _ in mine], [amount for _, amount in mine])
-        versions.update({Counter(f"{kind}:{r['name']}", r["period"]): int(r["version"]) for r in rows})
-    return versions

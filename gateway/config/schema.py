@@ -216,7 +216,8 @@ class LedgerConfig(_Strict):
     retention_days: int | None = Field(None, gt=0)
     max_per_day: int = Field(1_000_000, gt=0)  # Redis: per-day stream cap (approximate MAXLEN trim)
     max_memory_records: int = Field(10_000, gt=0)  # without Redis: the newest records kept here (~0.7 KB each)
-    flush_interval_s: float = Field(0.2, gt=0)  # Redis, PostgreSQL, SQLite: records are written in batches this often
+    # Redis, PostgreSQL, SQLite: records (and, with database_url, settled spend) are written in batches this often
+    flush_interval_s: float = Field(0.2, gt=0)
     batch_records: int = Field(1000, gt=0)  # PostgreSQL, SQLite: records per write (a full batch is written at once)
     max_queued: int = Field(100_000, gt=0)  # PostgreSQL, SQLite: records waiting in memory; more go to the journal
     behind_records: int = Field(10_000, gt=0)  # PostgreSQL, SQLite: more queued than this and /readyz says "behind"

@@ -53,9 +53,9 @@ async def pending(database: Database) -> list[Migration]:
 
 async def upgrade(database: Database) -> list[Migration]:
     """Apply what is pending; returns what was applied (nothing when up to date)."""
-    pool = await database.pool()
     applied: list[Migration] = []
-    async with pool.acquire() as conn:
+    conn = await database.connect()  # (the advisory lock is session state: never on a pooled connection)
+    try:
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_identifier(database.schema)}")
         await conn.execute("SELECT pg_advisory_lock($1)", _LOCK)
         try:
@@ -70,6 +70,8 @@ async def upgrade(database: Database) -> list[Migration]:
                 applied.append(migration)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK)
+    finally:
+        await conn.close()
     return applied
 
 
