@@ -5,7 +5,10 @@ accumulated in floats, and the sum of the requests' `x-gateway-cost-usd` must eq
 `gateway_spend_usd_total`.
 
 A counter's increment is one dict update; a histogram's a bisect and two integer additions (both
-cheaper than prometheus-client's lock and float, or its loop over the buckets). With several
+cheaper than prometheus-client's lock and float, or its loop over the buckets). A histogram's
+amounts are fixed-point integers in `unit`s per 1: pico-USD per USD for money, or e.g. millionths
+for a ratio that is not money (routing's actual / estimated cost), which gets the same exact,
+cheap histogram. With several
 workers (`PROMETHEUS_MULTIPROC_DIR` set), each worker also writes its totals to
 `money_<pid>.json` in that directory, at most `FLUSH_S` after they change, before answering a
 scrape, and at shutdown; a scrape adds the other workers' files to its own totals. So a scrape
@@ -75,25 +78,27 @@ class MoneyCounter:
 
 
 class MoneyHistogram:
-    """A histogram of amounts: `observe(labels, pico)`. Per label set: the count of each bucket
-    (not cumulative; the last one is +Inf), then the sum in pico-USD."""
+    """A histogram of amounts: `observe(labels, amount)`, the amount an integer in `unit`s (pico-USD
+    by default). Per label set: the count of each bucket (not cumulative; the last one is +Inf),
+    then the sum in `unit`s."""
 
-    __slots__ = ("name", "doc", "labelnames", "totals", "_bounds", "_les")
+    __slots__ = ("name", "doc", "labelnames", "totals", "unit", "_bounds", "_les")
 
-    def __init__(self, name: str, doc: str, labelnames: Labels, buckets_usd: Iterable[float]) -> None:
-        self.name, self.doc, self.labelnames = name, doc, labelnames
+    def __init__(self, name: str, doc: str, labelnames: Labels, buckets: Iterable[float],
+                 unit: int = PICO_PER_USD) -> None:
+        self.name, self.doc, self.labelnames, self.unit = name, doc, labelnames, unit
         self.totals: dict[Labels, Any] = {}
-        bounds = sorted(buckets_usd)
-        self._bounds = tuple(int(Decimal(repr(b)) * PICO_PER_USD) for b in bounds)  # exact, e.g. 1e-06 -> 10**6
+        bounds = sorted(buckets)
+        self._bounds = tuple(int(Decimal(repr(b)) * unit) for b in bounds)  # exact, e.g. 1e-06 USD -> 10**6 pico
         # `le` as prometheus-client writes it
         self._les = [*(floatToGoString(b) for b in bounds), "+Inf"]  # type: ignore[no-untyped-call]
 
-    def observe(self, labels: Labels, pico: int) -> None:
+    def observe(self, labels: Labels, amount: int) -> None:
         row = self.totals.get(labels)
         if row is None:
             row = self.totals[labels] = self.zero()
-        row[bisect_left(self._bounds, pico)] += 1  # the first bucket whose bound is >= the amount
-        row[-1] += pico
+        row[bisect_left(self._bounds, amount)] += 1  # the first bucket whose bound is >= the amount
+        row[-1] += amount
 
     def zero(self) -> list[int]:
         return [0] * (len(self._bounds) + 2)
@@ -106,7 +111,7 @@ class MoneyHistogram:
         family = HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
         for labels, row in sorted(series.items()):
             buckets = list(zip(self._les, accumulate(row[:-1]), strict=True))
-            family.add_metric(labels, buckets, sum_value=row[-1] / PICO_PER_USD)
+            family.add_metric(labels, buckets, sum_value=row[-1] / self.unit)
         return family
 
 
@@ -129,8 +134,9 @@ class MoneyMetrics(Collector):
         assert name.endswith("_total"), name
         return self._declared(MoneyCounter(name, doc, tuple(labelnames)))
 
-    def histogram(self, name: str, doc: str, labelnames: Iterable[str], buckets_usd: Iterable[float]) -> MoneyHistogram:
-        return self._declared(MoneyHistogram(name, doc, tuple(labelnames), buckets_usd))
+    def histogram(self, name: str, doc: str, labelnames: Iterable[str], buckets: Iterable[float],
+                  unit: int = PICO_PER_USD) -> MoneyHistogram:
+        return self._declared(MoneyHistogram(name, doc, tuple(labelnames), buckets, unit))
 
     def _declared(self, metric: M) -> M:
         metric.totals.update(self._inherited.pop(metric.name, {}))
