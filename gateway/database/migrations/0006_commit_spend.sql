@@ -7,11 +7,17 @@
 --   3. mark each new settlement with the versions of the batch that included it;
 --   4. return the versions of every settlement asked for (new or committed before).
 -- Settlements of $0 are not passed (the caller leaves them out).
+--
+-- `SET enable_seqscan = off`: every statement here reaches spend_settlements by its primary key.
+-- A plan cached for the session (a pooled connection runs this for hours) is made generic after
+-- five calls, from the statistics of that moment; on a table autovacuum has not yet analysed
+-- those say "a few rows", and the generic plan scanned the whole table on every batch (measured:
+-- 5 ms of server CPU per batch after 6,000 settlements, growing with every row).
 
 CREATE FUNCTION commit_spend(ids text[], key_ids text[], key_periods text[], teams text[], team_periods text[],
                              amounts bigint[], spent_at timestamptz[])
 RETURNS TABLE (settlement_id text, settlement_key_version bigint, settlement_team_version bigint)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     fresh text[];
 BEGIN
