@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from gateway.routing.auto.curves import cheapest_mix, cheapest_single, oracle_co
 from routing_policies.learned.controller import FloorController
 from routing_policies.learned.features import CATEGORIES, prompt_keys
 from routing_policies.learned.model import SHIPPED, RouterModel
+from routing_policies.learned.policy import LearnedPolicy
 
 
 def test_features_are_the_ids_and_their_exact_neighbour_pairs() -> None:
@@ -74,3 +76,18 @@ def test_the_shipped_router_file_loads_and_a_bad_one_is_refused(tmp_path: Path) 
     scores, coverage = model.scores("Hello, world", [9906, 11, 1495], 12, "overall")
     assert np.allclose(again.scores("Hello, world", [9906, 11, 1495], 12, "overall")[0], scores)
     assert 0 <= coverage <= 1
+
+
+def test_the_margin_follows_the_number_of_candidates_and_survives_the_file(tmp_path: Path) -> None:
+    model = RouterModel.load(SHIPPED)
+    pair, many = ((0.9, -0.01), (1.0, 0.0)), ((0.9, 0.02), (1.0, 0.03))
+    tables = replace(model, margins=((0.9, 0.005), (1.0, 0.005)), margins_by_count={2: pair, 8: many})
+    assert tables.margin(0.9, 2) == pytest.approx(-0.01) and tables.margin(0.95, 8) == pytest.approx(0.025)
+    assert tables.margin(0.9, 4) == pytest.approx(0.005)  # halfway between 2 and 8 on a log scale
+    assert tables.margin(0.9, 12) == pytest.approx(0.02) and tables.margin(0.9, 1) == pytest.approx(-0.01)
+    assert tables.margin(0.9) == pytest.approx(0.005)  # no count: the pooled table
+    assert replace(model, margins=pair, margins_by_count={}).margin(0.9, 8) == pytest.approx(-0.01)
+    tables.save(tmp_path / "tables.npz")
+    assert RouterModel.load(tmp_path / "tables.npz").margins_by_count == {2: pair, 8: many}
+    policy = LearnedPolicy(tables, 0.9)
+    assert policy.target(2) == pytest.approx(0.89) and policy.target(8) == pytest.approx(0.92)

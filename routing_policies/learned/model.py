@@ -16,8 +16,9 @@ learned estimates (`gateway/routing/outputs.py`).
 The file (`.npz`, written by `gateway router train`) holds the feature keys seen in training
 (sorted, as differences), the weights (16-bit for the heads that route, 8-bit for the length
 heads, each column with its scale), the dense weights, the intercepts and a JSON description: the
-columns of the heads, the generic head's coefficients, the floor calibration and where the data
-came from. Loading needs numpy only.
+columns of the heads, the generic head's coefficients, the floor calibration (a table pooled over
+the training files, and one per number of candidates the files offered) and where the data came
+from. Loading needs numpy only.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ import numpy as np
 
 from routing_policies.learned.features import DENSE, dense_features, prompt_keys
 
-__all__ = ["SHIPPED", "RouterModel", "canonical", "margin_for", "skill"]
+__all__ = ["SHIPPED", "RouterModel", "canonical", "margin_for", "margin_for_candidates", "skill"]
 
 SHIPPED = Path(__file__).with_name("router.npz")
 FORMAT = 2  # 2: arithmetic features, quantized weights
@@ -49,6 +50,16 @@ def margin_for(margins: Sequence[tuple[float, float]], floor: float) -> float:
     if not margins:
         return 0.0
     return float(np.interp(floor, [f for f, _ in margins], [m for _, m in margins]))
+
+
+def margin_for_candidates(by_count: dict[int, tuple[tuple[float, float], ...]], floor: float,
+                          candidates: int) -> float:
+    """The margin at `floor` for a decision among `candidates` models: each table's margin at
+    `floor`, interpolated between the tables' candidate counts on a log scale (the nearest table's
+    outside them)."""
+    counts = sorted(by_count)
+    values = [margin_for(by_count[c], floor) for c in counts]
+    return float(np.interp(math.log(max(candidates, 1)), [math.log(c) for c in counts], values))
 
 
 def skill(quality: float) -> float:
@@ -70,6 +81,8 @@ class RouterModel:
     beta: float
     margins: tuple[tuple[float, float], ...]  # (floor, margin): the calibration of the quality floor
     meta: dict[str, Any]  # training data, figures: the file's own description
+    # candidate count -> (floor, margin): the calibration of decisions among that many candidates
+    margins_by_count: dict[int, tuple[tuple[float, float], ...]] = field(default_factory=dict)
 
     def scores(self, text: str, token_ids: Sequence[int] | np.ndarray, input_tokens: int, category: str
                ) -> tuple[np.ndarray, float]:
@@ -104,14 +117,19 @@ class RouterModel:
         col = self.lengths.get(canonical(model))
         return None if col is None else max(int(round(math.expm1(scores[col]))), 1)
 
-    def margin(self, floor: float) -> float:
-        """The calibrated safety margin for `floor`: what held-out folds needed to reach it."""
+    def margin(self, floor: float, candidates: int | None = None) -> float:
+        """The calibrated safety margin for `floor`: what held-out folds needed to reach it, for
+        decisions among `candidates` models when the file has tables by candidate count (else,
+        or with no count given, the pooled table)."""
+        if candidates is not None and self.margins_by_count:
+            return margin_for_candidates(self.margins_by_count, floor, candidates)
         return margin_for(self.margins, floor)
 
     def save(self, path: Path) -> None:
         meta = {**self.meta, "format": FORMAT, "heads": self.heads, "generic": list(self.generic),
                 "lengths": self.lengths, "alpha": self.alpha, "beta": self.beta,
-                "margins": [list(m) for m in self.margins]}
+                "margins": [list(m) for m in self.margins],
+                "margins_by_count": {str(c): [list(m) for m in t] for c, t in sorted(self.margins_by_count.items())}}
         routing = np.array(sorted({*self.heads.values(), *self.generic}), dtype=np.int64)
         weights = self.weights * self.scale
         lengths = np.array(sorted(set(self.lengths.values())), dtype=np.int64)
@@ -140,7 +158,9 @@ class RouterModel:
                             f["dense"].astype(np.float32), f["bias"].astype(np.float32),
                             _columns(meta["heads"]), (int(meta["generic"][0]), int(meta["generic"][1])),
                             _columns(meta["lengths"]), float(meta["alpha"]), float(meta["beta"]),
-                            tuple((float(a), float(b)) for a, b in meta["margins"]), meta)
+                            tuple((float(a), float(b)) for a, b in meta["margins"]), meta,
+                            {int(c): tuple((float(a), float(b)) for a, b in t)
+                             for c, t in meta.get("margins_by_count", {}).items()})
         except (OSError, KeyError, json.JSONDecodeError, ValueError) as exc:
             raise ValueError(f"cannot read router file {path}: {exc}") from None
         columns = {*model.heads.values(), *model.generic, *model.lengths.values()}

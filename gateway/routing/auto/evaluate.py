@@ -2,10 +2,11 @@
 
 Every prompt of a file is offered to the learned policy's decision (the router model's
 predictions, the controller) with the file's models as candidates, in a fixed shuffled order
-(the order requests would arrive in), once per quality floor of a grid; each decision is then
-paid and scored with the file's own outcomes. Costs the policy sees are estimates (input tokens
-x price + the length head's expected output x price); costs it is charged are what the file
-says each answer took, priced by the pricing core. Nothing is trained here.
+(the order requests would arrive in), once per quality floor of a grid (its target: the floor plus
+the router file's margin for that many candidates); each decision is then paid and scored with
+the file's own outcomes. Costs the policy sees are estimates (input tokens x price + the length
+head's expected output x price); costs it is charged are what the file says each answer took,
+priced by the pricing core. Nothing is trained here.
 
 The bootstrap intervals resample prompts (the decisions stay as made) 200 times.
 
@@ -106,16 +107,37 @@ def _shares(points: Callable[[np.ndarray], dict[str, Any]], rows: np.ndarray, co
 
 
 def report(data: OutcomeSet, pred: Predictions, target_of: Callable[[float], float], seed: int = 0,
-           floor: float = DEFAULT_FLOOR) -> dict[str, Any]:
+           floor: float = DEFAULT_FLOOR, folds: np.ndarray | None = None,
+           fold_targets: Sequence[Callable[[float], float]] = ()) -> dict[str, Any]:
     """The eval's figures for one file: shares by method and level with bootstrap intervals, and
-    the quality the calibrated floor reached."""
+    the quality the calibrated floor reached.
+
+    Cross-fitted (training's held-out report): with `folds` (each prompt's fold) and
+    `fold_targets` (per fold, the target of a floor as calibrated without that fold's prompts),
+    a prompt's decision is the one the controller makes at its own fold's target (every prompt
+    still passes through the controller, in the same order)."""
     ref = data.reference
     costs, correct = data.costs().astype(float), data.correct
     n = len(correct)
     rng = np.random.default_rng(seed)
     order = rng.permutation(n)
-    picks = [replay(pred, ref, target_of(f), order) for f in FLOORS]
-    at_floor = replay(pred, ref, target_of(floor), order)
+    done: dict[float, np.ndarray] = {}
+
+    def decide(f: float) -> np.ndarray:
+        def at(target: float) -> np.ndarray:
+            if target not in done:
+                done[target] = replay(pred, ref, target, order)
+            return done[target]
+        if folds is None or not fold_targets:
+            return at(target_of(f))
+        picked = np.zeros(n, dtype=np.int64)
+        for k, of in enumerate(fold_targets):
+            mine = folds == k
+            picked[mine] = at(of(f))[mine]
+        return picked
+
+    picks = [decide(f) for f in FLOORS]
+    at_floor = decide(floor)
     index = np.arange(n)
 
     def points(rows: np.ndarray) -> dict[str, list[Point]]:
@@ -148,6 +170,11 @@ def _interval(values: Sequence[float | None]) -> list[float] | None:
     return [float(found[0]), float(found[1])]
 
 
+def _calibrated(model: RouterModel, candidates: int) -> Callable[[float], float]:
+    """A floor's target: the floor plus the router file's margin for `candidates` models."""
+    return lambda floor: floor + model.margin(floor, candidates)
+
+
 def evaluate(model: RouterModel, sets: Sequence[OutcomeSet], tokens: TokenCounter, seed: int = 0,
              floor: float = DEFAULT_FLOOR) -> dict[str, Any]:
     """`gateway router eval --json`'s document."""
@@ -156,7 +183,7 @@ def evaluate(model: RouterModel, sets: Sequence[OutcomeSet], tokens: TokenCounte
     held_out = {h.get("file"): h for h in model.meta.get("held_out", ())}
     for data in sets:
         pred = predict(model, data, tokens)
-        document = report(data, pred, lambda f: f + model.margin(f), seed, floor)
+        document = report(data, pred, _calibrated(model, len(data.models)), seed, floor)
         name = trained.get(hashlib.sha256(Path(data.file).read_bytes()).hexdigest())
         document["in_training"] = name is not None
         if name is not None:

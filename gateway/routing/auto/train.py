@@ -5,8 +5,10 @@
    on the others and predict the fold's rows. These held-out predictions give the report (the
    figures of `gateway router eval`, but on rows the model had not seen) and the calibration: for
    each quality floor, the margin the controller's target needs so that the quality reached on
-   held-out rows is the floor (the mean over the files).
-3. The shipped model: heads fitted on all rows, with that calibration.
+   held-out rows is the floor: the mean over the files offering a number of candidates (a table
+   per count), and over all files (a fallback). The report is cross-fitted: a fold's
+   prompts are decided with the margins calibrated on the other folds' prompts.
+3. The shipped model: heads fitted on all rows, with the calibration of all held-out rows.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from gateway.routing.auto.fit import Design, Linear, fit_generic, fit_head, squa
 from gateway.routing.auto.options import TrainingConfig
 from gateway.tokens.counter import TokenCounter
 from routing_policies.learned.features import DENSE, MAX_CHARS, prompt_keys
-from routing_policies.learned.model import RouterModel, margin_for, skill
+from routing_policies.learned.model import RouterModel, margin_for_candidates, skill
 
 __all__ = ["TrainingConfig", "train"]
 
@@ -35,6 +37,10 @@ CALIBRATED_FLOORS = (0.80, 0.85, 0.90, 0.95, 0.97, 0.99, 1.0)
 # A margin is kept within this: past it the predictions are off (or the held-out quality has a plateau,
 # where any target below the floor reaches it), not the floor.
 MAX_MARGIN = 0.05
+# the controller targets tried (to 0.001: a step of 0.005 moves the quality reached by about 0.6 points);
+# a margin is within MAX_MARGIN of its floor, so these cover every floor of CALIBRATED_FLOORS
+_TARGETS = np.round(np.arange(min(CALIBRATED_FLOORS) - MAX_MARGIN, max(CALIBRATED_FLOORS) + MAX_MARGIN + 1e-9,
+                              0.001), 4)
 
 
 @dataclass(frozen=True)
@@ -94,22 +100,49 @@ def _skills(data: OutcomeSet, rows: np.ndarray) -> np.ndarray:
                       for j in _rated(data)] for i in rows])
 
 
-def _calibrate(sets: Sequence[_Set], held_out: Sequence[Predictions], seed: int) -> tuple[tuple[float, float], ...]:
-    """Per floor, the margin that makes the controller reach it on held-out predictions (mean over files)."""
-    targets = np.round(np.arange(0.6, 1.12, 0.005), 4)
-    needed: list[list[float]] = [[] for _ in CALIBRATED_FLOORS]
+def _hits(sets: Sequence[_Set], held_out: Sequence[Predictions], seed: int) -> list[np.ndarray]:
+    """Per file, (len(_TARGETS), n): whether the controller's pick at each target was right, on
+    held-out predictions (prompts in the order `report` replays them)."""
+    found = []
     for s, pred in zip(sets, held_out, strict=True):
-        ref, correct = s.data.reference, s.data.correct
+        correct = s.data.correct
         order = np.random.default_rng(seed).permutation(len(correct))
         rows = np.arange(len(correct))
-        reached = np.array([correct[rows, replay(pred, ref, float(t), order)].sum() for t in targets])
-        reached /= correct[:, ref].sum()
-        reached = np.maximum.accumulate(reached)  # the least target that reaches a floor
-        for k, floor in enumerate(CALIBRATED_FLOORS):
-            hit = np.flatnonzero(reached >= floor)
-            needed[k].append(float(targets[hit[0]] if len(hit) else targets[-1]) - floor)
-    return tuple((floor, float(np.clip(np.mean(m), -MAX_MARGIN, MAX_MARGIN)))
-                 for floor, m in zip(CALIBRATED_FLOORS, needed, strict=True))
+        found.append(np.array([correct[rows, replay(pred, s.data.reference, float(t), order)] for t in _TARGETS]))
+    return found
+
+
+def _needed(sets: Sequence[_Set], hits: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> list[float]:
+    """Per floor, the margin the controller's target needs for the quality reached over the prompts
+    `masks[i]` of the files `sets[i]` (pooled: correct answers over the reference's) to be the floor."""
+    got = sum(h[:, m].sum(axis=1) for h, m in zip(hits, masks, strict=True))
+    ref = sum(float(s.data.correct[m, s.data.reference].sum()) for s, m in zip(sets, masks, strict=True))
+    reached = np.maximum.accumulate(got / max(ref, 1.0))  # the least target that reaches a floor
+    needed = []
+    for floor in CALIBRATED_FLOORS:
+        hit = np.flatnonzero(reached >= floor)
+        needed.append(float((_TARGETS[hit[0]] if len(hit) else _TARGETS[-1]) - floor))
+    return needed
+
+
+def _clip(margin: float) -> float:
+    return float(np.clip(margin, -MAX_MARGIN, MAX_MARGIN))
+
+
+def _calibrate(sets: Sequence[_Set], hits: Sequence[np.ndarray], masks: Sequence[np.ndarray]
+               ) -> tuple[tuple[tuple[float, float], ...], dict[int, tuple[tuple[float, float], ...]]]:
+    """The calibration on the prompts `masks` of each file: per floor, the mean over files of the
+    margin each needs, over all files (the fallback table) and over the files offering each number
+    of candidates (a table per count)."""
+    each = [_needed([s], [h], [m]) for s, h, m in zip(sets, hits, masks, strict=True)]
+
+    def table(files: Sequence[int]) -> tuple[tuple[float, float], ...]:
+        return tuple((floor, _clip(float(np.mean([each[i][k] for i in files]))))
+                     for k, floor in enumerate(CALIBRATED_FLOORS))
+
+    counts = sorted({len(s.data.models) for s in sets})
+    by_count = {c: table([i for i, s in enumerate(sets) if len(s.data.models) == c]) for c in counts}
+    return table(range(len(sets))), by_count
 
 
 def train(sets: Sequence[OutcomeSet], tokens: TokenCounter, config: TrainingConfig,
@@ -139,15 +172,24 @@ def train(sets: Sequence[OutcomeSet], tokens: TokenCounter, config: TrainingConf
                                    ("correct", s.data.correct), ("costs", s.data.costs()))}
         np.savez_compressed(keep, **arrays)
     preds = [Predictions(p, e, ok) for p, e, ok in zip(held_out, estimated, sure, strict=True)]
-    margins = _calibrate(prepared, preds, config.seed)
-    cv = {"datasets": [report(s.data, pred, lambda f: f + margin_for(margins, f),
-                              config.seed) for s, pred in zip(prepared, preds, strict=True)]}
+    hits = _hits(prepared, preds, config.seed)
+    margins, by_count = _calibrate(prepared, hits, [np.ones(len(s.keys), dtype=bool) for s in prepared])
+    # cross-fitted: a fold's prompts are decided with the calibration of the other folds' prompts
+    fold_tables = [_calibrate(prepared, hits, [s.folds != fold for s in prepared])[1] for fold in range(config.folds)]
+    cv = {"datasets": [report(s.data, pred, _target(by_count, len(s.data.models)), config.seed, folds=s.folds,
+                              fold_targets=[_target(t, len(s.data.models)) for t in fold_tables])
+                       for s, pred in zip(prepared, preds, strict=True)]}
     meta = {"trained_on": [{"file": Path(d.file).name, "sha256": hashlib.sha256(Path(d.file).read_bytes()).hexdigest(),
                             "rows": len(d.prompts), "models": list(d.models)} for d in sets],
             "config": config.__dict__, "held_out": _summary(cv)}
-    model = _fit(prepared, [np.arange(len(s.keys)) for s in prepared], config, margins, meta)
+    model = replace(_fit(prepared, [np.arange(len(s.keys)) for s in prepared], config, margins, meta),
+                    margins_by_count=by_count)
     say(f"final model fitted ({time.monotonic() - started:.0f} s)")
     return model, cv
+
+
+def _target(by_count: dict[int, tuple[tuple[float, float], ...]], candidates: int) -> Callable[[float], float]:
+    return lambda floor: floor + margin_for_candidates(by_count, floor, candidates)
 
 
 def _summary(cv: dict[str, Any]) -> list[dict[str, Any]]:
