@@ -149,16 +149,15 @@ def _recorded_budgets(settings: Settings, redis: Any, database: Database) -> Bud
 
     path = _spend_journal_path(settings, database)
     record_journal = SpendJournal(f"{path.removesuffix('.jsonl')}.record.jsonl")  # not yet in the database
+    writer = {"interval_s": settings.ledger.flush_interval_s}  # settled spend paced like the ledger's rows
     if redis is None:
         from gateway.access.budgets_pg_memory import RecordedMemoryBudgets
 
-        return RecordedMemoryBudgets(SpendRecord(database), record_journal,
-                                     writer={"interval_s": settings.ledger.flush_interval_s})
+        return RecordedMemoryBudgets(SpendRecord(database), record_journal, writer=writer)
     from gateway.access.budgets_pg import RecordedBudgets
 
     return RecordedBudgets(redis, SpendRecord(database), record_journal, settings.redis_prefix,
-                           journal=SpendJournal(path), fail_open=settings.budgets.fail_open,
-                           writer={"interval_s": settings.ledger.flush_interval_s})
+                           journal=SpendJournal(path), fail_open=settings.budgets.fail_open, writer=writer)
 
 
 def rate_limiter(settings: Settings, redis: Any) -> RateLimiter:

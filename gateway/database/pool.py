@@ -37,13 +37,16 @@ class Database:
                 import asyncpg
 
                 try:
-                    self._pool = await asyncpg.create_pool(
-                        self.url, min_size=self._min, max_size=self._max, timeout=self._timeout,
-                        command_timeout=self._timeout, server_settings={"search_path": self.schema},
-                        reset=_keep_session)
+                    self._pool = await asyncpg.create_pool(min_size=self._min, max_size=self._max, reset=_keep_session,
+                                                           **self._connection())
                 except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-                    raise ServiceUnavailable(f"the database (PostgreSQL) is unavailable: {exc}") from None
+                    raise _unavailable(exc) from None
         return self._pool
+
+    def _connection(self) -> dict[str, Any]:
+        """How every connection is made, pooled or not."""
+        return {"dsn": self.url, "timeout": self._timeout, "command_timeout": self._timeout,
+                "server_settings": {"search_path": self.schema}}
 
     async def connect(self) -> Any:
         """A connection of its own, outside the pool, with the same settings: for work that leaves
@@ -51,10 +54,9 @@ class Database:
         import asyncpg
 
         try:
-            return await asyncpg.connect(self.url, timeout=self._timeout, command_timeout=self._timeout,
-                                         server_settings={"search_path": self.schema})
+            return await asyncpg.connect(**self._connection())
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-            raise ServiceUnavailable(f"the database (PostgreSQL) is unavailable: {exc}") from None
+            raise _unavailable(exc) from None
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -68,3 +70,7 @@ async def _keep_session(connection: Any) -> None:
     UNLISTEN *, CLOSE ALL, pg_advisory_unlock_all()) was one more round trip per use, a third of
     the client CPU of a settled-spend batch: pooled connections carry no session state here (no
     SET, LISTEN, cursor or session lock; `migrate` takes its lock on a connection of its own)."""
+
+
+def _unavailable(exc: BaseException) -> ServiceUnavailable:
+    return ServiceUnavailable(f"the database (PostgreSQL) is unavailable: {exc}")

@@ -27,11 +27,11 @@ from prometheus_client import (
 from gateway.money.pricing import Cost, Usage
 from gateway.observability.money_metrics import MoneyMetrics
 
-__all__ = ["RATIO_UNIT", "Metrics"]
+__all__ = ["Metrics"]
 
 _DURATION = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
 _TTFT = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
-RATIO_UNIT = 10**6  # gateway_routing_estimate_ratio counts millionths
+_RATIO_UNIT = 10**6  # gateway_routing_estimate_ratio counts millionths
 _RATIO = (0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 4.0)
 _OVERHEAD = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 _COST = (1e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1, 5)
@@ -58,9 +58,9 @@ class Metrics:
         self.overhead = histogram("gateway_overhead_seconds", "Time spent in the gateway itself.", [], _OVERHEAD)
         self.upstream_errors = counter("gateway_upstream_errors_total", "Upstream failures by kind.", ["model", "kind"])
         self.failovers = counter("gateway_failovers_total", "Attempts moved on to a tier's next candidate.", ["tier"])
-        self.estimate_ratio = self.money.histogram(  # (observed in RATIO_UNITs: fixed point, like money)
+        self.estimate_ratio = self.money.histogram(  # (observed in _RATIO_UNITs: fixed point, like money)
             "gateway_routing_estimate_ratio", "Actual cost / routing's estimate for the model that answered, per "
-            "tier request.", ["tier"], _RATIO, unit=RATIO_UNIT)
+            "tier request.", ["tier"], _RATIO, unit=_RATIO_UNIT)
         self.routing_saved = money("gateway_routing_saved_usd_total", "What routing saved (reason: tier = the tier's "
                                    "baseline model for the same usage, minus the actual cost; flex = the default "
                                    "service tier's price, minus the flex price paid).", ["tier", "reason"])
@@ -131,6 +131,10 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self._registry)
+
+    def record_estimate(self, tier: str, actual_pico: int, estimated_pico: int) -> None:
+        """One routed request's actual cost over routing's estimate (`estimated_pico` > 0)."""
+        self.estimate_ratio.observe((tier,), actual_pico * _RATIO_UNIT // estimated_pico)
 
     def record_usage(self, model: str, provider: str, tier: str, team: str, usage: Usage, cost: Cost) -> None:
         self.spend.add((model, provider, tier, team, cost.service_tier), cost.total)

@@ -21,7 +21,7 @@ from gateway.errors import GatewayError
 from gateway.ledger.spend_stats import SpendStats
 from gateway.ledger.store import Ledger, LedgerRecord
 from gateway.money.pricing import Cost, Usage, price_usage
-from gateway.observability.metrics import RATIO_UNIT, Metrics
+from gateway.observability.metrics import Metrics
 from gateway.pipeline.exchange import Attempt, Exchange
 from gateway.pipeline.request import ChatRequest
 from gateway.routing.router import Router
@@ -124,7 +124,7 @@ class Books:
         first = plan.first
         chosen = first if first.model == model else next((c for c in plan.ranked if c.model == model), None)
         if chosen is not None and chosen.estimated_cost_pico > 0:
-            self.metrics.estimate_ratio.observe((exchange.tier,), actual * RATIO_UNIT // chosen.estimated_cost_pico)
+            self.metrics.record_estimate(exchange.tier, actual, chosen.estimated_cost_pico)
 
     def _usage(self, attempt: Attempt, result: Billable, reason: str, complete: bool) -> tuple[Usage, dict[str, Any]]:
         spec, metrics = attempt.spec, self.metrics
