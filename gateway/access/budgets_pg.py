@@ -67,7 +67,7 @@ from gateway.access.spend_pg import SpendRecord, Versions, counters_of
 from gateway.access.spend_writer import SpendWriter
 from gateway.errors import ServiceUnavailable
 from gateway.runtime.redis_errors import pool_exhausted, redis_errors, store_unavailable
-from gateway.runtime.redis_scripts import Batch, ScriptBatch
+from gateway.runtime.redis_scripts import Batch, Riders, ScriptBatch
 
 __all__ = ["RecordedBudgets"]
 
@@ -219,6 +219,7 @@ class RecordedBudgets:
         self._settled_ms = settled_ttl_s * 1000
         self._reserve = redis.register_script(_RESERVE)
         self._settle = redis.register_script(_SETTLE)
+        self._riders = Riders(redis)  # settlements ride with the next reservation
         self._confirm = redis.register_script(_CONFIRM)
         self._spend = redis.register_script(_SPEND)
         self.writer = SpendWriter(record, self.confirm, record_journal, **(writer or {}))
@@ -253,7 +254,7 @@ class RecordedBudgets:
         return value
 
     def new_batch(self) -> Batch:
-        return ScriptBatch(self._redis)
+        return ScriptBatch(self._redis, self._riders)
 
     def queue_reserve(self, batch: Batch, key: VirtualKey, team: Team | None, amount_pico: int,
                       hold_ttl_s: float) -> Callable[[list[Any]], Hold]:
@@ -332,7 +333,7 @@ class RecordedBudgets:
             for values, ttl in zip(_rebuilt_args(counters, rebuilt), ttls, strict=True):
                 args += [*values, ttl]
             try:
-                missing = _missing(await self._settle(keys=keys, args=args), counters)
+                missing = _missing(await self._riders.call(self._settle, keys, args), counters)
                 if missing is None:
                     return True
                 rebuilt.update(await self._rebuild(missing))
@@ -358,7 +359,7 @@ class RecordedBudgets:
     async def _confirm_now(self, committed: list[tuple[Settlement, Versions | None]]) -> None:
         if not committed:
             return
-        batch = ScriptBatch(self._redis)
+        batch = ScriptBatch(self._redis, self._riders)
         for settlement, versions in committed:
             hold = settlement.hold
             keys = [k for scope, period in hold_scopes(hold) for k in self._keys(scope, period, settlement.at)]

@@ -34,7 +34,7 @@ from gateway.access.journal import Settlement, SpendJournal
 from gateway.access.keys import Team, VirtualKey
 from gateway.access.periods import Period, period_of
 from gateway.runtime.redis_errors import pool_exhausted, redis_errors, store_unavailable
-from gateway.runtime.redis_scripts import Batch, ScriptBatch
+from gateway.runtime.redis_scripts import Batch, Riders, ScriptBatch
 
 __all__ = ["LUA_LIB", "RedisBudgets", "spent_ttl_ms"]
 
@@ -156,6 +156,7 @@ class RedisBudgets:
         self._settled_ms = settled_ttl_s * 1000
         self._reserve = redis.register_script(_RESERVE)
         self._settle = redis.register_script(_SETTLE)
+        self._riders = Riders(redis)  # settlements ride with the next reservation
         self._release = redis.register_script(_RELEASE)
         self._spend = redis.register_script(_SPEND)
 
@@ -164,7 +165,7 @@ class RedisBudgets:
         return [f"{p}:holds:{scope}", f"{p}:held:{scope}", f"{p}:spent:{scope}:{period_of(period, at)[0]}"]
 
     def new_batch(self) -> Batch:
-        return ScriptBatch(self._redis)
+        return ScriptBatch(self._redis, self._riders)
 
     async def reserve(self, key: VirtualKey, team: Team | None, amount_pico: int, hold_ttl_s: float) -> Hold:
         batch = self.new_batch()
@@ -220,7 +221,7 @@ class RedisBudgets:
             ttls.append(spent_ttl_ms(period, at, self._grace_ms))
         keys.append(f"{self._prefix}:settled:{hold.id}")
         args = [hold.id, settlement.actual, self._settled_ms, *ttls]
-        return bool(await self._settle(keys=keys, args=args))
+        return bool(await self._riders.call(self._settle, keys, args))
 
     async def replay(self) -> int:
         """Apply the journaled settlements (call when Redis answers again); how many."""

@@ -8,9 +8,11 @@ Before each attempt the request reserves its worst case for the model about to b
 round trip for both. After the call the reservation is settled at the actual cost, or released
 if the call failed before producing anything billable. Settling runs as its own task, started
 before the answer is sent and not waited for: the answer does not wait for a Redis round trip,
-and a client that disconnects mid-stream cannot cancel it. Until it lands (about one round trip
-later) the request's hold, its worst case, still counts against the budget, so this can only
-make a budget briefly stricter, never looser.
+and a client that disconnects mid-stream cannot cancel it. With Redis the settlement rides in
+front of the next reservation this process sends (its round trip, not one of its own), or goes
+after 10 ms if no reservation comes first (`gateway.runtime.redis_scripts.Riders`). Until it
+lands the request's hold, its worst case, still counts against the budget, so this can only make
+a budget briefly stricter, never looser; and this process's next reservation always sees it.
 """
 
 from __future__ import annotations
