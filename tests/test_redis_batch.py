@@ -49,12 +49,14 @@ def test_unreachable_redis_gives_the_error_as_every_result() -> None:
 
 class _Counted:
     """A real client whose pipelines are counted (one pipeline sent = one round trip); while
-    `hold` is set, a pipeline's execute waits for it (a round trip in flight)."""
+    `hold` is set, a pipeline's execute waits for it (a round trip in flight); while `fault` is
+    set, it raises that."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
         self.sent = 0
         self.hold: asyncio.Event | None = None
+        self.fault: Exception | None = None  # raised by a pipeline's execute
 
     def pipeline(self, transaction: bool = True) -> _CountedPipe:
         return _CountedPipe(self, self.client.pipeline(transaction=transaction))
@@ -75,6 +77,8 @@ class _CountedPipe:
         self._owner.sent += 1
         if self._owner.hold is not None:
             await self._owner.hold.wait()
+        if self._owner.fault is not None:
+            raise self._owner.fault
         return list(await self._pipe.execute(raise_on_error=raise_on_error))
 
 
@@ -139,6 +143,21 @@ def test_a_batch_cancelled_in_flight_leaves_its_riders_to_go_again_once(redis_ur
         counted.hold = None
         assert await asyncio.wait_for(ride, 10) == 4  # sent again, by itself
         assert counted.sent == 2 and int(await counted.get(f"{k}:n")) == 4
+
+    _with_scripts(redis_url, test)
+
+
+def test_a_batch_that_fails_otherwise_fails_its_riders_once(redis_url: str) -> None:
+    async def test(counted: _Counted, once: Any, k: str) -> None:
+        riders = Riders(counted, wait_s=3600.0)
+        ride = asyncio.get_running_loop().create_task(riders.call(once, [f"{k}:mark", f"{k}:n"], [4]))
+        await asyncio.sleep(0)
+        counted.fault = TypeError("not a Redis error")
+        with pytest.raises(TypeError):
+            await ScriptBatch(counted, riders).run()
+        with pytest.raises(TypeError):
+            await ride  # the rider's failure too, not a call left waiting forever
+        assert riders.take() == []
 
     _with_scripts(redis_url, test)
 

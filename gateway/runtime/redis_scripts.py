@@ -64,9 +64,9 @@ class _Ride:
 
 class Riders:
     """Script calls waiting to ride with the next `ScriptBatch` built with this object, or to go
-    by themselves `wait_s` after the first of them arrived. A call whose batch did not complete
-    (cancelled mid-flight) waits again and is sent again, so its script must be idempotent (the
-    settlements' are: each sets its mark once)."""
+    by themselves `wait_s` after the first of them arrived. A call whose batch was cancelled
+    mid-flight waits again and is sent again, so its script must be idempotent (the settlements'
+    are: each sets its mark once); any other failure of the batch is the call's too."""
 
     def __init__(self, redis: Any, wait_s: float = 0.01) -> None:
         self._redis = redis
@@ -122,9 +122,14 @@ class ScriptBatch:
         rides = self._riders.take() if self._riders is not None else []
         try:
             results = await self._run([*(ride.call for ride in rides), *self._calls])
-        except BaseException:
+        except asyncio.CancelledError:
             if self._riders is not None:  # not known to have run: they wait for the next batch
                 self._riders.wait(rides)
+            raise
+        except Exception as exc:  # not Redis (its errors are results): each rider gets it too
+            for ride in rides:
+                if not ride.reply.done():
+                    ride.reply.set_result(exc)
             raise
         for ride, result in zip(rides, results, strict=False):
             if not ride.reply.done():
