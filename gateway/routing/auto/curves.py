@@ -5,7 +5,9 @@ A *point* is (total cost, total correct answers) of one way of routing a set of 
 points can be mixed (route a random share of the prompts one way, the rest the other), so the
 cost needed for a quality level is read off the lower hull of a method's points:
 
-- `learned`: the learned policy at each quality floor of a grid (mixing two floors);
+- `learned`: the learned policy's controller at each target of a grid (mixing two targets); a
+  point is one target's replay, so a floor's calibration (which only says which target a floor
+  needs) does not move the curve;
 - `static`: one model for all prompts, as a static tier does (no mixing);
 - `random`: random mixing of single models (the hull of the static points);
 - `oracle`: per prompt, knowing the outcomes: the cheapest model that is correct, bought in

@@ -37,7 +37,7 @@ from routing_policies.learned.policy import MIN_COVERAGE
 
 __all__ = ["FLOORS", "Predictions", "evaluate", "predict", "replay", "report"]
 
-FLOORS = tuple(round(f, 3) for f in np.arange(0.60, 1.101, 0.01))  # the learned curve's operating points
+FLOORS = tuple(round(f, 3) for f in np.arange(0.60, 1.101, 0.01))  # the learned curve's targets
 _BOOTSTRAP = 200
 _GENERAL_OUTPUT = 256  # a model without a length head: the gateway's default (routing.default_output_tokens)
 
@@ -114,8 +114,10 @@ def report(data: OutcomeSet, pred: Predictions, target_of: Callable[[float], flo
 
     Cross-fitted (training's held-out report): with `folds` (each prompt's fold) and
     `fold_targets` (per fold, the target of a floor as calibrated without that fold's prompts),
-    a prompt's decision is the one the controller makes at its own fold's target (every prompt
-    still passes through the controller, in the same order)."""
+    a prompt's decision at `floor` is the one the controller makes at its own fold's target (every
+    prompt still passes through the controller, in the same order). The learned curve's points are
+    the controller at each target of `FLOORS`, one for all prompts: a point blending the folds'
+    targets would cost more than the curve at its quality (the calibration names targets only)."""
     ref = data.reference
     costs, correct = data.costs().astype(float), data.correct
     n = len(correct)
@@ -123,20 +125,21 @@ def report(data: OutcomeSet, pred: Predictions, target_of: Callable[[float], flo
     order = rng.permutation(n)
     done: dict[float, np.ndarray] = {}
 
+    def decide_target(target: float) -> np.ndarray:
+        if target not in done:
+            done[target] = replay(pred, ref, target, order)
+        return done[target]
+
     def decide(f: float) -> np.ndarray:
-        def at(target: float) -> np.ndarray:
-            if target not in done:
-                done[target] = replay(pred, ref, target, order)
-            return done[target]
         if folds is None or not fold_targets:
-            return at(target_of(f))
+            return decide_target(target_of(f))
         picked = np.zeros(n, dtype=np.int64)
         for k, of in enumerate(fold_targets):
             mine = folds == k
-            picked[mine] = at(of(f))[mine]
+            picked[mine] = decide_target(of(f))[mine]
         return picked
 
-    picks = [decide(f) for f in FLOORS]
+    picks = [decide_target(t) for t in FLOORS]
     at_floor = decide(floor)
     index = np.arange(n)
 
