@@ -102,13 +102,19 @@ def _with_scripts(redis_url: str, test: Callable[[_Counted, Any, str], Awaitable
     asyncio.run(run())
 
 
+async def _ride(riders: Riders, once: Any, k: str, amount: int) -> asyncio.Task[Any]:
+    """A settlement-like call waiting in `riders` (queued once its task has run once)."""
+    ride = asyncio.get_running_loop().create_task(riders.call(once, [f"{k}:mark", f"{k}:n"], [amount]))
+    await asyncio.sleep(0)
+    return ride
+
+
 def test_a_waiting_call_rides_in_front_of_the_next_batch(redis_url: str) -> None:
     async def test(counted: _Counted, once: Any, k: str) -> None:
         read = counted.register_script("return redis.call('GET', KEYS[1])")
         await counted.script_load(read.script)
         riders = Riders(counted, wait_s=3600.0)  # never alone here: only the batch can carry it
-        ride = asyncio.get_running_loop().create_task(riders.call(once, [f"{k}:mark", f"{k}:n"], [7]))
-        await asyncio.sleep(0)  # the call is queued when its task first runs
+        ride = await _ride(riders, once, k, 7)
         batch = ScriptBatch(counted, riders)
         batch.add(read, [f"{k}:n"], [])
         assert await batch.run() == [b"7"]  # the rider ran first, in the same round trip
@@ -125,7 +131,7 @@ def test_a_waiting_call_goes_alone_when_no_batch_comes(redis_url: str) -> None:
         riders = Riders(counted, wait_s=0.01)
         replies = await asyncio.wait_for(asyncio.gather(
             riders.call(once, [f"{k}:a", f"{k}:n"], [2]), riders.call(once, [f"{k}:b", f"{k}:n"], [3])), 10)
-        assert replies == [2, 5] and counted.sent == 1  # both in one round trip, in order
+        assert list(replies) == [2, 5] and counted.sent == 1  # both in one round trip, in order
 
     _with_scripts(redis_url, test)
 
@@ -133,8 +139,7 @@ def test_a_waiting_call_goes_alone_when_no_batch_comes(redis_url: str) -> None:
 def test_a_batch_cancelled_in_flight_leaves_its_riders_to_go_again_once(redis_url: str) -> None:
     async def test(counted: _Counted, once: Any, k: str) -> None:
         riders = Riders(counted, wait_s=0.01)
-        ride = asyncio.get_running_loop().create_task(riders.call(once, [f"{k}:mark", f"{k}:n"], [4]))
-        await asyncio.sleep(0)
+        ride = await _ride(riders, once, k, 4)
         counted.hold = asyncio.Event()  # the reservation's round trip never completes
         batch = asyncio.get_running_loop().create_task(ScriptBatch(counted, riders).run())
         while counted.sent < 1:
@@ -150,8 +155,7 @@ def test_a_batch_cancelled_in_flight_leaves_its_riders_to_go_again_once(redis_ur
 def test_a_batch_that_fails_otherwise_fails_its_riders_once(redis_url: str) -> None:
     async def test(counted: _Counted, once: Any, k: str) -> None:
         riders = Riders(counted, wait_s=3600.0)
-        ride = asyncio.get_running_loop().create_task(riders.call(once, [f"{k}:mark", f"{k}:n"], [4]))
-        await asyncio.sleep(0)
+        ride = await _ride(riders, once, k, 4)
         counted.fault = TypeError("not a Redis error")
         with pytest.raises(TypeError):
             await ScriptBatch(counted, riders).run()
