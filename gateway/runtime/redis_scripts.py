@@ -17,6 +17,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway.runtime.background import Background
 from gateway.runtime.redis_errors import redis_errors
 
 __all__ = ["Batch", "Lua", "NoBatch", "Riders", "ScriptBatch"]
@@ -73,7 +74,7 @@ class Riders:
         self._wait = wait_s
         self._waiting: list[_Ride] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._alone: set[asyncio.Task[list[Any]]] = set()  # batches sent by the timer, referenced until done
+        self._alone = Background()  # batches sent by the timer, referenced until done
 
     async def call(self, script: Any, keys: list[Any], args: list[Any]) -> Any:
         """The script's reply once a batch carried it; raises what a direct call would (an error
@@ -100,9 +101,10 @@ class Riders:
 
     def _send_alone(self) -> None:
         self._timer = None
-        task = asyncio.get_running_loop().create_task(ScriptBatch(self._redis, self).run())
-        self._alone.add(task)
-        task.add_done_callback(self._alone.discard)
+        self._alone.spawn(self._go_alone())
+
+    async def _go_alone(self) -> None:
+        await ScriptBatch(self._redis, self).run()
 
 
 class ScriptBatch:
