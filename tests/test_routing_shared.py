@@ -23,7 +23,8 @@ def two_gateways(upstream: FakeUpstreamThread, redis_url: str) -> Iterator[tuple
     config: dict[str, Any] = {**routing_config(upstream), "redis_url": redis_url,
                               "redis_prefix": f"test-{uuid.uuid4().hex[:8]}"}
     config["tiers"] = {k: v for k, v in config["tiers"].items() if k != "custom"}
-    config["routing"] = {**config.get("routing", {}), "shared_state_refresh_s": REFRESH_S}
+    # a cooldown that outlasts B's first (cold) request on a slow machine: the test reads it, never waits it out
+    config["routing"] = {**config.get("routing", {}), "shared_state_refresh_s": REFRESH_S, "cooldown_s": 60.0}
     a, b = Gateway(config), Gateway(config)
     yield a, b
     a.stop()
