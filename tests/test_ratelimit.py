@@ -116,6 +116,22 @@ def test_buckets_refill(redis_url: str) -> None:
     run_on_both(redis_url, scenario)
 
 
+def test_a_full_bucket_admits_its_burst_whatever_the_clock_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At this reading (ms), now + 60,000 crosses 2**22 and rounds up: a key's first request was
+    refused ("retry in 0.00 s") for a minute in every doubling of the monotonic clock."""
+    now_ms = 4164304.4285714286
+    monkeypatch.setattr(time, "monotonic", lambda: now_ms / 1000)
+    limiter = MemoryRateLimiter()
+    batch: Any = None  # the memory limiter sends nothing
+    for rpm, tpm, tokens, burst in ((1, None, 0, 1), (7, None, 0, 7), (None, 600, 200, 3)):
+        key = vkey(rpm=rpm, tpm=tpm)
+        for _ in range(burst):
+            assert limiter.queue_admit(batch, key, tokens)([]) == Admission(key.id, tpm, tokens)
+        with pytest.raises(RateLimitExceeded) as info:
+            limiter.queue_admit(batch, key, tokens)([])
+        assert info.value.retry_after_s == pytest.approx(60 / burst)
+
+
 def test_redis_down_admits(caplog: pytest.LogCaptureFixture) -> None:
     """Rate limits protect upstreams, they are not money: with Redis down, requests pass (logged)."""
     async def scenario() -> None:

@@ -33,6 +33,10 @@ __all__ = ["Admission", "MemoryRateLimiter", "RateLimiter", "RedisRateLimiter"]
 
 log = logging.getLogger("gateway.ratelimit")
 _WINDOW_MS = 60_000.0
+# A wait of at most this (ms) is rounding, not a limit: clock readings near a power of two in ms
+# round `now + spacing` by up to a few hundred picoseconds, and Redis keeps arrival times to the
+# microsecond. Without it a full bucket's request could be refused with "retry in 0.00 s".
+_ROUNDING_MS = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +109,7 @@ class MemoryRateLimiter:
             if limit is not None:
                 steps[kind] = _step(self._tat.get((key.id, kind), now), now, limit, cost)
         wait = max((w for _, w in steps.values()), default=0.0)
-        if wait > 0:
+        if wait > _ROUNDING_MS:
             raise _refused(key, wait)
         if len(self._tat) > 100_000:
             self._tat = {k: t for k, t in self._tat.items() if t > now}
@@ -147,7 +151,7 @@ for i = 1, 2 do
     wait = math.max(wait, new[i] - now - 60000)
   end
 end
-if wait > 0 then return string.format('%.3f', wait) end
+if wait > 0.001 then return string.format('%.3f', wait) end  -- _ROUNDING_MS
 for i = 1, 2 do
   if new[i] then store(KEYS[i], new[i]) end
 end
