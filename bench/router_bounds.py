@@ -13,36 +13,37 @@ cost needed for a quality level is read off the lower hull as `gateway router ev
   has seen the answers: flatters itself).
 
     python bench/router_bounds.py [--data ../shared/data/routing/rl_gsm8k_train.csv.gz] [--level 0.95]
+
+It fits with scipy, as training does (`pip install '.[train]'`).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from scipy.optimize import minimize
 
 from gateway.money.price_table import load_price_table
 from gateway.routing.auto.curves import Point, cheapest_mix
 from gateway.routing.auto.data import OutcomeSet, load_outcomes
+from gateway.routing.auto.fit import logistic
 
 _DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "routing" / "rl_gsm8k_train.csv.gz"
 
 
-def _logistic(x: np.ndarray, y: np.ndarray, reg: float = 1e-3, steps: int = 50) -> np.ndarray:
-    """Weights of an L2-regularised logistic regression (Newton's method; x has a column of ones)."""
-    w = np.zeros(x.shape[1])
-    for _ in range(steps):
-        p = 1.0 / (1.0 + np.exp(-(x @ w)))
-        grad = x.T @ (p - y) + reg * w
-        hess = (x * (p * (1 - p))[:, None]).T @ x + reg * np.eye(len(w))
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.abs(step).max() < 1e-10:
-            break
-    return w
+def _logistic(x: np.ndarray, y: np.ndarray, reg: float = 1e-3) -> np.ndarray:
+    """Weights of an L2-regularised logistic regression (x has a column of ones), fitted with the
+    router's own loss (`gateway.routing.auto.fit.logistic`) by L-BFGS, as its heads are."""
+
+    def objective(w: np.ndarray) -> tuple[float, np.ndarray]:
+        value, r = logistic(x @ w, y)
+        return value + 0.5 * reg * float(w @ w), x.T @ r + reg * w
+
+    weights: np.ndarray = minimize(objective, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B").x
+    return weights
 
 
 def _cross_fitted(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
@@ -70,15 +71,12 @@ def share(data: OutcomeSet, score: np.ndarray, level: float) -> float | None:
     model for the prompts of highest `score` first (mixing two thresholds)."""
     strong, weak = data.reference, 1 - data.reference
     costs, correct = data.costs().astype(float), data.correct
-    asked = np.zeros(len(score), dtype=bool)
-    points: list[Point] = [(float(costs[:, weak].sum()), float(correct[:, weak].sum()))]
-    for i in np.argsort(-score, kind="stable"):
-        asked[i] = True
-        pick = np.where(asked, strong, weak)
-        rows = np.arange(len(pick))
-        points.append((float(costs[rows, pick].sum()), float(correct[rows, pick].sum())))
-    cost = cheapest_mix(points, level * float(correct[:, strong].sum()))
-    return None if cost is None else cost / float(costs[:, strong].sum())
+    order = np.argsort(-score, kind="stable")  # after k prompts asked: the weak model for all, plus k swaps
+    cost = costs[:, weak].sum() + np.concatenate(([0.0], np.cumsum(costs[order, strong] - costs[order, weak])))
+    right = correct[:, weak].sum() + np.concatenate(([0.0], np.cumsum(correct[order, strong] - correct[order, weak])))
+    points: list[Point] = list(zip(cost.tolist(), right.tolist(), strict=True))
+    needed = cheapest_mix(points, level * float(correct[:, strong].sum()))
+    return None if needed is None else needed / float(costs[:, strong].sum())
 
 
 def routers(data: OutcomeSet) -> dict[str, np.ndarray]:
@@ -110,7 +108,6 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=_DEFAULT)
     parser.add_argument("--level", type=float, default=0.95)
     args = parser.parse_args()
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     data = load_outcomes(args.data, load_price_table())
     if len(data.models) != 2:
         raise SystemExit(f"{args.data}: a pair file is needed (it has {len(data.models)} models)")
